@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sync.errors import SyncError
+
+from .models import Device
+
+_FIELDS = ("platform", "name", "app_version", "push_token")
+
+
+def device_register(
+    *, user: Any, device_id: uuid.UUID, data: dict[str, Any]
+) -> tuple[Device, bool]:
+    """Idempotent upsert of the caller's device; returns (device, created)."""
+    now = timezone.now()
+    values = {k: data[k] for k in _FIELDS if k in data and data[k] is not None}
+    if "push_token" in values:
+        values["push_active"] = bool(values["push_token"])
+    try:
+        with transaction.atomic():
+            device = Device.objects.select_for_update().filter(pk=device_id).first()
+            if device is None:
+                device = Device.objects.create(
+                    id=device_id, user=user, created_at=now, updated_at=now, **values
+                )
+                return device, True
+    except IntegrityError:
+        # Registered concurrently by another request: fall through to the update.
+        device = Device.objects.get(pk=device_id)
+    if device.user_id != user.pk:
+        raise SyncError(
+            "device_taken",
+            "This device id is registered to another account; generate a new one.",
+            status_code=409,
+        )
+    return device_update(device=device, data=data), False
+
+
+def device_update(*, device: Device, data: dict[str, Any]) -> Device:
+    changed = []
+    for key in _FIELDS:
+        if key in data and data[key] is not None and getattr(device, key) != data[key]:
+            setattr(device, key, data[key])
+            changed.append(key)
+    if "push_token" in changed:
+        device.push_active = bool(device.push_token)
+        changed.append("push_active")
+    if changed:
+        device.updated_at = timezone.now()
+        device.save(update_fields=[*changed, "updated_at"])
+    return device
+
+
+def device_delete(*, device: Device) -> None:
+    device.delete()
+
+
+def device_seen(*, device_id: uuid.UUID, cursor: str | None = None) -> None:
+    values: dict[str, Any] = {"last_seen": timezone.now()}
+    if cursor is not None:
+        values["last_cursor"] = cursor
+    Device.objects.filter(pk=device_id).update(**values)

@@ -1,0 +1,135 @@
+"""Wire form of synced fields: JSON in, Python out, and back.
+
+Validation reuses each Django field's own `to_python`, choices/null/blank
+checks and validators. It is written here rather than through DRF serializers
+because a push of 500 mutations must validate in memory: DRF's relational and
+unique validators issue a query per object, and references are instead checked
+for the whole batch at once by the push service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+_TYPES: list[tuple[type[models.Field], str]] = [
+    (models.ForeignKey, "reference"),
+    (models.UUIDField, "uuid"),
+    (models.BooleanField, "boolean"),
+    (models.DateTimeField, "datetime"),
+    (models.DateField, "date"),
+    (models.TextField, "text"),
+    (models.CharField, "string"),
+    (models.IntegerField, "integer"),
+    (models.DecimalField, "number"),
+    (models.FloatField, "number"),
+    (models.JSONField, "json"),
+]
+
+# JSON types a client may send for each wire type; anything else is a type error
+# (Django's to_python would happily turn "yes" into True, a wire protocol must not).
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "reference": (str, int),
+    "uuid": (str,),
+    "boolean": (bool,),
+    "datetime": (str,),
+    "date": (str,),
+    "text": (str,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class FieldCodec:
+    name: str
+    attname: str
+    type: str
+    required: bool
+    nullable: bool
+    read_only: bool
+    field: models.Field
+    choices: tuple[Any, ...] | None = None
+    ref_label: str | None = None
+    ref_model: type[models.Model] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "required": self.required,
+            "read_only": self.read_only,
+            "nullable": self.nullable,
+        }
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        if self.ref_label is not None:
+            out["model"] = self.ref_label
+        return out
+
+    def encode(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return float(value)
+        return value
+
+    def decode(self, value: Any) -> Any:
+        """JSON value → Python value, or ValidationError with the messages for this field."""
+        if value is None:
+            if not self.nullable:
+                raise ValidationError("This field may not be null.")
+            return None
+        accepts = _ACCEPTS.get(self.type)
+        if accepts and (
+            not isinstance(value, accepts) or isinstance(value, bool) != (bool in accepts)
+        ):
+            raise ValidationError(f"Expected a JSON value of type {self.type}.")
+        if self.type == "reference":
+            target_pk = self.ref_model._meta.pk  # type: ignore[union-attr]
+            return target_pk.to_python(value)
+        python = self.field.to_python(value)
+        if self.type == "datetime" and timezone.is_naive(python):
+            # The protocol speaks UTC; a timestamp without an offset is taken as UTC.
+            python = python.replace(tzinfo=dt.UTC)
+        self.field.validate(python, None)
+        self.field.run_validators(python)
+        return python
+
+
+def codec_for(field: models.Field, *, read_only: bool) -> FieldCodec:
+    wire = next((name for cls, name in _TYPES if isinstance(field, cls)), None)
+    if wire is None:
+        raise TypeError(f"Field {field.name} ({type(field).__name__}) cannot be synced")
+    has_default = field.has_default() or getattr(field, "auto_now", False)
+    choices = tuple(v for v, _ in field.flatchoices) if field.choices else None
+    ref_model = field.related_model if wire == "reference" else None
+    return FieldCodec(
+        name=field.name,
+        attname=field.attname,
+        type=wire,
+        required=not (read_only or field.null or has_default or field.blank),
+        nullable=field.null,
+        read_only=read_only,
+        field=field,
+        choices=choices,
+        ref_label=ref_model._meta.label_lower if ref_model is not None else None,
+        ref_model=ref_model,
+    )
+
+
+def error_messages(exc: ValidationError) -> list[str]:
+    return [str(m) for m in exc.messages]

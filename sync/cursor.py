@@ -1,0 +1,65 @@
+"""Pull cursors: opaque to clients, signed so that the server can tell its own.
+
+A cursor holds:
+  s   the feed position: every change in the caller's channels with seq <= s
+      has been delivered (for the models filter `m`)
+  g   the last grant event of the caller that this cursor has taken into account
+  b   pending backfills: [channel, upto, pos], delivering that channel's
+      changes with pos < seq <= upto before the main feed continues
+  i   during an initial sync, the feed head when it started (deletes older than
+      that cannot concern the client, so they are skipped)
+  m   the sorted models filter it was issued for, or None for all models
+  t   when it was issued (unix seconds), for the retention window
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from django.core import signing
+
+_SALT = "sync.cursor.v1"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    s: int = 0
+    g: int = 0
+    b: tuple[tuple[str, int, int], ...] = ()
+    i: int | None = None
+    m: tuple[str, ...] | None = None
+    t: int = field(default_factory=lambda: int(time.time()))
+
+    def encode(self) -> str:
+        payload = {
+            "s": self.s,
+            "g": self.g,
+            "b": [list(x) for x in self.b],
+            "i": self.i,
+            "m": list(self.m) if self.m is not None else None,
+            "t": int(time.time()),
+        }
+        return signing.dumps(payload, salt=_SALT, compress=True)
+
+    def evolve(self, **changes: object) -> Cursor:
+        return replace(self, **changes)
+
+
+class BadCursor(Exception):
+    pass
+
+
+def decode(token: str) -> Cursor:
+    try:
+        payload = signing.loads(token, salt=_SALT)
+        return Cursor(
+            s=int(payload["s"]),
+            g=int(payload["g"]),
+            b=tuple((str(c), int(u), int(p)) for c, u, p in payload["b"]),
+            i=None if payload["i"] is None else int(payload["i"]),
+            m=None if payload["m"] is None else tuple(payload["m"]),
+            t=int(payload["t"]),
+        )
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise BadCursor(str(exc)) from exc

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("not_authenticated", "Authentication credentials were not provided."),
+    403: ("permission_denied", "You may not do this."),
+    404: ("not_found", "No such endpoint or object."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("payload_too_large", "The request body is too large."),
+    500: ("server_error", "The server failed to handle this request."),
+}
+
+
+class APIErrorMiddleware:
+    """Under /api/, every error is a JSON `{"code", "detail"}` body, never an HTML page.
+
+    DRF views already answer through `sync.errors.exception_handler`; this
+    catches what happens outside them (unknown URLs, Django's own 400/404/500
+    pages, DEBUG's technical pages) so clients can always parse the error.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return _error(response.status_code)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        logger.exception("Unhandled error under /api/", exc_info=exception)
+        return _error(500)
+
+
+def _error(status: int) -> JsonResponse:
+    code, detail = _CODES.get(status, ("error", "The request failed."))
+    return JsonResponse({"code": code, "detail": detail}, status=status)

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+
+class SyncedModel(models.Model):
+    """Base of every synced model.
+
+    Ids are UUIDs chosen by the client. `version` starts at 1 and is bumped by
+    the sync service on every write. Deletes are soft (`deleted_at`) so that
+    versions stay monotonic, a late update can be recognised as
+    update-vs-delete, and a conflict resolution can bring an object back.
+    Never save these directly: write through `sync.services`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    version = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    history = HistoricalRecords(inherit=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class Change(models.Model):
+    """The change feed: one row per (write, channel), append-only.
+
+    `seq` is handed out under a feed-wide lock held until commit (see
+    `sync.feed.append`), so seq order is commit order and a reader never sees
+    seq N+1 before seq N.
+    """
+
+    class Op(models.IntegerChoices):
+        UPSERT = 1, "upsert"
+        DELETE = 2, "delete"
+
+    seq = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=120)
+    model = models.CharField(max_length=120)
+    object_id = models.UUIDField()
+    version = models.PositiveIntegerField()
+    op = models.PositiveSmallIntegerField(choices=Op.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["channel", "seq"], name="sync_change_channel_seq"),
+            models.Index(fields=["object_id", "channel"], name="sync_change_object"),
+            models.Index(fields=["created_at"], name="sync_change_created"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"#{self.seq} {self.get_op_display()} {self.model}:{self.object_id} in {self.channel}"
+        )
+
+
+class FeedState(models.Model):
+    """A single row: how far compaction has purged tombstones.
+
+    A cursor positioned before `purged_seq` may have missed a delete, so pull
+    answers it with 410 resync_required.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    purged_seq = models.BigIntegerField(default=0)
+    compacted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"feed purged through #{self.purged_seq}"
+
+
+class ChannelGrant(models.Model):
+    """A user's membership of a channel beyond their own `user:<id>` channel."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=120)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "channel"], name="sync_grant_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.channel}"
+
+
+class GrantEvent(models.Model):
+    """Append-only log of grants and revocations, numbered in commit order.
+
+    A cursor remembers the last event it has seen; newer events make the next
+    pull backfill the granted channel or send deletes for the revoked one.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=120)
+    granted = models.BooleanField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "id"], name="sync_grantevent_user")]
+
+    def __str__(self) -> str:
+        return f"{'grant' if self.granted else 'revoke'} {self.channel} for {self.user}"
+
+
+class MutationRecord(models.Model):
+    """The stored result of each pushed mutation, so a retry applies nothing twice."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    mutation_id = models.UUIDField()
+    device_id = models.UUIDField(null=True, blank=True)
+    model = models.CharField(max_length=120, blank=True)
+    object_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=16)
+    result = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "mutation_id"], name="sync_mutation_unique"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="sync_mutation_created")]
+
+    def __str__(self) -> str:
+        return f"{self.mutation_id} {self.status}"
+
+
+class Conflict(models.Model):
+    """A concurrent change that needs a person: the staff review queue."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        RESOLVED = "resolved", "resolved"
+        SUPERSEDED = "superseded", "superseded"
+
+    class Kind(models.TextChoices):
+        UPDATE_UPDATE = "update_update", "both sides changed fields"
+        UPDATE_DELETE = "update_delete", "client updated, server deleted"
+        DELETE_UPDATE = "delete_update", "client deleted, server changed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.CharField(max_length=120)
+    object_id = models.UUIDField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    policy = models.CharField(max_length=16)
+    fields = models.JSONField(default=list, help_text="Fields changed on both sides.")
+    base_version = models.PositiveIntegerField(null=True, blank=True)
+    server_version = models.PositiveIntegerField()
+    base_data = models.JSONField(null=True, blank=True)
+    server_data = models.JSONField(null=True, blank=True)
+    client_data = models.JSONField(null=True, blank=True)
+    client_op = models.CharField(max_length=8)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    device_id = models.UUIDField(null=True, blank=True)
+    mutation_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
+    resolution = models.JSONField(null=True, blank=True)
+    resolved_version = models.PositiveIntegerField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="sync_conflict_status"),
+            models.Index(fields=["user", "status"], name="sync_conflict_user"),
+            models.Index(fields=["model", "object_id"], name="sync_conflict_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.model}:{self.object_id}"

@@ -1,0 +1,159 @@
+"""Which models sync, with which fields, scope and conflict policy.
+
+A model opts in once, usually in its app's `ready()`:
+
+    sync.register(WorkOrder, fields=["title", "status", "customer", "team"],
+                  scope={"user": "owner", "team": "team"}, policy="merge")
+
+`scope` maps a channel prefix to a field: an object is in channel
+`<prefix>:<value of field>` for each non-null field. Every object is also
+owned by the user who created it (`owner_field`), and a user is always a member
+of `user:<their id>`; other channels are granted (`sync.services.channel_grant`).
+Scope is declarative rather than a callable so that pull can compute channels
+from plain rows, without building model instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import models
+
+from .codecs import FieldCodec, codec_for
+
+POLICIES = ("merge", "manual", "server_wins", "client_wins", "custom")
+# Fields every synced model has and that only the server writes.
+SYSTEM_FIELDS = ("created_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a custom resolver decided: `values` to write over the server state, or
+    `needs_person=True` to queue a conflict."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    needs_person: bool = False
+
+
+# resolver(base, server, client, fields) -> Resolution; all dicts in wire form.
+Resolver = Callable[
+    [Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, Any], list[str]], Resolution
+]
+
+
+@dataclass(eq=False)  # identity: one entry per model, used as a dict key
+class SyncedType:
+    model: type[models.Model]
+    label: str
+    codecs: dict[str, FieldCodec]
+    scope: dict[str, str]
+    policy: str
+    resolver: Resolver | None
+    owner_field: str | None
+
+    @property
+    def writable(self) -> dict[str, FieldCodec]:
+        return {n: c for n, c in self.codecs.items() if not c.read_only}
+
+    @property
+    def references(self) -> dict[str, FieldCodec]:
+        return {n: c for n, c in self.codecs.items() if c.type == "reference"}
+
+    @property
+    def scope_attnames(self) -> list[tuple[str, str]]:
+        return [(prefix, self.codecs[name].attname) for prefix, name in self.scope.items()]
+
+    def channels_of(self, row: Mapping[str, Any]) -> set[str]:
+        """Channels of an object given its attname → value mapping (instance __dict__ or row)."""
+        return {
+            f"{prefix}:{row[attname]}"
+            for prefix, attname in self.scope_attnames
+            if row.get(attname) is not None
+        }
+
+    def row_attnames(self) -> list[str]:
+        """Columns pull and push need: state, scope and every synced field."""
+        names = ["id", "version", "deleted_at"]
+        for codec in self.codecs.values():
+            if codec.attname not in names:
+                names.append(codec.attname)
+        return names
+
+    def encode(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: c.encode(row[c.attname]) for name, c in self.codecs.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.label,
+            "fields": {name: c.describe() for name, c in self.codecs.items()},
+            "conflict_policy": self.policy,
+        }
+
+
+_registry: dict[str, SyncedType] = {}
+
+
+def register(
+    model: type[models.Model],
+    *,
+    fields: Iterable[str],
+    scope: Mapping[str, str] | None = None,
+    read_only: Iterable[str] = (),
+    policy: str = "merge",
+    resolver: Resolver | None = None,
+    owner_field: str | None = "owner",
+) -> SyncedType:
+    """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API."""
+    from .models import SyncedModel
+
+    if not issubclass(model, SyncedModel):
+        raise TypeError(f"{model.__name__} must subclass sync.models.SyncedModel")
+    if resolver is not None and policy == "merge":
+        policy = "custom"
+    if policy not in POLICIES:
+        raise ValueError(f"Unknown conflict policy {policy!r}; use one of {POLICIES}")
+    if policy == "custom" and resolver is None:
+        raise ValueError("policy='custom' needs a resolver")
+    label = model._meta.label_lower
+    read_only = set(read_only) | set(SYSTEM_FIELDS)
+    names = list(fields)
+    if owner_field:
+        read_only.add(owner_field)
+        if owner_field not in names:
+            names.append(owner_field)
+    names += [n for n in SYSTEM_FIELDS if n not in names]
+    scope = dict(scope if scope is not None else ({"user": owner_field} if owner_field else {}))
+    if not scope:
+        raise ValueError(f"{label}: a synced model needs a scope or an owner_field")
+    for name in scope.values():
+        if name not in names:
+            names.append(name)
+    codecs = {}
+    for name in names:
+        django_field = model._meta.get_field(name)
+        codecs[name] = codec_for(django_field, read_only=name in read_only)
+    entry = SyncedType(
+        model=model,
+        label=label,
+        codecs=codecs,
+        scope=scope,
+        policy=policy,
+        resolver=resolver,
+        owner_field=owner_field,
+    )
+    _registry[label] = entry
+    return entry
+
+
+def get(label: str) -> SyncedType | None:
+    return _registry.get(label)
+
+
+def for_model(model: type[models.Model]) -> SyncedType | None:
+    return _registry.get(model._meta.label_lower)
+
+
+def all_types() -> list[SyncedType]:
+    return [_registry[k] for k in sorted(_registry)]

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from rest_framework.renderers import JSONRenderer
+
+
+class ORJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer, encoded with orjson: a pull page of 1,000 objects is
+    the hot path, and orjson serialises it several times faster than `json`."""
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context=None
+    ) -> bytes:  # noqa: ANN001
+        if data is None:
+            return b""
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,219 @@
+"""Reads shared by views and tasks: the pull page, conflicts, model discovery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from . import feed, registry
+from .cursor import BadCursor, Cursor, decode
+from .errors import SyncError
+from .models import Change, Conflict, FeedState, GrantEvent
+from .registry import SyncedType
+
+# `remaining` counts at most this many feed rows: it is a progress-bar estimate,
+# and counting further would make every page of a huge initial sync slower.
+REMAINING_COUNT_CAP = 100_000
+# Backfill bound meaning "up to whatever the feed holds when the page is read".
+UNBOUNDED = -1
+
+
+@dataclass
+class PullPage:
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    cursor: str = ""
+    has_more: bool = False
+    remaining: int = 0
+
+
+def resolve_models(labels: str | None) -> list[SyncedType] | None:
+    if labels is None:
+        return None
+    types: list[SyncedType] = []
+    unknown: list[str] = []
+    for label in (x.strip().lower() for x in labels.split(",")):
+        if not label:
+            continue
+        stype = registry.get(label)
+        if stype is None:
+            unknown.append(label)
+        elif stype not in types:
+            types.append(stype)
+    if unknown or not types:
+        raise SyncError(
+            "unknown_model",
+            f"Unknown model(s): {', '.join(unknown) or '(none given)'}; "
+            "see GET /api/v1/sync/models/.",
+            errors={"models": [f"Unknown model {u!r}." for u in unknown] or ["Empty list."]},
+        )
+    return types
+
+
+def _start_cursor(user_id: int, models: tuple[str, ...] | None) -> Cursor:
+    return Cursor(s=0, g=feed.last_grant_event(user_id), i=feed.head(), m=models)
+
+
+def _continue_cursor(
+    token: str, user_id: int, channels: set[str], models: tuple[str, ...] | None
+) -> Cursor:
+    try:
+        cur = decode(token)
+    except BadCursor:
+        raise SyncError(
+            "bad_cursor",
+            "This cursor was not issued by this server; start an initial sync without a cursor.",
+        ) from None
+    if cur.m != models:
+        raise SyncError(
+            "bad_cursor",
+            "This cursor was issued for a different `models` filter; use the same filter "
+            "or start an initial sync for the new one.",
+        )
+    if cur.t < time.time() - settings.SYNC_RETENTION.total_seconds():
+        raise _resync()
+    positions = [cur.s, *(pos for _, _, pos in cur.b)]
+    purged = FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
+    if min(positions) < purged:
+        raise _resync()
+    events = list(
+        GrantEvent.objects.filter(user_id=user_id, id__gt=cur.g)
+        .order_by("id")
+        .values_list("id", "channel")
+    )
+    if not events:
+        return cur
+    # Channels granted since this cursor: backfill what they held up to the
+    # cursor (later changes come with the main feed). Channels revoked: go
+    # through everything they hold, up to the head at each page, which pull
+    # turns into deletes (UNBOUNDED, since the main feed no longer reads them).
+    backfill = list(cur.b)
+    pending = {c for c, _, _ in backfill}
+    for channel in dict.fromkeys(c for _, c in events):
+        if channel not in pending:
+            backfill.append((channel, cur.s if channel in channels else UNBOUNDED, 0))
+    return cur.evolve(b=tuple(backfill), g=events[-1][0])
+
+
+def _resync() -> SyncError:
+    return SyncError(
+        "resync_required",
+        "This cursor is older than the server keeps deletions for; discard local data "
+        "and start an initial sync without a cursor.",
+        status_code=410,
+    )
+
+
+def pull_page(
+    *, user_id: int, cursor: str | None, limit: int, models: Sequence[SyncedType] | None
+) -> PullPage:
+    labels = tuple(sorted(t.label for t in models)) if models is not None else None
+    channels = feed.user_channels(user_id)
+    cur = (
+        _start_cursor(user_id, labels)
+        if cursor is None
+        else _continue_cursor(cursor, user_id, channels, labels)
+    )
+    by_model = Q(model__in=labels) if labels is not None else Q()
+    columns = ("seq", "model", "object_id", "version", "op")
+    if cur.b:
+        channel, upto, pos = cur.b[0]
+        rows = list(
+            _backfill_rows(by_model, channel, upto, pos)
+            .order_by("seq")
+            .values_list(*columns)[: limit + 1]
+        )
+        more_here = len(rows) > limit
+        rows = rows[:limit]
+        rest = ((channel, upto, rows[-1][0]),) if more_here else ()
+        nxt = cur.evolve(b=rest + cur.b[1:])
+        main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
+        has_more = bool(nxt.b) or main.exists()
+    else:
+        main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
+        rows = list(main.order_by("seq").values_list(*columns)[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = cur.evolve(s=rows[-1][0] if rows else cur.s)
+        main = main.filter(seq__gt=nxt.s)
+    if not has_more:
+        nxt = nxt.evolve(i=None)
+    changes = _materialise(rows, channels, initial_head=cur.i)
+    remaining = 0
+    if has_more:
+        remaining = main[:REMAINING_COUNT_CAP].count()
+        for channel, upto, pos in nxt.b:
+            remaining += _backfill_rows(by_model, channel, upto, pos)[:REMAINING_COUNT_CAP].count()
+    return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
+
+
+def _backfill_rows(by_model: Q, channel: str, upto: int, pos: int) -> Any:
+    rows = Change.objects.filter(by_model, channel=channel, seq__gt=pos)
+    return rows if upto == UNBOUNDED else rows.filter(seq__lte=upto)
+
+
+def _materialise(
+    rows: list[tuple[int, str, uuid.UUID, int, int]],
+    channels: set[str],
+    *,
+    initial_head: int | None,
+) -> list[dict[str, Any]]:
+    """Feed rows → the latest state of each object, once, in order of its last change."""
+    latest: dict[tuple[str, uuid.UUID], tuple[int, int, int]] = {}
+    for seq, label, object_id, version, op in rows:
+        key = (label, object_id)
+        latest.pop(key, None)  # re-insert so dict order is order of the last change
+        latest[key] = (seq, version, op)
+    ids: dict[str, list[uuid.UUID]] = {}
+    for label, object_id in latest:
+        ids.setdefault(label, []).append(object_id)
+    states: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
+    for label, pks in ids.items():
+        stype = registry.get(label)
+        if stype is None:
+            continue
+        for row in stype.model.objects.filter(pk__in=pks).values(*stype.row_attnames()):
+            states[(label, row["id"])] = row
+    out: list[dict[str, Any]] = []
+    for (label, object_id), (seq, version, op) in latest.items():
+        stype = registry.get(label)
+        if stype is None:
+            continue  # a model that is no longer registered
+        row = states.get((label, object_id))
+        if row is not None and row["deleted_at"] is None and stype.channels_of(row) & channels:
+            out.append(
+                {
+                    "model": label,
+                    "id": str(object_id),
+                    "op": "upsert",
+                    "version": row["version"],
+                    "data": stype.encode(row),
+                }
+            )
+            continue
+        # Not visible (deleted, or out of the caller's scope). During an initial
+        # sync a delete that happened before it started cannot concern the client.
+        if initial_head is not None and op == Change.Op.DELETE and seq <= initial_head:
+            continue
+        out.append(
+            {
+                "model": label,
+                "id": str(object_id),
+                "op": "delete",
+                "version": row["version"] if row is not None else version,
+                "data": None,
+            }
+        )
+    return out
+
+
+def conflicts_for_user(*, user_id: int, status: str | None) -> Any:
+    qs = Conflict.objects.filter(user_id=user_id).order_by("-created_at")
+    if status:
+        qs = qs.filter(status=status)
+    return qs

@@ -1,0 +1,119 @@
+"""Serializers for the OpenAPI document and the conflicts list.
+
+Pull and push bodies are validated by the sync services (a batch at a time, see
+`sync.codecs`); these classes describe them to drf-spectacular.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import Conflict
+
+
+class ChangeSerializer(serializers.Serializer):
+    model = serializers.CharField(help_text="app_label.modelname")
+    id = serializers.UUIDField()
+    op = serializers.ChoiceField(choices=["upsert", "delete"])
+    version = serializers.IntegerField()
+    data = serializers.JSONField(allow_null=True, help_text="Field values; null for a delete.")
+
+
+class PullResponseSerializer(serializers.Serializer):
+    changes = ChangeSerializer(many=True)
+    cursor = serializers.CharField(help_text="Opaque; send it back as `cursor`.")
+    has_more = serializers.BooleanField()
+    remaining = serializers.IntegerField(help_text="Estimate of changes still to come.")
+
+
+class MutationSerializer(serializers.Serializer):
+    mutation_id = serializers.UUIDField(help_text="Chosen by the client; a retry reuses it.")
+    model = serializers.CharField()
+    op = serializers.ChoiceField(choices=["create", "update", "delete"])
+    id = serializers.UUIDField()
+    base_version = serializers.IntegerField(allow_null=True, required=False)
+    data = serializers.JSONField(required=False)
+
+
+class PushRequestSerializer(serializers.Serializer):
+    mutations = MutationSerializer(many=True, help_text="At most 500, applied in order.")
+    cursor = serializers.CharField(
+        required=False,
+        help_text="Optional: your current pull cursor. The response cursor is this one, moved "
+        "past your own changes when nothing else changed in between.",
+    )
+
+
+class MutationResultSerializer(serializers.Serializer):
+    mutation_id = serializers.UUIDField(allow_null=True)
+    status = serializers.ChoiceField(choices=["applied", "merged", "conflict", "rejected"])
+    id = serializers.UUIDField(allow_null=True)
+    version = serializers.IntegerField(allow_null=True)
+    data = serializers.JSONField(allow_null=True)
+    conflict_id = serializers.UUIDField(allow_null=True)
+    errors = serializers.DictField(child=serializers.ListField(), allow_null=True)
+
+
+class PushResponseSerializer(serializers.Serializer):
+    results = MutationResultSerializer(many=True)
+    cursor = serializers.CharField()
+
+
+class FieldDescriptionSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    required = serializers.BooleanField()
+    read_only = serializers.BooleanField()
+    nullable = serializers.BooleanField()
+    choices = serializers.ListField(required=False)
+    model = serializers.CharField(required=False)
+
+
+class ModelDescriptionSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    fields = serializers.DictField(child=FieldDescriptionSerializer())
+    conflict_policy = serializers.CharField()
+
+
+class ConflictSerializer(serializers.ModelSerializer):
+    object_id = serializers.UUIDField()
+    fields = serializers.JSONField(help_text="Fields changed on both sides.")
+
+    class Meta:
+        model = Conflict
+        fields = [
+            "id",
+            "model",
+            "object_id",
+            "kind",
+            "status",
+            "policy",
+            "fields",
+            "base_version",
+            "server_version",
+            "base_data",
+            "server_data",
+            "client_data",
+            "client_op",
+            "mutation_id",
+            "device_id",
+            "resolution",
+            "resolved_version",
+            "resolved_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.ListField(), required=False)

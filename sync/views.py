@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from devices.selectors import HEADER, device_from_request
+from devices.services import device_seen
+
+from . import registry
+from .errors import SyncError
+from .selectors import conflicts_for_user, pull_page, resolve_models
+from .serializers import (
+    ConflictSerializer,
+    ErrorSerializer,
+    ModelDescriptionSerializer,
+    PullResponseSerializer,
+    PushRequestSerializer,
+    PushResponseSerializer,
+    TokenRequestSerializer,
+    TokenResponseSerializer,
+)
+from .services import push_apply
+
+DEVICE_HEADER = OpenApiParameter(
+    HEADER, str, OpenApiParameter.HEADER, required=True, description="A registered device's id."
+)
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer}
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        request=TokenRequestSerializer, responses={200: TokenResponseSerializer, **ERRORS}
+    )
+    def post(self, request: Request) -> Response:
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **serializer.validated_data)
+        if user is None or not user.is_active:
+            raise SyncError("invalid_credentials", "Unable to log in with these credentials.")
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return settings.SYNC_PULL_DEFAULT_LIMIT
+    top = settings.SYNC_PULL_MAX_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= top:
+        raise SyncError(
+            "bad_limit",
+            f"limit must be an integer from 1 to {top}.",
+            errors={"limit": [f"Must be an integer from 1 to {top}."]},
+        )
+    return int(raw)
+
+
+class PullView(APIView):
+    @extend_schema(
+        parameters=[
+            DEVICE_HEADER,
+            OpenApiParameter(
+                "cursor", str, description="From the previous response; absent = initial sync."
+            ),
+            OpenApiParameter("limit", int, description="1..1000, default 500."),
+            OpenApiParameter("models", str, description="Comma-separated model labels."),
+        ],
+        responses={200: PullResponseSerializer, 410: ErrorSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        device = device_from_request(request)
+        params = request.query_params
+        page = pull_page(
+            user_id=request.user.pk,
+            cursor=params.get("cursor") or None,
+            limit=_limit(params.get("limit")),
+            models=resolve_models(params.get("models")),
+        )
+        device_seen(device_id=device.pk, cursor=page.cursor)
+        return Response(asdict(page))
+
+
+class PushView(APIView):
+    @extend_schema(
+        parameters=[DEVICE_HEADER],
+        request=PushRequestSerializer,
+        responses={200: PushResponseSerializer, 413: ErrorSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data
+        if not isinstance(body, dict) or not isinstance(body.get("mutations"), list):
+            raise SyncError(
+                "invalid",
+                'The body must be {"mutations": [...]}.',
+                errors={"mutations": ["A list of mutations is required."]},
+            )
+        cursor = body.get("cursor")
+        device = device_from_request(request)
+        outcome = push_apply(
+            user=request.user,
+            device=device,
+            mutations=body["mutations"],
+            cursor=cursor if isinstance(cursor, str) else None,
+        )
+        device_seen(device_id=device.pk)
+        return Response(
+            {"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}
+        )
+
+
+class ModelsView(APIView):
+    @extend_schema(responses={200: ModelDescriptionSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response([t.describe() for t in registry.all_types()])
+
+
+class ConflictsView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=["open", "resolved", "superseded"])],
+        responses={200: ConflictSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status not in (None, "open", "resolved", "superseded"):
+            raise SyncError(
+                "bad_status",
+                "status must be open, resolved or superseded.",
+                errors={"status": ["Must be open, resolved or superseded."]},
+            )
+        qs = conflicts_for_user(user_id=request.user.pk, status=status)
+        return Response(ConflictSerializer(qs, many=True).data)

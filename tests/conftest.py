@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _missing_service(marker: str) -> str | None:
+    if marker == "postgres" and settings.DATABASES["default"]["ENGINE"] != (
+        "django.db.backends.postgresql"
+    ):
+        return "needs PostgreSQL: set DATABASE_URL=postgres://..."
+    if marker == "redis" and not settings.REDIS_URL:
+        return "needs Redis: set REDIS_URL=redis://..."
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in ("postgres", "redis"):
+        if item.get_closest_marker(marker) is None:
+            continue
+        reason = _missing_service(marker)
+        if reason is None:
+            continue
+        if REQUIRE_SERVICES:
+            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    # Throttle counters live in the cache; each test starts with none.
+    cache.clear()
+
+
+@dataclass
+class Actor:
+    """A user with a token, a registered device and a client that sends both."""
+
+    user: Any
+    device_id: uuid.UUID
+    client: APIClient
+
+    def pull(self, expect: int = 200, **params: Any) -> dict[str, Any]:
+        response = self.client.get("/api/v1/sync/pull/", params)
+        assert response.status_code == expect, response.content
+        return response.json()
+
+    def pull_all(self, cursor: str | None = None, **params: Any) -> tuple[list[dict], str]:
+        """Pull until has_more is false; returns every change and the last cursor."""
+        changes: list[dict] = []
+        for _ in range(1000):
+            page = self.pull(**({"cursor": cursor} if cursor else {}), **params)
+            changes += page["changes"]
+            cursor = page["cursor"]
+            if not page["has_more"]:
+                assert page["remaining"] == 0
+                return changes, cursor
+        raise AssertionError("pull never finished")
+
+    def push(self, *mutations: dict[str, Any], expect: int = 200, **extra: Any) -> dict:
+        response = self.client.post(
+            "/api/v1/sync/push/", {"mutations": list(mutations), **extra}, format="json"
+        )
+        assert response.status_code == expect, response.content
+        return response.json()
+
+    def push_one(self, mutation: dict[str, Any]) -> dict[str, Any]:
+        return self.push(mutation)["results"][0]
+
+
+def make_client(user: Any, device_id: uuid.UUID | None = None) -> APIClient:
+    token, _ = Token.objects.get_or_create(user=user)
+    # Production settings redirect plain HTTP to HTTPS; clients speak HTTPS.
+    client = APIClient()
+    headers = {"HTTP_AUTHORIZATION": f"Token {token.key}", "HTTP_X_FORWARDED_PROTO": "https"}
+    if device_id is not None:
+        headers["HTTP_X_DEVICE_ID"] = str(device_id)
+    client.credentials(**headers)
+    return client
+
+
+@pytest.fixture
+def make_actor(db: None) -> Callable[..., Actor]:
+    def make(user: Any = None, platform: str = "android") -> Actor:
+        user = user or UserFactory()
+        device_id = uuid.uuid4()
+        response = make_client(user).post(
+            "/api/v1/devices/", {"id": str(device_id), "platform": platform}, format="json"
+        )
+        assert response.status_code == 201, response.content
+        return Actor(user=user, device_id=device_id, client=make_client(user, device_id))
+
+    return make
+
+
+@pytest.fixture
+def alice(make_actor: Callable[..., Actor]) -> Actor:
+    return make_actor()
+
+
+@pytest.fixture
+def bob(make_actor: Callable[..., Actor]) -> Actor:
+    return make_actor()

@@ -1,0 +1,409 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from fieldwork.models import Customer, WorkOrder
+from sync import registry
+from sync.models import Change, Conflict, MutationRecord
+from tests.factories import customer, delete, mutation, update, work_order
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+CUSTOMER = "fieldwork.customer"
+ORDER = "fieldwork.workorder"
+
+
+def test_create_is_applied_with_version_1_history_and_feed(alice):
+    m = customer("Acme", email="ops@acme.test")
+    result = alice.push_one(m)
+    assert result["status"] == "applied"
+    assert result["version"] == 1
+    assert result["mutation_id"] == m["mutation_id"]
+    assert result["data"]["name"] == "Acme"
+    assert result["data"]["owner"] == alice.user.pk
+    assert result["errors"] is None and result["conflict_id"] is None
+    obj = Customer.objects.get(pk=m["id"])
+    assert obj.version == 1 and obj.owner == alice.user
+    assert list(obj.history.values_list("history_type", "version")) == [("+", 1)]
+    assert obj.history.get().history_user == alice.user
+    assert list(Change.objects.filter(object_id=obj.pk).values_list("channel", "version")) == [
+        (f"user:{alice.user.pk}", 1)
+    ]
+
+
+def test_update_at_current_version_is_applied(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="555-0101"))
+    assert result["status"] == "applied"
+    assert result["version"] == 2
+    assert result["data"]["phone"] == "555-0101"
+    assert Customer.objects.get(pk=m["id"]).phone == "555-0101"
+
+
+def test_update_that_changes_nothing_makes_no_new_version(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, name="Acme"))
+    assert result["status"] == "applied" and result["version"] == 1
+    assert Customer.history.filter(id=m["id"]).count() == 1
+
+
+def test_delete_is_soft_and_idempotent(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    result = alice.push_one(delete(CUSTOMER, m["id"], 1))
+    assert result["status"] == "applied"
+    assert result["version"] == 2 and result["data"] is None
+    obj = Customer.objects.get(pk=m["id"])
+    assert obj.deleted_at is not None
+    assert obj.history.order_by("history_id").last().history_type == "-"
+    again = alice.push_one(delete(CUSTOMER, m["id"], 2))
+    assert again["status"] == "applied" and again["version"] == 2
+
+
+def test_disjoint_concurrent_changes_merge(alice):
+    m = customer("Acme", phone="1")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))  # another device, first
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, email="new@acme.test"))
+    assert result["status"] == "merged"
+    assert result["version"] == 3
+    assert result["data"]["phone"] == "2"
+    assert result["data"]["email"] == "new@acme.test"
+
+
+def test_same_change_on_both_sides_merges_without_conflict(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    assert result["status"] == "merged" and result["version"] == 2
+    assert not Conflict.objects.exists()
+
+
+def test_overlapping_change_is_a_conflict_and_writes_nothing(alice):
+    m = customer("Acme", phone="1")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    clash = update(CUSTOMER, m["id"], 1, phone="3", email="x@acme.test")
+    result = alice.push_one(clash)
+    assert result["status"] == "conflict"
+    assert result["version"] == 2
+    assert result["data"]["phone"] == "2" and result["data"]["email"] == ""
+    conflict = Conflict.objects.get(pk=result["conflict_id"])
+    assert conflict.status == "open"
+    assert conflict.kind == "update_update"
+    assert conflict.fields == ["phone"]
+    assert conflict.base_data["phone"] == "1"
+    assert conflict.server_data["phone"] == "2"
+    assert conflict.client_data == {"phone": "3", "email": "x@acme.test"}
+    assert conflict.user == alice.user and conflict.device_id == alice.device_id
+    assert str(conflict.mutation_id) == clash["mutation_id"]
+    assert conflict.policy == "merge"
+    assert Customer.objects.get(pk=m["id"]).version == 2
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    def set_policy(label: str, name: str) -> None:
+        monkeypatch.setattr(registry.get(label), "policy", name)
+
+    return set_policy
+
+
+def test_server_wins_keeps_server_fields_and_applies_the_rest(alice, policy):
+    policy(CUSTOMER, "server_wins")
+    m = customer("Acme", phone="1")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="3", email="e@acme.test"))
+    assert result["status"] == "merged"
+    assert result["data"]["phone"] == "2" and result["data"]["email"] == "e@acme.test"
+
+
+def test_client_wins_takes_client_fields(alice, policy):
+    policy(CUSTOMER, "client_wins")
+    m = customer("Acme", phone="1")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="3"))
+    assert result["status"] == "merged" and result["data"]["phone"] == "3"
+    assert Customer.objects.get(pk=m["id"]).phone == "3"
+
+
+def test_manual_policy_queues_even_disjoint_changes(alice, policy):
+    policy(CUSTOMER, "manual")
+    m = customer("Acme", phone="1")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, email="e@acme.test"))
+    assert result["status"] == "conflict"
+    assert Conflict.objects.get(pk=result["conflict_id"]).fields == ["email"]
+
+
+def test_custom_resolver_settles_status_and_queues_other_overlaps(alice):
+    c = customer("Acme")
+    o = work_order(c["id"], status="open")
+    alice.push(c, o)
+    alice.push_one(update(ORDER, o["id"], 1, status="done"))
+    result = alice.push_one(update(ORDER, o["id"], 1, status="scheduled"))
+    assert result["status"] == "merged"
+    assert result["data"]["status"] == "done"  # further along wins
+    alice.push_one(update(ORDER, o["id"], 2, title="A"))
+    result = alice.push_one(update(ORDER, o["id"], 2, title="B"))
+    assert result["status"] == "conflict"
+    assert Conflict.objects.get(pk=result["conflict_id"]).policy == "custom"
+
+
+def test_update_of_deleted_object_is_a_conflict_under_merge(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    alice.push_one(delete(CUSTOMER, m["id"], 1))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="9"))
+    assert result["status"] == "conflict"
+    conflict = Conflict.objects.get(pk=result["conflict_id"])
+    assert conflict.kind == "update_delete" and conflict.server_data is None
+    assert result["data"] is None
+
+
+def test_update_of_deleted_object_resurrects_under_client_wins(alice, policy):
+    policy(CUSTOMER, "client_wins")
+    m = customer("Acme")
+    alice.push_one(m)
+    alice.push_one(delete(CUSTOMER, m["id"], 1))
+    result = alice.push_one(update(CUSTOMER, m["id"], 1, phone="9"))
+    assert result["status"] == "merged" and result["data"]["phone"] == "9"
+    assert Customer.objects.get(pk=m["id"]).deleted_at is None
+
+
+def test_delete_of_changed_object_is_a_conflict_under_merge(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(delete(CUSTOMER, m["id"], 1))
+    assert result["status"] == "conflict"
+    assert Conflict.objects.get(pk=result["conflict_id"]).kind == "delete_update"
+    assert Customer.objects.get(pk=m["id"]).deleted_at is None
+
+
+def test_delete_of_changed_object_keeps_it_under_server_wins(alice, policy):
+    policy(CUSTOMER, "server_wins")
+    m = customer("Acme")
+    alice.push_one(m)
+    alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
+    result = alice.push_one(delete(CUSTOMER, m["id"], 1))
+    assert result["status"] == "merged" and result["data"]["phone"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"name": ""}, "name", "blank"),
+        ({"name": "x" * 201}, "name", "at most 200"),
+        ({"name": 5}, "name", "type string"),
+        ({"name": "A", "email": "nope"}, "email", "valid email"),
+        ({"name": "A", "owner": 1}, "owner", "read-only"),
+        ({"name": "A", "version": 9}, "version", "Unknown field"),
+        ({"name": "A", "colour": "red"}, "colour", "Unknown field"),
+        ({"email": "a@b.test"}, "name", "required"),
+        ({"name": None}, "name", "null"),
+    ],
+)
+def test_invalid_data_is_rejected_with_field_errors(alice, data, field, message):
+    m = mutation(CUSTOMER, data=data)
+    result = alice.push_one(m)
+    assert result["status"] == "rejected"
+    assert message in " ".join(result["errors"][field])
+    assert not Customer.objects.filter(pk=m["id"]).exists()
+
+
+def test_invalid_choice_and_date_are_rejected(alice):
+    c = customer("Acme")
+    alice.push_one(c)
+    result = alice.push_one(work_order(c["id"], status="bogus", scheduled_for="31/12/2026"))
+    assert result["status"] == "rejected"
+    assert "not a valid choice" in result["errors"]["status"][0]
+    assert "scheduled_for" in result["errors"]
+
+
+def test_envelope_errors_are_rejected(alice):
+    results = alice.push(
+        {
+            "mutation_id": str(uuid.uuid4()),
+            "model": "nope.nope",
+            "op": "create",
+            "id": str(uuid.uuid4()),
+        },
+        {
+            "mutation_id": "not-a-uuid",
+            "model": CUSTOMER,
+            "op": "create",
+            "id": str(uuid.uuid4()),
+            "data": {"name": "x"},
+        },
+        {
+            "mutation_id": str(uuid.uuid4()),
+            "model": CUSTOMER,
+            "op": "upsert",
+            "id": str(uuid.uuid4()),
+        },
+        "garbage",
+    )["results"]
+    assert [r["status"] for r in results] == ["rejected"] * 4
+    assert "model" in results[0]["errors"]
+    assert "mutation_id" in results[1]["errors"]
+    assert "op" in results[2]["errors"]
+    assert "mutation" in results[3]["errors"]
+
+
+def test_base_version_rules(alice):
+    m = customer("Acme")
+    alice.push_one(m)
+    ahead = alice.push_one(update(CUSTOMER, m["id"], 5, phone="1"))
+    missing = alice.push_one(mutation(CUSTOMER, "update", m["id"], {"phone": "1"}, None))
+    assert ahead["status"] == missing["status"] == "rejected"
+    assert "base_version" in ahead["errors"] and "base_version" in missing["errors"]
+    again = alice.push_one(mutation(CUSTOMER, "create", m["id"], {"name": "Dup"}))
+    assert again["status"] == "rejected" and "already exists" in again["errors"]["id"][0]
+
+
+def test_unknown_object_is_rejected(alice):
+    result = alice.push_one(update(CUSTOMER, str(uuid.uuid4()), 1, phone="1"))
+    assert result["status"] == "rejected" and "id" in result["errors"]
+
+
+def test_other_users_object_is_rejected_like_an_unknown_one(alice, bob):
+    m = customer("Alice's")
+    alice.push_one(m)
+    for attempt in (update(CUSTOMER, m["id"], 1, name="Bob's now"), delete(CUSTOMER, m["id"], 1)):
+        result = bob.push_one(attempt)
+        assert result["status"] == "rejected"
+        assert result["errors"] == {"id": ["No fieldwork.customer with this id in your scope."]}
+    obj = Customer.objects.get(pk=m["id"])
+    assert obj.name == "Alice's" and obj.deleted_at is None and obj.version == 1
+
+
+def test_reference_to_other_users_object_is_rejected(alice, bob):
+    c = customer("Alice's")
+    alice.push_one(c)
+    result = bob.push_one(work_order(c["id"]))
+    assert result["status"] == "rejected"
+    assert "in your scope" in result["errors"]["customer"][0]
+
+
+def test_reference_to_object_created_earlier_in_the_batch(alice):
+    c = customer("Acme")
+    o = work_order(c["id"])
+    note = mutation("fieldwork.note", data={"work_order": o["id"], "body": "hi"})
+    results = alice.push(c, o, note)["results"]
+    assert [r["status"] for r in results] == ["applied"] * 3
+    assert WorkOrder.objects.get(pk=o["id"]).customer_id == uuid.UUID(c["id"])
+
+
+def test_create_then_updates_of_same_object_in_one_batch(alice):
+    c = customer("Acme")
+    results = alice.push(
+        c, update(CUSTOMER, c["id"], 1, phone="1"), update(CUSTOMER, c["id"], 2, phone="2")
+    )["results"]
+    assert [(r["status"], r["version"]) for r in results] == [
+        ("applied", 1),
+        ("applied", 2),
+        ("applied", 3),
+    ]
+    obj = Customer.objects.get(pk=c["id"])
+    assert obj.version == 3 and obj.phone == "2"
+    assert list(obj.history.order_by("history_id").values_list("version", "phone")) == [
+        (1, ""),
+        (2, "1"),
+        (3, "2"),
+    ]
+
+
+def test_one_bad_mutation_does_not_roll_back_the_others(alice):
+    good1, good2 = customer("One"), customer("Two")
+    bad = mutation(CUSTOMER, data={"name": ""})
+    results = alice.push(good1, bad, good2)["results"]
+    assert [r["status"] for r in results] == ["applied", "rejected", "applied"]
+    assert Customer.objects.filter(pk__in=[good1["id"], good2["id"]]).count() == 2
+
+
+def test_replay_returns_first_result_and_applies_nothing_twice(alice):
+    c = customer("Acme")
+    first = alice.push_one(c)
+    u = update(CUSTOMER, c["id"], 1, phone="1")
+    applied = alice.push_one(u)
+    replay = alice.push_one(u)
+    assert replay == applied
+    replay_create = alice.push_one(c)
+    assert replay_create == first
+    assert Customer.objects.get(pk=c["id"]).version == 2
+    assert Customer.history.filter(id=c["id"]).count() == 2
+    assert MutationRecord.objects.filter(user=alice.user).count() == 2
+
+
+def test_rejected_result_is_replayed_too(alice):
+    bad = mutation(CUSTOMER, data={"name": ""})
+    assert alice.push_one(bad) == alice.push_one(bad)
+
+
+def test_duplicate_mutation_id_within_a_batch_applies_once(alice):
+    c = customer("Acme")
+    u = update(CUSTOMER, c["id"], 1, phone="1")
+    results = alice.push(c, u, u)["results"]
+    assert results[1] == results[2]
+    assert Customer.objects.get(pk=c["id"]).version == 2
+
+
+def test_mutation_ids_are_per_user(alice, bob):
+    shared = uuid.uuid4()
+    a = mutation(CUSTOMER, data={"name": "A"}, mutation_id=shared)
+    b = mutation(CUSTOMER, data={"name": "B"}, mutation_id=shared)
+    assert alice.push_one(a)["status"] == "applied"
+    result = bob.push_one(b)
+    assert result["status"] == "applied" and result["data"]["name"] == "B"
+
+
+def test_more_than_500_mutations_is_413(alice):
+    body = alice.push(*[customer(f"c{i}") for i in range(501)], expect=413)
+    assert body["code"] == "too_many_mutations"
+    assert not Customer.objects.exists()
+
+
+@pytest.mark.parametrize("body", [{}, {"mutations": "x"}, [], {"mutations": None}])
+def test_malformed_push_body_is_400(alice, body):
+    response = alice.client.post("/api/v1/sync/push/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+def test_non_json_push_body_is_400(alice):
+    response = alice.client.post("/api/v1/sync/push/", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+def _batch_queries(alice, django_assert_max_num_queries, n: int, limit: int) -> None:
+    customers = [customer(f"c{i}") for i in range(n)]
+    with django_assert_max_num_queries(limit):
+        results = alice.push(*customers)["results"]
+    assert {r["status"] for r in results} == {"applied"}
+    updates = [update(CUSTOMER, c["id"], 1, phone="1") for c in customers]
+    with django_assert_max_num_queries(limit):
+        results = alice.push(*updates)["results"]
+    assert {r["status"] for r in results} == {"applied"}
+    # Concurrent edits: each update is three-way merged against history.
+    merges = [update(CUSTOMER, c["id"], 1, email="m@x.test") for c in customers]
+    with django_assert_max_num_queries(limit):
+        results = alice.push(*merges)["results"]
+    assert {r["status"] for r in results} == {"merged"}
+
+
+# Query bounds are a property of the production database: Django's SQLite backend
+# splits bulk statements at 999 parameters, so there the count grows with size.
+@pytest.mark.postgres
+@pytest.mark.parametrize("n", [10, 500])
+def test_push_queries_do_not_grow_with_batch_size(alice, django_assert_max_num_queries, n):
+    _batch_queries(alice, django_assert_max_num_queries, n, limit=20)
