@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from fieldwork.services import team_member_add, team_member_remove
+from sync.compaction import feed_compact
+from sync.models import Change
+from tests.factories import TeamFactory, customer, delete, mutation, update, work_order
+
+pytestmark = pytest.mark.django_db
+
+CUSTOMER = "fieldwork.customer"
+ORDER = "fieldwork.workorder"
+
+
+def ids(changes, op=None):
+    return [c["id"] for c in changes if op is None or c["op"] == op]
+
+
+def test_initial_sync_pages_through_every_object_once(alice):
+    created = [customer(f"c{i}") for i in range(7)]
+    alice.push(*created)
+    pages = []
+    cursor = None
+    while True:
+        page = alice.pull(limit=3, **({"cursor": cursor} if cursor else {}))
+        pages.append(page)
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            break
+    assert [len(p["changes"]) for p in pages] == [3, 3, 1]
+    assert [p["remaining"] for p in pages] == [4, 1, 0]
+    seen = [c["id"] for p in pages for c in p["changes"]]
+    assert seen == [m["id"] for m in created]  # change order
+    first = pages[0]["changes"][0]
+    assert first["model"] == CUSTOMER and first["op"] == "upsert" and first["version"] == 1
+    assert first["data"]["name"] == "c0"
+
+
+def test_up_to_date_pull_is_empty_and_stable(alice):
+    alice.push(customer())
+    _, cursor = alice.pull_all()
+    page = alice.pull(cursor=cursor)
+    assert page == {"changes": [], "cursor": page["cursor"], "has_more": False, "remaining": 0}
+    assert alice.pull(cursor=page["cursor"])["changes"] == []
+
+
+def test_latest_state_once_per_page(alice):
+    c = customer("v1")
+    alice.push(c, update(CUSTOMER, c["id"], 1, name="v2"), update(CUSTOMER, c["id"], 2, name="v3"))
+    other = customer("other")
+    alice.push(other)
+    changes, _ = alice.pull_all()
+    assert ids(changes) == [c["id"], other["id"]]
+    assert changes[0]["version"] == 3 and changes[0]["data"]["name"] == "v3"
+
+
+def test_incremental_pull_brings_changes_after_cursor_in_change_order(alice):
+    a, b = customer("a"), customer("b")
+    alice.push(a, b)
+    _, cursor = alice.pull_all()
+    alice.push(update(CUSTOMER, b["id"], 1, name="b2"))
+    alice.push(update(CUSTOMER, a["id"], 1, name="a2"))
+    changes, _ = alice.pull_all(cursor)
+    assert [(c["id"], c["data"]["name"]) for c in changes] == [(b["id"], "b2"), (a["id"], "a2")]
+
+
+def test_delete_arrives_as_tombstone(alice):
+    c = customer()
+    alice.push(c)
+    _, cursor = alice.pull_all()
+    alice.push(delete(CUSTOMER, c["id"], 1))
+    changes, _ = alice.pull_all(cursor)
+    assert changes == [
+        {"model": CUSTOMER, "id": c["id"], "op": "delete", "version": 2, "data": None}
+    ]
+
+
+def test_initial_sync_skips_objects_deleted_before_it_started(alice):
+    gone, kept = customer("gone"), customer("kept")
+    alice.push(gone, kept)
+    alice.push(delete(CUSTOMER, gone["id"], 1))
+    changes, _ = alice.pull_all()
+    assert ids(changes) == [kept["id"]]
+
+
+def test_delete_during_initial_sync_is_delivered(alice):
+    created = [customer(f"c{i}") for i in range(4)]
+    alice.push(*created)
+    page = alice.pull(limit=2)
+    alice.push(delete(CUSTOMER, created[0]["id"], 1))  # already delivered on page 1
+    rest, _ = alice.pull_all(page["cursor"], limit=2)
+    assert {"id": created[0]["id"], "op": "delete"} in [
+        {"id": c["id"], "op": c["op"]} for c in rest
+    ]
+
+
+def test_same_cursor_again_returns_same_or_newer_states(alice):
+    c = customer("v1")
+    alice.push(customer("before"))
+    _, cursor = alice.pull_all()
+    alice.push(c)
+    first = alice.pull(cursor=cursor)
+    assert alice.pull(cursor=cursor) == {**first, "cursor": alice.pull(cursor=cursor)["cursor"]}
+    alice.push(update(CUSTOMER, c["id"], 1, name="v2"))
+    retry = alice.pull(cursor=cursor)
+    assert ids(retry["changes"]) == [c["id"]]
+    assert retry["changes"][0]["version"] == 2 and retry["changes"][0]["data"]["name"] == "v2"
+
+
+def test_interrupted_initial_sync_resumes_from_any_cursor(alice):
+    created = [customer(f"c{i}") for i in range(6)]
+    alice.push(*created)
+    page1 = alice.pull(limit=2)
+    page2 = alice.pull(limit=2, cursor=page1["cursor"])
+    # The connection dropped after page 2 was sent; meanwhile things changed.
+    late = customer("late")
+    alice.push(late, update(CUSTOMER, created[0]["id"], 1, name="c0-new"))
+    resumed, _ = alice.pull_all(page1["cursor"], limit=2)  # resume from the older cursor
+    assert ids(resumed)[:2] == ids(page2["changes"])
+    everything = ids(page1["changes"]) + ids(resumed)
+    assert set(everything) == {m["id"] for m in created} | {late["id"]}
+    latest = [c for c in resumed if c["id"] == created[0]["id"]][-1]
+    assert latest["data"]["name"] == "c0-new"
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-1", "abc", "2.5"])
+def test_limit_out_of_bounds_is_400(alice, limit):
+    body = alice.pull(expect=400, limit=limit)
+    assert body["code"] == "bad_limit" and "limit" in body["errors"]
+
+
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_limit_bounds_are_accepted(alice, limit):
+    alice.push(customer(), customer())
+    page = alice.pull(limit=limit)
+    assert len(page["changes"]) == min(limit, 2)
+
+
+def test_models_filter(alice):
+    c = customer()
+    o = work_order(c["id"])
+    alice.push(c, o)
+    changes, cursor = alice.pull_all(models=ORDER)
+    assert ids(changes) == [o["id"]]
+    both, _ = alice.pull_all(models=f"{CUSTOMER}, {ORDER}")
+    assert set(ids(both)) == {c["id"], o["id"]}
+    body = alice.pull(expect=400, cursor=cursor, models=CUSTOMER)
+    assert body["code"] == "bad_cursor"
+
+
+def test_unknown_model_filter_is_400(alice):
+    body = alice.pull(expect=400, models="fieldwork.customer,nope.nope")
+    assert body["code"] == "unknown_model"
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "eyJzIjo5OTl9:xyz:abc"])
+def test_cursor_never_issued_is_400(alice, cursor):
+    assert alice.pull(expect=400, cursor=cursor)["code"] == "bad_cursor"
+
+
+def test_tampered_cursor_is_400(alice):
+    alice.push(customer())
+    cursor = alice.pull()["cursor"]
+    tampered = cursor[:5] + ("A" if cursor[5] != "A" else "B") + cursor[6:]
+    assert alice.pull(expect=400, cursor=tampered)["code"] == "bad_cursor"
+
+
+def test_cursor_older_than_retention_is_410(alice, settings):
+    settings.SYNC_RETENTION = timedelta(days=30)
+    alice.push(customer())
+    with mock.patch("sync.cursor.time.time", return_value=time.time() - 31 * 86400):
+        old = alice.pull()["cursor"]
+    body = alice.pull(expect=410, cursor=old)
+    assert body["code"] == "resync_required"
+
+
+def test_cursor_behind_compacted_tombstones_is_410(alice, settings):
+    c = customer()
+    alice.push(c, customer())
+    _, cursor = alice.pull_all()
+    alice.push(delete(CUSTOMER, c["id"], 1))
+    _, fresh = alice.pull_all(cursor)
+    stats = feed_compact(now=timezone.now() + settings.SYNC_RETENTION + timedelta(days=1))
+    assert stats["tombstones"] == 1
+    assert alice.pull(expect=410, cursor=cursor)["code"] == "resync_required"
+    assert alice.pull(cursor=fresh)["changes"] == []  # a cursor past the tombstone is fine
+
+
+def test_compaction_keeps_newest_change_per_object_and_pull_still_complete(alice):
+    c, d = customer("c"), customer("d")
+    alice.push(
+        c, d, update(CUSTOMER, c["id"], 1, name="c2"), update(CUSTOMER, c["id"], 2, name="c3")
+    )
+    _, cursor = alice.pull_all()
+    stats = feed_compact()
+    assert stats["superseded"] == 2
+    assert Change.objects.filter(object_id=c["id"]).count() == 1
+    changes, _ = alice.pull_all()
+    assert [(x["id"], x["version"]) for x in changes] == [(d["id"], 1), (c["id"], 3)]
+    assert alice.pull(cursor=cursor)["changes"] == []
+
+
+def test_users_never_see_each_others_objects(alice, bob):
+    alice.push(customer("alice's"))
+    bob_obj = customer("bob's")
+    bob.push(bob_obj)
+    bob_changes, _ = bob.pull_all()
+    assert ids(bob_changes) == [bob_obj["id"]]
+    alice_changes, _ = alice.pull_all()
+    assert bob_obj["id"] not in ids(alice_changes)
+
+
+def test_joining_a_team_backfills_its_existing_objects(alice, bob):
+    team = TeamFactory()
+    team_member_add(team=team, user=bob.user)
+    shared = customer("shared", team=str(team.pk))
+    bob.push(shared, customer("bob private"))
+    alice.push(customer("alice own"))
+    _, cursor = alice.pull_all()
+    assert shared["id"] not in ids(alice.pull_all()[0])
+    team_member_add(team=team, user=alice.user)
+    changes, cursor = alice.pull_all(cursor, limit=1)
+    assert ids(changes) == [shared["id"]]
+    assert changes[0]["op"] == "upsert" and changes[0]["data"]["name"] == "shared"
+    # And from then on, the team's new changes arrive with the main feed.
+    bob.push(update(CUSTOMER, shared["id"], 1, name="shared v2"))
+    changes, _ = alice.pull_all(cursor)
+    assert [(c["id"], c["data"]["name"]) for c in changes] == [(shared["id"], "shared v2")]
+
+
+def test_leaving_a_team_turns_its_objects_into_deletes(alice, bob):
+    team = TeamFactory()
+    for actor in (alice, bob):
+        team_member_add(team=team, user=actor.user)
+    shared = customer("shared", team=str(team.pk))
+    mine = customer("mine", team=str(team.pk))
+    bob.push(shared)
+    alice.push(mine)
+    changes, cursor = alice.pull_all()
+    assert set(ids(changes)) == {shared["id"], mine["id"]}
+    team_member_remove(team=team, user=alice.user)
+    changes, cursor = alice.pull_all(cursor)
+    # Bob's object is gone for Alice; hers stays visible through her own channel.
+    assert [(c["id"], c["op"]) for c in changes if c["id"] == shared["id"]] == [
+        (shared["id"], "delete")
+    ]
+    assert all(c["op"] == "upsert" for c in changes if c["id"] == mine["id"])
+    bob.push(update(CUSTOMER, shared["id"], 1, name="after"))
+    assert shared["id"] not in ids(alice.pull_all(cursor)[0])
+
+
+def test_object_leaving_a_channel_is_a_delete_for_that_channel(alice, bob):
+    team = TeamFactory()
+    for actor in (alice, bob):
+        team_member_add(team=team, user=actor.user)
+    c = customer("moving", team=str(team.pk))
+    bob.push(c)
+    changes, cursor = alice.pull_all()
+    assert ids(changes, "upsert") == [c["id"]]
+    bob.push(update(CUSTOMER, c["id"], 1, team=None))
+    changes, _ = alice.pull_all(cursor)
+    assert [(x["id"], x["op"], x["version"]) for x in changes] == [(c["id"], "delete", 2)]
+    bob_changes, _ = bob.pull_all()
+    assert [(x["id"], x["op"]) for x in bob_changes] == [(c["id"], "upsert")]
+
+
+def test_new_user_syncs_own_objects_without_any_grant(make_actor):
+    actor = make_actor()
+    c = customer("first")
+    assert actor.push_one(c)["status"] == "applied"
+    changes, _ = actor.pull_all()
+    assert ids(changes) == [c["id"]]
+
+
+def test_push_cursor_skips_own_changes_only(alice, make_actor):
+    phone = make_actor(user=alice.user)  # a second device of the same user
+    alice.push(customer("seed"))
+    _, cursor = alice.pull_all()
+    body = alice.push(customer("mine"), cursor=cursor)
+    assert alice.pull(cursor=body["cursor"])["changes"] == []
+    # When someone else changed something in between, the cursor does not move.
+    theirs = customer("from phone")
+    phone.push(theirs)
+    body = alice.push(customer("mine again"), cursor=body["cursor"])
+    changes, _ = alice.pull_all(body["cursor"])
+    assert theirs["id"] in ids(changes)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("n", [10, 500])
+def test_pull_queries_do_not_grow_with_page_size(alice, django_assert_max_num_queries, n):
+    c = customer()
+    orders = [work_order(c["id"], f"o{i}") for i in range(n // 2)]
+    notes = [
+        mutation("fieldwork.note", data={"work_order": o["id"], "body": "x"})
+        for o in orders[: n - len(orders) - 1]
+    ]
+    alice.push(c, *orders, *notes)
+    with django_assert_max_num_queries(12):
+        page = alice.pull(limit=1000)
+    assert len(page["changes"]) == n
+    assert {x["model"] for x in page["changes"]} == {CUSTOMER, ORDER, "fieldwork.note"}
+    with django_assert_max_num_queries(12):
+        page = alice.pull(limit=n // 2)
+    assert page["has_more"] and len(page["changes"]) == n // 2
