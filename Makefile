@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTHON ?= python3
 
-.PHONY: install run test lint format migrate demo clean
+.PHONY: install run test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Benchmarks on PostgreSQL (see bench/run.py); BENCH_ARGS="--objects 20000" for a quick run.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
+bench: install
+	psql "$(dir $(BENCH_DATABASE_URL))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_DATABASE_URL))'" | grep -q 1 \
+	  || createdb -h 127.0.0.1 -U postgres $(notdir $(BENCH_DATABASE_URL))
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/run.py $(BENCH_ARGS)
 
 format: install
 	$(VENV)/bin/ruff check --fix .

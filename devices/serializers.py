@@ -5,8 +5,17 @@ from rest_framework import serializers
 from .models import Device
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID written as a string; DRF's field would also take a JSON integer."""
+
+    def to_internal_value(self, data: object) -> object:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class DeviceSerializer(serializers.ModelSerializer):
-    id = serializers.UUIDField()
+    id = StrictUUIDField()
 
     class Meta:
         model = Device

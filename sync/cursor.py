@@ -9,7 +9,9 @@ A cursor holds:
   i   during an initial sync, the feed head when it started (deletes older than
       that cannot concern the client, so they are skipped)
   m   the sorted models filter it was issued for, or None for all models
-  t   when it was issued (unix seconds), for the retention window
+  u   the user it was issued to (another account's cursor is refused)
+  t   when the client was last up to date through it (unix seconds), for the
+      retention window
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Cursor:
     b: tuple[tuple[str, int, int], ...] = ()
     i: int | None = None
     m: tuple[str, ...] | None = None
+    u: int = 0
     t: int = field(default_factory=lambda: int(time.time()))
 
     def encode(self) -> str:
@@ -38,12 +41,17 @@ class Cursor:
             "b": [list(x) for x in self.b],
             "i": self.i,
             "m": list(self.m) if self.m is not None else None,
-            "t": int(time.time()),
+            "u": self.u,
+            "t": self.t,
         }
         return signing.dumps(payload, salt=_SALT, compress=True)
 
     def evolve(self, **changes: object) -> Cursor:
         return replace(self, **changes)
+
+    def stamped(self) -> Cursor:
+        """The same position, marked as issued now."""
+        return replace(self, t=int(time.time()))
 
 
 class BadCursor(Exception):
@@ -59,6 +67,7 @@ def decode(token: str) -> Cursor:
             b=tuple((str(c), int(u), int(p)) for c, u, p in payload["b"]),
             i=None if payload["i"] is None else int(payload["i"]),
             m=None if payload["m"] is None else tuple(payload["m"]),
+            u=int(payload["u"]),
             t=int(payload["t"]),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:

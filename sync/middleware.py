@@ -4,6 +4,7 @@ import logging
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import is_valid_path
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,18 @@ class APIErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if (
+            path.startswith("/api/")
+            and not path.endswith("/")
+            and request.method not in ("GET", "HEAD")
+            and is_valid_path(f"{path}/")
+        ):
+            # A redirect would drop the body of a POST/PATCH/DELETE; say what to fix.
+            return JsonResponse(
+                {"code": "not_found", "detail": f"No such endpoint; did you mean {path}/ ?"},
+                status=404,
+            )
         response = self.get_response(request)
         if (
             request.path.startswith("/api/")

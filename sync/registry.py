@@ -82,7 +82,21 @@ class SyncedType:
         return names
 
     def encode(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Wire form with every value normalised to JSON types (for comparing and storing)."""
         return {name: c.encode(row[c.attname]) for name, c in self.codecs.items()}
+
+    def encode_for_render(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Wire form for a response body: the pull hot path leaves UUIDs, dates and
+        datetimes to the orjson renderer, which writes them exactly as `encode` does
+        (UTC datetimes with a Z suffix), at a fraction of the cost."""
+        return {name: row[attname] for name, attname in self._render_pairs}
+
+    @property
+    def _render_pairs(self) -> list[tuple[str, str]]:
+        pairs = self.__dict__.get("_pairs")
+        if pairs is None:
+            pairs = self.__dict__["_pairs"] = [(n, c.attname) for n, c in self.codecs.items()]
+        return pairs
 
     def describe(self) -> dict[str, Any]:
         return {

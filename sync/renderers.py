@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -15,4 +16,12 @@ class ORJSONRenderer(JSONRenderer):
     ) -> bytes:  # noqa: ANN001
         if data is None:
             return b""
-        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(
+            data, default=_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+        )
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)  # the wire type of decimals is "number"
+    return str(value)

@@ -56,12 +56,10 @@ def resolve_models(labels: str | None) -> list[SyncedType] | None:
 
 
 def _start_cursor(user_id: int, models: tuple[str, ...] | None) -> Cursor:
-    return Cursor(s=0, g=feed.last_grant_event(user_id), i=feed.head(), m=models)
+    return Cursor(s=0, g=feed.last_grant_event(user_id), i=feed.head(), m=models, u=user_id)
 
 
-def _continue_cursor(
-    token: str, user_id: int, channels: set[str], models: tuple[str, ...] | None
-) -> Cursor:
+def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cursor:
     try:
         cur = decode(token)
     except BadCursor:
@@ -69,6 +67,11 @@ def _continue_cursor(
             "bad_cursor",
             "This cursor was not issued by this server; start an initial sync without a cursor.",
         ) from None
+    if cur.u != user_id:
+        raise SyncError(
+            "bad_cursor",
+            "This cursor was issued to another account; start an initial sync without a cursor.",
+        )
     if cur.m != models:
         raise SyncError(
             "bad_cursor",
@@ -77,21 +80,30 @@ def _continue_cursor(
         )
     if cur.t < time.time() - settings.SYNC_RETENTION.total_seconds():
         raise _resync()
-    positions = [cur.s, *(pos for _, _, pos in cur.b)]
+    # Compaction dropped tombstones up to `purged`: a client positioned before
+    # them may have missed a delete. During an initial sync only deletes after
+    # its start (i) matter; backfills only need live rows, which are never purged.
     purged = FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
-    if min(positions) < purged:
+    if purged > max(cur.s, cur.i or 0):
         raise _resync()
-    events = list(
+    return cur
+
+
+def _grant_events(cur: Cursor, user_id: int) -> list[tuple[int, str]]:
+    return list(
         GrantEvent.objects.filter(user_id=user_id, id__gt=cur.g)
         .order_by("id")
         .values_list("id", "channel")
     )
+
+
+def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[str]) -> Cursor:
+    """Channels granted since this cursor: backfill what they held up to the
+    cursor (later changes come with the main feed). Channels revoked: go through
+    everything they hold, up to the head at each page, which pull turns into
+    deletes (UNBOUNDED, since the main feed no longer reads them)."""
     if not events:
         return cur
-    # Channels granted since this cursor: backfill what they held up to the
-    # cursor (later changes come with the main feed). Channels revoked: go
-    # through everything they hold, up to the head at each page, which pull
-    # turns into deletes (UNBOUNDED, since the main feed no longer reads them).
     backfill = list(cur.b)
     pending = {c for c, _, _ in backfill}
     for channel in dict.fromkeys(c for _, c in events):
@@ -113,12 +125,17 @@ def pull_page(
     *, user_id: int, cursor: str | None, limit: int, models: Sequence[SyncedType] | None
 ) -> PullPage:
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
-    channels = feed.user_channels(user_id)
-    cur = (
-        _start_cursor(user_id, labels)
-        if cursor is None
-        else _continue_cursor(cursor, user_id, channels, labels)
-    )
+    # Grant events are read before the channels: a grant or revoke committing in
+    # between is then seen in the channels now and as a new event next time,
+    # which backfills (or deletes) it; the other order could miss it for good.
+    if cursor is None:
+        cur = _start_cursor(user_id, labels)
+        channels = feed.user_channels(user_id)
+    else:
+        cur = _decode_for(cursor, user_id, labels)
+        events = _grant_events(cur, user_id)
+        channels = feed.user_channels(user_id)
+        cur = _with_backfills(cur, events, channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
     columns = ("seq", "model", "object_id", "version", "op")
     if cur.b:
@@ -135,14 +152,20 @@ def pull_page(
         main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
         has_more = bool(nxt.b) or main.exists()
     else:
+        # Every row up to this head has committed (the feed lock makes seq order
+        # commit order), so a short read below proves the caller is up to date
+        # through it, and the cursor may move there even if none of those rows
+        # were theirs: idle clients then stay ahead of compaction.
+        head = feed.head()
         main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
         rows = list(main.order_by("seq").values_list(*columns)[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
-        nxt = cur.evolve(s=rows[-1][0] if rows else cur.s)
+        last = rows[-1][0] if rows else cur.s
+        nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
     if not has_more:
-        nxt = nxt.evolve(i=None)
+        nxt = nxt.evolve(i=None).stamped()
     changes = _materialise(rows, channels, initial_head=cur.i)
     remaining = 0
     if has_more:
@@ -192,7 +215,7 @@ def _materialise(
                     "id": str(object_id),
                     "op": "upsert",
                     "version": row["version"],
-                    "data": stype.encode(row),
+                    "data": stype.encode_for_render(row),
                 }
             )
             continue

@@ -163,6 +163,7 @@ class _Batch:
             ):
                 self.state[(label, obj.pk)] = obj
                 self.in_db.add((label, obj.pk))
+                self.bases[(label, obj.pk, obj.version)] = obj
         self._load_bases(valid)
         self._load_references(valid)
         return replays
@@ -250,12 +251,39 @@ class _Batch:
         return values, errors
 
     def _reference_ok(self, label: str, pk: Any) -> bool:
-        if (label, pk) in self.refs_ok:
-            return True
         target = registry.get(label)
-        obj = self.state.get((label, pk)) if target is not None else None
-        # An object created (or changed) earlier in this batch counts as it is now.
-        return obj is not None and not obj.is_deleted and self.visible(target, obj)  # type: ignore[arg-type, attr-defined]
+        if target is not None and (label, pk) in self.state:
+            # An object this batch loaded, created or changed counts as it is now.
+            obj = self.state[(label, pk)]
+            return obj is not None and not obj.is_deleted and self.visible(target, obj)  # type: ignore[attr-defined]
+        return (label, pk) in self.refs_ok
+
+    def placement_errors(
+        self, stype: SyncedType, before: Any, after: Any
+    ) -> dict[str, list[str]] | None:
+        """A write must leave the object visible to its author, and may only put it
+        in channels the author belongs to (or that it was already in: editing a
+        teammate's object keeps it in the teammate's own channel)."""
+        new = stype.channels_of(after.__dict__)
+        if not new & self.channels:
+            return {
+                name: ["The object would be outside your scope."]
+                for name in sorted(stype.scope.values())
+            }
+        old = (
+            stype.channels_of(before.__dict__)
+            if before is not None and not before.is_deleted
+            else set()
+        )
+        foreign = new - old - self.channels
+        if not foreign:
+            return None
+        errors: dict[str, list[str]] = {}
+        for prefix, name in stype.scope.items():
+            value = getattr(after, stype.codecs[name].attname)
+            if f"{prefix}:{value}" in foreign:
+                errors[name] = ["You may only place objects in scopes you belong to."]
+        return errors
 
     def apply(self, m: _Mutation) -> MutationResult:
         stype = m.type
@@ -288,9 +316,9 @@ class _Batch:
             setattr(obj, stype.codecs[name].attname, value)
         if stype.owner_field:
             setattr(obj, stype.codecs[stype.owner_field].attname, self.user.pk)
-        if not self.visible(stype, obj):
-            fields = sorted(stype.scope.values())
-            return _rejected(m, {f: ["The object would be outside your scope."] for f in fields})
+        errors = self.placement_errors(stype, None, obj)
+        if errors:
+            return _rejected(m, errors)
         self.write(stype, None, obj, "+")
         return self._done(m, stype, obj, "applied")
 
@@ -347,7 +375,12 @@ class _Batch:
         clashing: list[str],
     ) -> dict[str, Any] | None:
         """Run the model's custom resolver; None means a person must decide."""
-        outcome = stype.resolver(base, server, client, list(clashing))  # type: ignore[misc]
+        try:
+            outcome = stype.resolver(base, server, client, list(clashing))  # type: ignore[misc]
+        except Exception:
+            # A failing resolver must not fail the whole push: a person decides.
+            logger.exception("%s resolver failed; queueing a conflict", stype.label)
+            return None
         if not isinstance(outcome, Resolution) or outcome.needs_person:
             return None
         resolved: dict[str, Any] = {}
@@ -408,9 +441,9 @@ class _Batch:
             after.deleted_at = None
         if not undelete and stype.encode(after.__dict__) == stype.encode(current.__dict__):
             return self._done(m, stype, current, status)  # nothing changed: no new version
-        if not self.visible(stype, after):
-            fields = sorted(stype.scope.values())
-            return _rejected(m, {f: ["The object would leave your scope."] for f in fields})
+        errors = self.placement_errors(stype, current, after)
+        if errors:
+            return _rejected(m, errors)
         self.write(stype, current, after, "~")
         return self._done(m, stype, after, status)
 
@@ -467,7 +500,10 @@ class _Batch:
         key = (stype.label, after.pk)
         self.state[key] = after
         self.dirty[key] = stype
-        self.history.append((stype, copy.copy(after), history_type))
+        snapshot = copy.copy(after)
+        self.history.append((stype, snapshot, history_type))
+        # A later mutation of this batch may name this version as its base.
+        self.bases[(stype.label, after.pk, after.version)] = snapshot
         old = (
             stype.channels_of(before.__dict__)
             if before is not None and not before.is_deleted
@@ -520,8 +556,13 @@ class _Batch:
         for stype, objs in creates.items():
             stype.model.objects.bulk_create(objs)
         for stype, objs in updates.items():
+            # Rows known to exist (locked above) are rewritten with one
+            # INSERT ... ON CONFLICT DO UPDATE: Django's bulk_update builds a
+            # CASE expression per field and object and costs seconds per 500.
             fields = [f.name for f in stype.model._meta.concrete_fields if not f.primary_key]
-            stype.model.objects.bulk_update(objs, fields)
+            stype.model.objects.bulk_create(
+                objs, update_conflicts=True, unique_fields=["id"], update_fields=fields
+            )
         self._flush_history()
         if self.conflicts:
             Conflict.objects.bulk_create(self.conflicts)
@@ -600,8 +641,6 @@ def mutations_apply(
             exc_info=True,
         )
     results: list[MutationResult] = []
-    first_seq: int | None = None
-    last_seq: int | None = None
     for m in items:
         try:
             outcome = _run(user=user, device_id=device_id, items=[m], reason=reason)
@@ -611,10 +650,9 @@ def mutations_apply(
             results.append(result)
             continue
         results.extend(outcome.results)
-        if outcome.feed_range:
-            first_seq = outcome.feed_range[0] if first_seq is None else first_seq
-            last_seq = outcome.feed_range[1]
-    return BatchOutcome(results, (first_seq, last_seq) if first_seq is not None else None)  # type: ignore[arg-type]
+    # Applied over several transactions, others' changes may sit between ours:
+    # report no feed range, so the push cursor is not moved past them.
+    return BatchOutcome(results, None)
 
 
 def _integrity_message(exc: IntegrityError) -> str:
@@ -674,11 +712,13 @@ def _push_cursor(user: Any, device: Any, token: str | None, own: tuple[int, int]
         if candidate:
             try:
                 start = decode(candidate)
-                break
             except BadCursor:
                 continue
+            if start.u == user.pk:
+                break
+            start = None
     if start is None:
-        start = Cursor(s=0, g=0, i=feed.head())
+        start = Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk)
     if own is None or start.b or start.s >= own[1]:
         return start.encode()
     others = Change.objects.filter(

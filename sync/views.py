@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -53,10 +51,11 @@ class TokenView(APIView):
 
 
 def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return settings.SYNC_PULL_DEFAULT_LIMIT
     top = settings.SYNC_PULL_MAX_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= top:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= top:
         raise SyncError(
             "bad_limit",
             f"limit must be an integer from 1 to {top}.",
@@ -87,7 +86,14 @@ class PullView(APIView):
             models=resolve_models(params.get("models")),
         )
         device_seen(device_id=device.pk, cursor=page.cursor)
-        return Response(asdict(page))
+        return Response(
+            {
+                "changes": page.changes,
+                "cursor": page.cursor,
+                "has_more": page.has_more,
+                "remaining": page.remaining,
+            }
+        )
 
 
 class PushView(APIView):

@@ -15,10 +15,9 @@ from fieldwork.models import Team
 class UserFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = get_user_model()
-        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pw-123456789")
+    password = factory.django.Password("pw-123456789")
 
 
 class TeamFactory(factory.django.DjangoModelFactory):

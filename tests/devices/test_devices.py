@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from devices.models import Device
+from fieldwork.models import Customer
 from tests.conftest import make_client
 from tests.factories import UserFactory, customer
 
@@ -170,6 +173,13 @@ def test_invalid_registration_is_400_with_field_errors(user, client, body, field
     assert not Device.objects.filter(user=user).exists()
 
 
+def test_a_json_number_is_not_a_device_id(user, client):
+    response = register(client, id=1234, platform="ios")
+    payload = assert_error(response, 400, "invalid")
+    assert "id" in payload["errors"]
+    assert not Device.objects.filter(user=user).exists()
+
+
 def test_registration_body_must_be_json(client):
     response = client.post(DEVICES, {"id": str(uuid.uuid4()), "platform": "ios"})  # multipart
     assert_error(response, 415, "unsupported_media_type")
@@ -306,10 +316,10 @@ def test_malformed_device_id_in_url_is_404_json(client):
 # --- X-Device-Id on pull and push ---------------------------------------------------
 
 
-def _sync(client: APIClient, path: str) -> Any:
+def _sync(client: APIClient, path: str, **headers: Any) -> Any:
     if path == PULL:
-        return client.get(PULL)
-    return client.post(PUSH, {"mutations": [customer("Acme")]}, format="json")
+        return client.get(PULL, **headers)
+    return client.post(PUSH, {"mutations": [customer("Acme")]}, format="json", **headers)
 
 
 @pytest.mark.parametrize("path", [PULL, PUSH])
@@ -320,13 +330,8 @@ def test_missing_device_header_is_400_device_required(user, path):
 @pytest.mark.parametrize("path", [PULL, PUSH])
 @pytest.mark.parametrize("raw", ["not-a-uuid", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"])
 def test_malformed_device_header_is_400_bad_device_id(user, path, raw):
-    client = make_client(user)
-    client.credentials(
-        HTTP_AUTHORIZATION=client._credentials["HTTP_AUTHORIZATION"],
-        HTTP_X_FORWARDED_PROTO="https",
-        HTTP_X_DEVICE_ID=raw,
-    )
-    assert_error(_sync(client, path), 400, "bad_device_id")
+    response = _sync(make_client(user), path, HTTP_X_DEVICE_ID=raw)
+    assert_error(response, 400, "bad_device_id")
 
 
 @pytest.mark.parametrize("path", [PULL, PUSH])
@@ -343,8 +348,6 @@ def test_another_users_device_is_403_device_forbidden(alice, bob, path):
 
 
 def test_push_with_a_forbidden_device_writes_nothing(alice, bob):
-    from fieldwork.models import Customer
-
     m = customer("Sneaky")
     response = make_client(bob.user, alice.device_id).post(PUSH, {"mutations": [m]}, format="json")
     assert_error(response, 403, "device_forbidden")
@@ -358,8 +361,8 @@ def test_pull_updates_last_seen(alice):
     assert first is not None
     alice.pull()
     assert Device.objects.get(pk=alice.device_id).last_seen >= first
-    listed = alice.client.get(DEVICES).json()
-    assert [d["last_seen"] for d in listed if d["id"] == str(alice.device_id)] != [None]
+    (listed,) = alice.client.get(DEVICES).json()
+    assert listed["id"] == str(alice.device_id) and listed["last_seen"] is not None
 
 
 def test_push_updates_last_seen(alice):
@@ -378,3 +381,53 @@ def test_pull_with_a_valid_device_does_not_touch_other_devices(make_actor):
     alice.pull()
     assert Device.objects.get(pk=alice.device_id).last_seen is not None
     assert Device.objects.get(pk=second_id).last_seen is None
+
+
+# --- Concurrent registration (a real database with row locks) ----------------------
+
+
+def _register_concurrently(clients: list[APIClient], device_id: str) -> list[Any]:
+    barrier = threading.Barrier(len(clients))
+    responses: list[Any] = [None] * len(clients)
+
+    def run(i: int, client: APIClient) -> None:
+        try:
+            barrier.wait(timeout=10)
+            responses[i] = register(client, id=device_id, platform="android", name=f"c{i}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return responses
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registration_by_two_users_gives_one_owner_and_one_409():
+    for _ in range(5):
+        users = [UserFactory(), UserFactory()]
+        device_id = str(uuid.uuid4())
+        responses = _register_concurrently([make_client(u) for u in users], device_id)
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201, 409], [r.content for r in responses]
+        winner = users[[r.status_code for r in responses].index(201)]
+        assert Device.objects.get(pk=device_id).user == winner
+        loser = next(r for r in responses if r.status_code == 409)
+        assert_error(loser, 409, "device_taken")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registration_by_the_same_user_is_one_201_and_one_200():
+    for _ in range(5):
+        user = UserFactory()
+        device_id = str(uuid.uuid4())
+        responses = _register_concurrently([make_client(user), make_client(user)], device_id)
+        assert sorted(r.status_code for r in responses) == [200, 201], [
+            r.content for r in responses
+        ]
+        assert Device.objects.filter(pk=device_id, user=user).count() == 1

@@ -309,3 +309,67 @@ def test_pull_queries_do_not_grow_with_page_size(alice, django_assert_max_num_qu
     with django_assert_max_num_queries(12):
         page = alice.pull(limit=n // 2)
     assert page["has_more"] and len(page["changes"]) == n // 2
+
+
+def test_pulled_data_is_exactly_what_push_returned(alice):
+    c = customer("Acme", email="a@b.test")
+    o = work_order(
+        c["id"],
+        due_at="2026-12-01T08:30:00.250000+02:00",
+        scheduled_for="2026-12-01",
+        estimated_hours=2.5,
+    )
+    pushed = {r["id"]: r["data"] for r in alice.push(c, o)["results"]}
+    pulled = {x["id"]: x["data"] for x in alice.pull_all()[0]}
+    assert pulled == pushed
+    assert pulled[o["id"]]["due_at"] == "2026-12-01T06:30:00.250000Z"
+    assert pulled[o["id"]]["created_at"].endswith("Z")
+
+
+def test_initial_sync_resumes_after_compaction_purged_older_tombstones(alice, bob, settings):
+    alice.push(*[customer(f"c{i}") for i in range(4)])
+    gone = customer("bob's, deleted")
+    bob.push(gone)
+    bob.push(delete(CUSTOMER, gone["id"], 1))  # a tombstone after Alice's rows
+    page = alice.pull(limit=2)
+    feed_compact(now=timezone.now() + settings.SYNC_RETENTION + timedelta(days=1))
+    rest, _ = alice.pull_all(page["cursor"], limit=2)
+    assert len(page["changes"]) + len(rest) == 4
+
+
+def test_idle_cursor_moves_with_the_feed_so_compaction_does_not_force_a_resync(
+    alice, bob, settings
+):
+    alice.push(customer("alice's"))
+    _, cursor = alice.pull_all()
+    gone = customer("bob's")
+    bob.push(gone)
+    bob.push(delete(CUSTOMER, gone["id"], 1))
+    _, cursor = alice.pull_all(cursor)  # nothing for Alice, but she is up to date
+    feed_compact(now=timezone.now() + settings.SYNC_RETENTION + timedelta(days=1))
+    assert alice.pull(cursor=cursor)["changes"] == []
+
+
+def test_cursor_of_another_account_is_400(alice, bob):
+    alice.push(customer())
+    _, cursor = alice.pull_all()
+    assert bob.pull(expect=400, cursor=cursor)["code"] == "bad_cursor"
+
+
+@pytest.mark.parametrize("limit", ["\u00b2", "", " 5"])
+def test_limit_that_is_not_plain_digits_is_400(alice, limit):
+    assert alice.pull(expect=400, limit=limit)["code"] == "bad_limit"
+
+
+def test_teammate_can_edit_a_shared_object_but_not_move_own_objects_to_foreign_teams(alice, bob):
+    shared_team, foreign_team = TeamFactory(), TeamFactory()
+    for actor in (alice, bob):
+        team_member_add(team=shared_team, user=actor.user)
+    shared = customer("bob's shared", team=str(shared_team.pk))
+    bob.push(shared)
+    edited = alice.push_one(update(CUSTOMER, shared["id"], 1, phone="555"))
+    assert edited["status"] == "applied"
+    mine = customer("alice's")
+    alice.push(mine)
+    moved = alice.push_one(update(CUSTOMER, mine["id"], 1, team=str(foreign_team.pk)))
+    assert moved["status"] == "rejected" and "team" in moved["errors"]

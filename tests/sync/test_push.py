@@ -407,3 +407,35 @@ def _batch_queries(alice, django_assert_max_num_queries, n: int, limit: int) -> 
 @pytest.mark.parametrize("n", [10, 500])
 def test_push_queries_do_not_grow_with_batch_size(alice, django_assert_max_num_queries, n):
     _batch_queries(alice, django_assert_max_num_queries, n, limit=20)
+
+
+def test_two_updates_from_one_base_in_one_batch_merge_like_two_pushes(alice):
+    c = customer("Acme")
+    alice.push_one(c)
+    results = alice.push(
+        update(CUSTOMER, c["id"], 1, phone="1"), update(CUSTOMER, c["id"], 1, email="e@x.test")
+    )["results"]
+    assert [r["status"] for r in results] == ["applied", "merged"]
+    obj = Customer.objects.get(pk=c["id"])
+    assert (obj.phone, obj.email, obj.version) == ("1", "e@x.test", 3)
+
+
+def test_reference_to_object_deleted_earlier_in_the_batch_is_rejected(alice):
+    c = customer("Acme")
+    alice.push_one(c)
+    results = alice.push(delete(CUSTOMER, c["id"], 1), work_order(c["id"]))["results"]
+    assert [r["status"] for r in results] == ["applied", "rejected"]
+    assert "customer" in results[1]["errors"]
+
+
+def test_failing_custom_resolver_queues_a_conflict_instead_of_failing(alice, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("resolver bug")
+
+    monkeypatch.setattr(registry.get(ORDER), "resolver", broken)
+    c = customer("Acme")
+    o = work_order(c["id"])
+    alice.push(c, o)
+    alice.push_one(update(ORDER, o["id"], 1, status="done"))
+    result = alice.push_one(update(ORDER, o["id"], 1, status="scheduled"))
+    assert result["status"] == "conflict"
