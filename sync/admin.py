@@ -10,16 +10,8 @@ from . import services
 from .models import Change, ChannelGrant, Conflict, MutationRecord
 
 
-class SyncedModelAdmin(SimpleHistoryAdmin):
-    """Staff view of a synced model and its history.
-
-    Read-only here: every write to synced data goes through `sync.services`
-    (versions, history and feed together), so the admin does not save models
-    directly.
-    """
-
-    readonly_fields = ("id", "version", "created_at", "updated_at", "deleted_at")
-    list_filter = ("deleted_at",)
+class ReadOnlyAdminMixin:
+    """Staff may look, not write: these rows are written only by the sync services."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -29,6 +21,18 @@ class SyncedModelAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SyncedModelAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
+    """Staff view of a synced model and its history.
+
+    Read-only here: every write to synced data goes through `sync.services`
+    (versions, history and feed together), so the admin does not save models
+    directly.
+    """
+
+    readonly_fields = ("id", "version", "created_at", "updated_at", "deleted_at")
+    list_filter = ("deleted_at",)
 
 
 @admin.register(Conflict)
@@ -48,20 +52,11 @@ class ConflictAdmin(admin.ModelAdmin):
 
 
 @admin.register(Change)
-class ChangeAdmin(admin.ModelAdmin):
+class ChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("seq", "channel", "model", "object_id", "version", "op", "created_at")
     list_filter = ("op", "model")
     search_fields = ("=channel", "=object_id")
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ChannelGrant)

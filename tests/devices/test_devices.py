@@ -14,6 +14,7 @@ from devices.models import Device
 from fieldwork.models import Customer
 from tests.conftest import make_client
 from tests.factories import UserFactory, customer
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -24,16 +25,6 @@ PUSH = "/api/v1/sync/push/"
 
 def detail_url(device_id: Any) -> str:
     return f"{DEVICES}{device_id}/"
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The contract's error shape: JSON with a machine `code` and a human `detail`."""
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["detail"], str) and body["detail"], body
-    return body
 
 
 def register(client: APIClient, **body: Any) -> Any:

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from rest_framework.test import APIClient
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from devices.models import Device
 from fieldwork.models import Customer
 from tests.conftest import make_client
 from tests.factories import UserFactory
+from tests.helpers import assert_error, https_client
 
 pytestmark = pytest.mark.django_db
 
@@ -29,26 +29,6 @@ def login_user(**fields: Any) -> Any:
     user.set_password(PASSWORD)
     user.save(update_fields=["password"])
     return user
-
-
-def https_client(**headers: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_X_FORWARDED_PROTO="https", **headers)
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["detail"], str) and body["detail"], body
-    text = response.content.decode()
-    assert "<html" not in text.lower() and "Traceback" not in text
-    return body
-
-
-# --- POST /api/v1/auth/token/ -------------------------------------------------------
 
 
 def test_good_credentials_give_a_token_that_authenticates():

@@ -7,12 +7,12 @@ import uuid
 from typing import Any
 
 import pytest
-from rest_framework.test import APIClient
 
 from fieldwork.models import Customer
 from fieldwork.services import team_member_add
 from tests.conftest import make_client
 from tests.factories import TeamFactory, UserFactory, customer, mutation, update, work_order
+from tests.helpers import assert_error, https_client
 
 pytestmark = pytest.mark.django_db
 
@@ -37,24 +37,6 @@ WIRE_TYPES = {
     "reference",
 }
 POLICIES = {"merge", "manual", "server_wins", "client_wins", "custom"}
-
-
-def https_client(**headers: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_X_FORWARDED_PROTO="https", **headers)
-    return client
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert body["code"] == code, body
-    assert isinstance(body["detail"], str) and body["detail"], body
-    return body
-
-
-# --- GET /api/v1/sync/models/ -------------------------------------------------------
 
 
 @pytest.fixture

@@ -1,0 +1,27 @@
+"""Assertions and clients shared by the API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.test import APIClient
+
+
+def https_client(**headers: str) -> APIClient:
+    """A client without credentials; production settings redirect plain HTTP."""
+    client = APIClient()
+    client.credentials(HTTP_X_FORWARDED_PROTO="https", **headers)
+    return client
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The contract's error shape: JSON with a machine `code` and a human `detail`,
+    never an HTML page or a traceback."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    body = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"], body
+    text = response.content.decode()
+    assert "<html" not in text.lower() and "Traceback" not in text
+    return body

@@ -1,0 +1,105 @@
+"""The staff side: admin pages render, and grants made there go through the services."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from fieldwork.models import Team, TeamMembership
+from sync.models import ChannelGrant, GrantEvent
+from tests.factories import TeamFactory, customer, update
+
+pytestmark = pytest.mark.django_db
+
+CUSTOMER = "fieldwork.customer"
+
+
+@pytest.fixture
+def staff() -> Client:
+    admin = get_user_model().objects.create_superuser("staff", password="staff-pass-1234")
+    client = Client(HTTP_X_FORWARDED_PROTO="https")
+    client.force_login(admin)
+    return client
+
+
+def test_conflict_queue_and_synced_history_render(staff, alice):
+    c = customer("Acme", phone="1")
+    alice.push(c)
+    alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))
+    conflict = alice.push_one(update(CUSTOMER, c["id"], 1, phone="3"))
+    assert conflict["status"] == "conflict"
+    page = staff.get("/admin/sync/conflict/")
+    assert page.status_code == 200 and c["id"] in page.content.decode()
+    detail = staff.get(f"/admin/sync/conflict/{conflict['conflict_id']}/change/")
+    assert detail.status_code == 200
+    history = staff.get(f"/admin/fieldwork/customer/{c['id']}/history/")
+    assert history.status_code == 200
+    assert staff.get("/admin/fieldwork/customer/").status_code == 200
+    assert staff.get("/admin/sync/change/").status_code == 200
+
+
+def test_synced_models_cannot_be_edited_behind_the_service(staff, alice):
+    c = customer("Acme")
+    alice.push(c)
+    assert staff.get("/admin/fieldwork/customer/add/").status_code == 403
+    response = staff.post(f"/admin/fieldwork/customer/{c['id']}/change/", {"name": "Hacked"})
+    assert response.status_code == 403
+
+
+def test_grant_and_revoke_in_the_admin_go_through_the_service(staff, alice):
+    response = staff.post(
+        "/admin/sync/channelgrant/add/", {"user": alice.user.pk, "channel": "team:demo"}
+    )
+    assert response.status_code == 302, response.content
+    grant = ChannelGrant.objects.get(user=alice.user, channel="team:demo")
+    assert list(GrantEvent.objects.values_list("channel", "granted")) == [("team:demo", True)]
+    response = staff.post(f"/admin/sync/channelgrant/{grant.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not ChannelGrant.objects.exists()
+    assert list(GrantEvent.objects.order_by("id").values_list("granted", flat=True)) == [
+        True,
+        False,
+    ]
+
+
+def test_team_membership_inline_grants_the_team_channel(staff, alice):
+    team = TeamFactory(name="North")
+    form = {
+        "name": "North",
+        "teammembership_set-TOTAL_FORMS": "1",
+        "teammembership_set-INITIAL_FORMS": "0",
+        "teammembership_set-MIN_NUM_FORMS": "0",
+        "teammembership_set-MAX_NUM_FORMS": "1000",
+        "teammembership_set-0-user": str(alice.user.pk),
+        "teammembership_set-0-team": str(team.pk),
+    }
+    response = staff.post(f"/admin/fieldwork/team/{team.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert TeamMembership.objects.filter(team=team, user=alice.user).exists()
+    assert ChannelGrant.objects.filter(user=alice.user, channel=f"team:{team.pk}").exists()
+    assert Team.objects.count() == 1
+
+
+def test_team_membership_inline_removal_revokes_the_team_channel(staff, alice):
+    from fieldwork.services import team_member_add
+
+    team = TeamFactory(name="South")
+    team_member_add(team=team, user=alice.user)
+    membership = TeamMembership.objects.get(team=team, user=alice.user)
+    form = {
+        "name": "South",
+        "teammembership_set-TOTAL_FORMS": "1",
+        "teammembership_set-INITIAL_FORMS": "1",
+        "teammembership_set-MIN_NUM_FORMS": "0",
+        "teammembership_set-MAX_NUM_FORMS": "1000",
+        "teammembership_set-0-id": str(membership.pk),
+        "teammembership_set-0-user": str(alice.user.pk),
+        "teammembership_set-0-team": str(team.pk),
+        "teammembership_set-0-DELETE": "on",
+    }
+    response = staff.post(f"/admin/fieldwork/team/{team.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert not TeamMembership.objects.filter(team=team).exists()
+    assert not ChannelGrant.objects.filter(user=alice.user).exists()
+    assert GrantEvent.objects.filter(user=alice.user, granted=False).count() == 1
