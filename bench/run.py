@@ -154,7 +154,10 @@ def raw_floor(user_id: int, limit: int) -> tuple[int, float]:
     dsn = f"host={db['HOST']} port={db['PORT'] or 5432} dbname={db['NAME']} user={db['USER']}"
     tables = {t.label: (t.model._meta.db_table, t) for t in registry.all_types()}
     count, after, started = 0, 0, time.perf_counter()
-    with psycopg.connect(dsn) as conn:
+    # prepare_threshold=None: psycopg would otherwise switch to prepared generic
+    # plans after five runs, which are slower for `= ANY(...)` than Django's
+    # literal IN lists, and the floor would no longer be a floor.
+    with psycopg.connect(dsn, prepare_threshold=None) as conn:
         while True:
             rows = conn.execute(
                 "SELECT seq, model, object_id FROM sync_change WHERE channel = ANY(%s) "
@@ -214,12 +217,23 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=10_000)
     parser.add_argument("--limit", type=int, default=1_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the data set of the previous run again"
+    )
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("bench needs PostgreSQL (DATABASE_URL)")
     call_command("migrate", verbosity=0)
 
-    big_user, created = generate(args.users, args.objects // args.users, args.big)
+    if args.reuse:
+        big_user = get_user_model().objects.get(username="bench-big")
+        created = [
+            {"model": t.label, "id": str(pk)}
+            for t in registry.all_types()
+            for pk in t.model.objects.filter(owner=big_user).values_list("pk", flat=True)
+        ]
+    else:
+        big_user, created = generate(args.users, args.objects // args.users, args.big)
     client, _ = client_for(big_user)
     rss_before = rss_mb()
 
@@ -237,21 +251,23 @@ def main() -> None:
         _, cursor, _, _ = pull_all(client, args.limit, cursor)
         latencies.append((time.perf_counter() - t0) * 1000)
 
-    orders = [m for m in created if m["model"] == ORDER][:5000]
-    current = {m["id"]: 1 for m in orders}
+    orders = [m["id"] for m in created if m["model"] == ORDER][:5000]
+    before = dict(
+        registry.get(ORDER).model.objects.filter(pk__in=orders).values_list("pk", "version")
+    )
     push = [
         [
-            _m(ORDER, m["id"], {"title": f"Visit {k}"}, "update", current[m["id"]])
-            for m in orders[k * 500 : (k + 1) * 500]
+            _m(ORDER, oid, {"title": f"Visit {k}"}, "update", before[uuid.UUID(oid)])
+            for oid in orders[k * 500 : (k + 1) * 500]
         ]
         for k in range(10)
     ]
     push_n, push_s, push_queries, push_status = push_batches(client, push)
-    # Conflict path: stale base_version, same field changed on both sides.
+    # Conflict path: base_version from before that push, same field changed on both sides.
     stale = [
         [
-            _m(ORDER, m["id"], {"title": f"Clash {k}"}, "update", 1)
-            for m in orders[k * 500 : (k + 1) * 500]
+            _m(ORDER, oid, {"title": f"Clash {k}"}, "update", before[uuid.UUID(oid)])
+            for oid in orders[k * 500 : (k + 1) * 500]
         ]
         for k in range(10)
     ]

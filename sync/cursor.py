@@ -9,6 +9,7 @@ A cursor holds:
   i   during an initial sync, the feed head when it started (deletes older than
       that cannot concern the client, so they are skipped)
   m   the sorted models filter it was issued for, or None for all models
+  r   the estimate of rows still to come, counted once and carried along
   u   the user it was issued to (another account's cursor is refused)
   t   when the client was last up to date through it (unix seconds), for the
       retention window
@@ -31,6 +32,7 @@ class Cursor:
     b: tuple[tuple[str, int, int], ...] = ()
     i: int | None = None
     m: tuple[str, ...] | None = None
+    r: int | None = None
     u: int = 0
     t: int = field(default_factory=lambda: int(time.time()))
 
@@ -41,6 +43,7 @@ class Cursor:
             "b": [list(x) for x in self.b],
             "i": self.i,
             "m": list(self.m) if self.m is not None else None,
+            "r": self.r,
             "u": self.u,
             "t": self.t,
         }
@@ -67,6 +70,7 @@ def decode(token: str) -> Cursor:
             b=tuple((str(c), int(u), int(p)) for c, u, p in payload["b"]),
             i=None if payload["i"] is None else int(payload["i"]),
             m=None if payload["m"] is None else tuple(payload["m"]),
+            r=None if payload.get("r") is None else int(payload["r"]),
             u=int(payload["u"]),
             t=int(payload["t"]),
         )

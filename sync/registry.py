@@ -52,18 +52,25 @@ class SyncedType:
     policy: str
     resolver: Resolver | None
     owner_field: str | None
+    # Derived once: pull and push consult these for every object.
+    writable: dict[str, FieldCodec] = field(init=False)
+    references: dict[str, FieldCodec] = field(init=False)
+    scope_attnames: list[tuple[str, str]] = field(init=False)
+    row_attnames: list[str] = field(init=False)
+    _pairs: list[tuple[str, str]] = field(init=False, repr=False)
 
-    @property
-    def writable(self) -> dict[str, FieldCodec]:
-        return {n: c for n, c in self.codecs.items() if not c.read_only}
-
-    @property
-    def references(self) -> dict[str, FieldCodec]:
-        return {n: c for n, c in self.codecs.items() if c.type == "reference"}
-
-    @property
-    def scope_attnames(self) -> list[tuple[str, str]]:
-        return [(prefix, self.codecs[name].attname) for prefix, name in self.scope.items()]
+    def __post_init__(self) -> None:
+        self.writable = {n: c for n, c in self.codecs.items() if not c.read_only}
+        self.references = {n: c for n, c in self.codecs.items() if c.type == "reference"}
+        self.scope_attnames = [
+            (prefix, self.codecs[name].attname) for prefix, name in self.scope.items()
+        ]
+        # Columns pull and push need: state, scope and every synced field.
+        self.row_attnames = ["id", "version", "deleted_at"]
+        for codec in self.codecs.values():
+            if codec.attname not in self.row_attnames:
+                self.row_attnames.append(codec.attname)
+        self._pairs = [(n, c.attname) for n, c in self.codecs.items()]
 
     def channels_of(self, row: Mapping[str, Any]) -> set[str]:
         """Channels of an object given its attname → value mapping (instance __dict__ or row)."""
@@ -73,14 +80,6 @@ class SyncedType:
             if row.get(attname) is not None
         }
 
-    def row_attnames(self) -> list[str]:
-        """Columns pull and push need: state, scope and every synced field."""
-        names = ["id", "version", "deleted_at"]
-        for codec in self.codecs.values():
-            if codec.attname not in names:
-                names.append(codec.attname)
-        return names
-
     def encode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Wire form with every value normalised to JSON types (for comparing and storing)."""
         return {name: c.encode(row[c.attname]) for name, c in self.codecs.items()}
@@ -89,14 +88,7 @@ class SyncedType:
         """Wire form for a response body: the pull hot path leaves UUIDs, dates and
         datetimes to the orjson renderer, which writes them exactly as `encode` does
         (UTC datetimes with a Z suffix), at a fraction of the cost."""
-        return {name: row[attname] for name, attname in self._render_pairs}
-
-    @property
-    def _render_pairs(self) -> list[tuple[str, str]]:
-        pairs = self.__dict__.get("_pairs")
-        if pairs is None:
-            pairs = self.__dict__["_pairs"] = [(n, c.attname) for n, c in self.codecs.items()]
-        return pairs
+        return {name: row[attname] for name, attname in self._pairs}
 
     def describe(self) -> dict[str, Any]:
         return {

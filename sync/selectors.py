@@ -55,8 +55,8 @@ def resolve_models(labels: str | None) -> list[SyncedType] | None:
     return types
 
 
-def _start_cursor(user_id: int, models: tuple[str, ...] | None) -> Cursor:
-    return Cursor(s=0, g=feed.last_grant_event(user_id), i=feed.head(), m=models, u=user_id)
+def _start_cursor(user_id: int, models: tuple[str, ...] | None, head: int) -> Cursor:
+    return Cursor(s=0, g=feed.last_grant_event(user_id), i=head, m=models, u=user_id)
 
 
 def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cursor:
@@ -109,7 +109,7 @@ def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[st
     for channel in dict.fromkeys(c for _, c in events):
         if channel not in pending:
             backfill.append((channel, cur.s if channel in channels else UNBOUNDED, 0))
-    return cur.evolve(b=tuple(backfill), g=events[-1][0])
+    return cur.evolve(b=tuple(backfill), g=events[-1][0], r=None)
 
 
 def _resync() -> SyncError:
@@ -128,8 +128,10 @@ def pull_page(
     # Grant events are read before the channels: a grant or revoke committing in
     # between is then seen in the channels now and as a new event next time,
     # which backfills (or deletes) it; the other order could miss it for good.
+    head: int | None = None
     if cursor is None:
-        cur = _start_cursor(user_id, labels)
+        head = feed.head()
+        cur = _start_cursor(user_id, labels, head)
         channels = feed.user_channels(user_id)
     else:
         cur = _decode_for(cursor, user_id, labels)
@@ -147,6 +149,9 @@ def pull_page(
         )
         more_here = len(rows) > limit
         rows = rows[:limit]
+        page = _backfill_rows(by_model, channel, upto, pos)
+        if rows:
+            page = page.filter(seq__lte=rows[-1][0])
         rest = ((channel, upto, rows[-1][0]),) if more_here else ()
         nxt = cur.evolve(b=rest + cur.b[1:])
         main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
@@ -156,22 +161,29 @@ def pull_page(
         # commit order), so a short read below proves the caller is up to date
         # through it, and the cursor may move there even if none of those rows
         # were theirs: idle clients then stay ahead of compaction.
-        head = feed.head()
+        head = feed.head() if head is None else head
         main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
         rows = list(main.order_by("seq").values_list(*columns)[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1][0] if rows else cur.s
+        page = main.filter(seq__lte=last)
         nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
-    if not has_more:
-        nxt = nxt.evolve(i=None).stamped()
-    changes = _materialise(rows, channels, initial_head=cur.i)
+    changes = _materialise(rows, page, channels, initial_head=cur.i)
     remaining = 0
-    if has_more:
+    if not has_more:
+        nxt = nxt.evolve(i=None, r=None).stamped()
+    elif cur.r is not None and cur.r > len(rows):
+        # An estimate is all the contract asks for: carry the first count along
+        # instead of counting the rest of a large initial sync on every page.
+        remaining = cur.r - len(rows)
+        nxt = nxt.evolve(r=remaining)
+    else:
         remaining = main[:REMAINING_COUNT_CAP].count()
         for channel, upto, pos in nxt.b:
             remaining += _backfill_rows(by_model, channel, upto, pos)[:REMAINING_COUNT_CAP].count()
+        nxt = nxt.evolve(r=remaining)
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
 
 
@@ -182,26 +194,32 @@ def _backfill_rows(by_model: Q, channel: str, upto: int, pos: int) -> Any:
 
 def _materialise(
     rows: list[tuple[int, str, uuid.UUID, int, int]],
+    page: Any,
     channels: set[str],
     *,
     initial_head: int | None,
 ) -> list[dict[str, Any]]:
-    """Feed rows → the latest state of each object, once, in order of its last change."""
+    """Feed rows → the latest state of each object, once, in order of its last change.
+
+    `page` is the feed queryset that selected `rows`; objects are fetched with it
+    as a subquery rather than an IN list of up to 1,000 ids, which PostgreSQL
+    answers about twice as fast as it parses the literal list.
+    """
     latest: dict[tuple[str, uuid.UUID], tuple[int, int, int]] = {}
     for seq, label, object_id, version, op in rows:
         key = (label, object_id)
         latest.pop(key, None)  # re-insert so dict order is order of the last change
         latest[key] = (seq, version, op)
-    ids: dict[str, list[uuid.UUID]] = {}
-    for label, object_id in latest:
-        ids.setdefault(label, []).append(object_id)
     states: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
-    for label, pks in ids.items():
+    for label in dict.fromkeys(label for label, _ in latest):
         stype = registry.get(label)
         if stype is None:
             continue
-        for row in stype.model.objects.filter(pk__in=pks).values(*stype.row_attnames()):
-            states[(label, row["id"])] = row
+        names = stype.row_attnames
+        in_page = page.filter(model=label).values("object_id")
+        # values_list + zip: the same dicts as values(), noticeably cheaper per row.
+        for values in stype.model.objects.filter(pk__in=in_page).values_list(*names):
+            states[(label, values[0])] = dict(zip(names, values, strict=True))
     out: list[dict[str, Any]] = []
     for (label, object_id), (seq, version, op) in latest.items():
         stype = registry.get(label)

@@ -85,7 +85,10 @@ class PullView(APIView):
             limit=_limit(params.get("limit")),
             models=resolve_models(params.get("models")),
         )
-        device_seen(device_id=device.pk, cursor=page.cursor)
+        if not page.has_more:
+            # Once per sync rather than per page: a write per page would slow a
+            # large initial sync, and only an up-to-date cursor is worth keeping.
+            device_seen(device_id=device.pk, cursor=page.cursor)
         return Response(
             {
                 "changes": page.changes,
