@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Embedded default: SQLite file, local-memory cache, eager Celery, console push.
+# Embedded default: SQLite file, local-memory cache, eager Celery (no service needed).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo

@@ -57,7 +57,6 @@ class MutationResult:
 class _Mutation:
     """One mutation whose envelope parsed; `rejected` is set when it did not."""
 
-    index: int
     raw_mutation_id: Any
     mutation_id: uuid.UUID | None = None
     type: SyncedType | None = None
@@ -72,14 +71,13 @@ class _Mutation:
         return self.type.label, self.id  # type: ignore[union-attr, return-value]
 
 
-def _parse(index: int, raw: Any) -> _Mutation:
+def _parse(raw: Any) -> _Mutation:
     if not isinstance(raw, dict):
         return _Mutation(
-            index,
             None,
             rejected=MutationResult(None, "rejected", errors={"mutation": ["Must be an object."]}),
         )
-    m = _Mutation(index, raw.get("mutation_id"))
+    m = _Mutation(raw.get("mutation_id"))
     errors: dict[str, list[str]] = {}
     try:
         m.mutation_id = uuid.UUID(str(raw["mutation_id"]))
@@ -631,7 +629,7 @@ def mutations_apply(
     reason: str = "",
 ) -> BatchOutcome:
     """Apply mutations (protocol push form) in order; one result per mutation."""
-    items = [_parse(i, raw) for i, raw in enumerate(mutations)]
+    items = [_parse(raw) for raw in mutations]
     try:
         return _run(user=user, device_id=device_id, items=items, reason=reason)
     except DatabaseError:
