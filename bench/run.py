@@ -237,8 +237,13 @@ def main() -> None:
     client, _ = client_for(big_user)
     rss_before = rss_mb()
 
-    n, cursor, pull_queries, pull_s = pull_all(client, args.limit)
-    floor_n, floor_s = raw_floor(big_user.pk, args.limit)
+    # Best of three, interleaved, so neither side profits from a warmer cache.
+    pulls, floors = [], []
+    for _ in range(3):
+        pulls.append(pull_all(client, args.limit))
+        floors.append(raw_floor(big_user.pk, args.limit))
+    n, cursor, pull_queries, pull_s = min(pulls, key=lambda p: p[3])
+    floor_n, floor_s = min(floors, key=lambda f: f[1])
 
     customers = [m for m in created if m["model"] == CUSTOMER]
     latencies = []
