@@ -595,6 +595,8 @@ class _Batch:
 class BatchOutcome:
     results: list[MutationResult]
     feed_range: tuple[int, int] | None
+    # The author's channels as the batch saw them (set when feed_range is).
+    channels: frozenset[str] = frozenset()
 
 
 def _run(
@@ -618,7 +620,7 @@ def _run(
                 first[m.mutation_id] = result
             results.append(result)
         batch.flush()
-    return BatchOutcome(results, batch.feed_range)
+    return BatchOutcome(results, batch.feed_range, frozenset(batch.channels))
 
 
 def mutations_apply(
@@ -698,10 +700,10 @@ def push_apply(
     outcome = mutations_apply(
         user=user, mutations=mutations, device_id=device.pk, reason=f"push from device {device.pk}"
     )
-    return PushOutcome(outcome.results, _push_cursor(user, device, cursor, outcome.feed_range))
+    return PushOutcome(outcome.results, _push_cursor(user, device, cursor, outcome))
 
 
-def _push_cursor(user: Any, device: Any, token: str | None, own: tuple[int, int] | None) -> str:
+def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcome) -> str:
     """The device's pull cursor, moved past this push's own changes when nothing
     else happened in its channels in between (so it need not pull back its own
     writes). Never moves past a change of anyone else: always safe to adopt."""
@@ -717,11 +719,10 @@ def _push_cursor(user: Any, device: Any, token: str | None, own: tuple[int, int]
             start = None
     if start is None:
         start = Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk)
+    own = outcome.feed_range
     if own is None or start.b or start.s >= own[1]:
         return start.encode()
-    others = Change.objects.filter(
-        channel__in=feed.user_channels(user.pk), seq__gt=start.s, seq__lt=own[0]
-    )
+    others = Change.objects.filter(channel__in=outcome.channels, seq__gt=start.s, seq__lt=own[0])
     if start.m is not None:
         others = others.filter(model__in=start.m)
     if others.exists():
