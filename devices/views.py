@@ -7,6 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from sync.serializers import ErrorSerializer
+
 from .selectors import devices_for_user
 from .serializers import DeviceSerializer, DeviceUpdateSerializer
 from .services import device_delete, device_register, device_update
@@ -19,7 +21,12 @@ class DeviceListView(APIView):
 
     @extend_schema(
         request=DeviceSerializer,
-        responses={201: DeviceSerializer, 200: DeviceSerializer},
+        responses={
+            201: DeviceSerializer,
+            200: DeviceSerializer,
+            400: ErrorSerializer,
+            409: ErrorSerializer,
+        },
         description="Register this device (idempotent: the same id again updates it).",
     )
     def post(self, request: Request) -> Response:
@@ -37,11 +44,14 @@ class DeviceDetailView(APIView):
     def _device(self, request: Request, device_id):  # noqa: ANN001, ANN202
         return get_object_or_404(devices_for_user(user=request.user), pk=device_id)
 
-    @extend_schema(responses=DeviceSerializer)
+    @extend_schema(responses={200: DeviceSerializer, 404: ErrorSerializer})
     def get(self, request: Request, device_id) -> Response:  # noqa: ANN001
         return Response(DeviceSerializer(self._device(request, device_id)).data)
 
-    @extend_schema(request=DeviceUpdateSerializer, responses=DeviceSerializer)
+    @extend_schema(
+        request=DeviceUpdateSerializer,
+        responses={200: DeviceSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
     def patch(self, request: Request, device_id) -> Response:  # noqa: ANN001
         device = self._device(request, device_id)
         serializer = DeviceUpdateSerializer(device, data=request.data, partial=True)
@@ -49,7 +59,7 @@ class DeviceDetailView(APIView):
         device = device_update(device=device, data=dict(serializer.validated_data))
         return Response(DeviceSerializer(device).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 404: ErrorSerializer})
     def delete(self, request: Request, device_id) -> Response:  # noqa: ANN001
         device_delete(device=self._device(request, device_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

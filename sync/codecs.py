@@ -10,11 +10,13 @@ for the whole batch at once by the push service.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -98,13 +100,24 @@ class FieldCodec:
             not isinstance(value, accepts) or isinstance(value, bool) != (bool in accepts)
         ):
             raise ValidationError(f"Expected a JSON value of type {self.type}.")
-        if self.type == "reference":
-            target_pk = self.ref_model._meta.pk  # type: ignore[union-attr]
-            return target_pk.to_python(value)
-        python = self.field.to_python(value)
-        if self.type == "datetime" and timezone.is_naive(python):
-            # The protocol speaks UTC; a timestamp without an offset is taken as UTC.
-            python = python.replace(tzinfo=dt.UTC)
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL cannot store NUL in text; refuse it here rather than fail the batch.
+            raise ValidationError("NUL characters are not allowed.")
+        if self.type == "number" and not math.isfinite(value):
+            raise ValidationError("Must be a finite number.")
+        if self.type == "json" and b"\\u0000" in orjson.dumps(value):
+            raise ValidationError("NUL characters are not allowed.")
+        try:
+            if self.type == "reference":
+                return self.ref_model._meta.pk.to_python(value)  # type: ignore[union-attr]
+            python = self.field.to_python(value)
+            if self.type == "datetime":
+                # The protocol speaks UTC; a timestamp without an offset is taken as UTC.
+                if timezone.is_naive(python):
+                    python = python.replace(tzinfo=dt.UTC)
+                python = python.astimezone(dt.UTC)
+        except (OverflowError, ValueError, TypeError):
+            raise ValidationError(f"Not a valid {self.type} value.") from None
         self.field.validate(python, None)
         self.field.run_validators(python)
         return python

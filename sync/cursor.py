@@ -74,5 +74,5 @@ def decode(token: str) -> Cursor:
             u=int(payload["u"]),
             t=int(payload["t"]),
         )
-    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+    except (signing.BadSignature, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BadCursor(str(exc)) from exc

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -83,6 +83,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(
             {"code": "payload_too_large", "detail": "The request body is too large."},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    elif isinstance(exc, SuspiciousOperation):
+        # e.g. too many query parameters: Django answers these with a 400.
+        return Response(
+            {"code": "bad_request", "detail": "The request was refused as malformed."},
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, exceptions.APIException):
         if getattr(exc, "auth_header", None):

@@ -45,9 +45,10 @@ class PushRequestSerializer(serializers.Serializer):
 
 
 class MutationResultSerializer(serializers.Serializer):
-    mutation_id = serializers.UUIDField(allow_null=True)
+    # Strings, not UUIDs: a rejected mutation echoes whatever the client sent.
+    mutation_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=["applied", "merged", "conflict", "rejected"])
-    id = serializers.UUIDField(allow_null=True)
+    id = serializers.CharField(allow_null=True)
     version = serializers.IntegerField(allow_null=True)
     data = serializers.JSONField(allow_null=True)
     conflict_id = serializers.UUIDField(allow_null=True)

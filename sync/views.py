@@ -55,7 +55,7 @@ def _limit(raw: str | None) -> int:
         return settings.SYNC_PULL_DEFAULT_LIMIT
     top = settings.SYNC_PULL_MAX_LIMIT
     # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= top:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= top:
         raise SyncError(
             "bad_limit",
             f"limit must be an integer from 1 to {top}.",
@@ -136,7 +136,7 @@ class ModelsView(APIView):
 class ConflictsView(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=["open", "resolved", "superseded"])],
-        responses={200: ConflictSerializer(many=True)},
+        responses={200: ConflictSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         status = request.query_params.get("status") or None
