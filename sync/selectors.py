@@ -142,16 +142,11 @@ def pull_page(
     columns = ("seq", "model", "object_id", "version", "op")
     if cur.b:
         channel, upto, pos = cur.b[0]
-        rows = list(
-            _backfill_rows(by_model, channel, upto, pos)
-            .order_by("seq")
-            .values_list(*columns)[: limit + 1]
-        )
+        backfill = _backfill_rows(by_model, channel, upto, pos)
+        rows = list(backfill.order_by("seq").values_list(*columns)[: limit + 1])
         more_here = len(rows) > limit
         rows = rows[:limit]
-        page = _backfill_rows(by_model, channel, upto, pos)
-        if rows:
-            page = page.filter(seq__lte=rows[-1][0])
+        page = backfill.filter(seq__lte=rows[-1][0]) if rows else backfill
         rest = ((channel, upto, rows[-1][0]),) if more_here else ()
         nxt = cur.evolve(b=rest + cur.b[1:])
         main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
