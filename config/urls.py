@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from sync.health import healthz
 from sync.views import TokenView
 
 api_v1 = [
@@ -16,5 +17,6 @@ api_v1 = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
 ]

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+import time
+from collections import Counter
+
 from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -26,6 +30,8 @@ from .serializers import (
     TokenResponseSerializer,
 )
 from .services import push_apply
+
+logger = logging.getLogger(__name__)
 
 DEVICE_HEADER = OpenApiParameter(
     HEADER, str, OpenApiParameter.HEADER, required=True, description="A registered device's id."
@@ -115,6 +121,7 @@ class PushView(APIView):
             )
         cursor = body.get("cursor")
         device = device_from_request(request)
+        started = time.perf_counter()
         outcome = push_apply(
             user=request.user,
             device=device,
@@ -122,6 +129,16 @@ class PushView(APIView):
             cursor=cursor if isinstance(cursor, str) else None,
         )
         device_seen(device_id=device.pk)
+        logger.info(
+            "push user=%s device=%s mutations=%d %s in %.0f ms",
+            request.user.pk,
+            device.pk,
+            len(outcome.results),
+            " ".join(
+                f"{k}={v}" for k, v in sorted(Counter(r.status for r in outcome.results).items())
+            ),
+            (time.perf_counter() - started) * 1000,
+        )
         return Response(
             {"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}
         )
