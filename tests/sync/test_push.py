@@ -439,3 +439,24 @@ def test_failing_custom_resolver_queues_a_conflict_instead_of_failing(alice, mon
     alice.push_one(update(ORDER, o["id"], 1, status="done"))
     result = alice.push_one(update(ORDER, o["id"], 1, status="scheduled"))
     assert result["status"] == "conflict"
+
+
+def test_rolled_back_write_leaves_no_change_history_or_record(alice):
+    from django.db import transaction
+
+    from sync.services import mutations_apply
+
+    c = customer("never")
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        outcome = mutations_apply(user=alice.user, mutations=[c])
+        assert outcome.results[0].status == "applied"
+        raise Abort
+    assert not Customer.objects.filter(pk=c["id"]).exists()
+    assert not Customer.history.filter(id=c["id"]).exists()
+    assert not Change.objects.filter(object_id=c["id"]).exists()
+    assert not MutationRecord.objects.filter(mutation_id=c["mutation_id"]).exists()
+    assert alice.push_one(c)["status"] == "applied"  # the retry is not mistaken for a replay
