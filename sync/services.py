@@ -55,61 +55,83 @@ class MutationResult:
 
 @dataclass
 class _Mutation:
-    """One mutation whose envelope parsed; `rejected` is set when it did not."""
+    """A mutation whose envelope is well-formed."""
 
-    raw_mutation_id: Any
-    mutation_id: uuid.UUID | None = None
-    type: SyncedType | None = None
-    op: str = ""
-    id: uuid.UUID | None = None
-    base_version: int | None = None
-    data: Mapping[str, Any] | None = None
-    rejected: MutationResult | None = None
+    mutation_id: uuid.UUID
+    type: SyncedType
+    op: str
+    id: uuid.UUID
+    base_version: int | None
+    data: Mapping[str, Any]  # empty for a delete
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:
-        return self.type.label, self.id  # type: ignore[union-attr, return-value]
+        return self.type.label, self.id
+
+    @property
+    def label(self) -> str:
+        return self.type.label
 
 
-def _parse(raw: Any) -> _Mutation:
+@dataclass
+class _Malformed:
+    """A mutation whose envelope is not: rejected before anything is loaded. Its
+    mutation_id, when valid, is kept so that a retry replays the rejection."""
+
+    mutation_id: uuid.UUID | None
+    result: MutationResult
+    label: str = ""
+    id: uuid.UUID | None = None
+
+
+_Item = _Mutation | _Malformed
+
+
+def _parse(raw: Any) -> _Item:
     if not isinstance(raw, dict):
-        return _Mutation(
-            None,
-            rejected=MutationResult(None, "rejected", errors={"mutation": ["Must be an object."]}),
+        return _Malformed(
+            None, MutationResult(None, "rejected", errors={"mutation": ["Must be an object."]})
         )
-    m = _Mutation(raw.get("mutation_id"))
     errors: dict[str, list[str]] = {}
-    try:
-        m.mutation_id = uuid.UUID(str(raw["mutation_id"]))
-    except (KeyError, ValueError):
+    mutation_id = _uuid_or_none(raw.get("mutation_id"))
+    if mutation_id is None:
         errors["mutation_id"] = ["A UUID is required."]
     label = raw.get("model")
-    m.type = registry.get(label) if isinstance(label, str) else None
-    if m.type is None:
+    stype = registry.get(label) if isinstance(label, str) else None
+    if stype is None:
         errors["model"] = [f"Unknown model {label!r}; see GET /api/v1/sync/models/."]
-    m.op = raw.get("op")
-    if m.op not in OPS:
+    op = raw.get("op")
+    if op not in OPS:
         errors["op"] = ["Must be one of create, update, delete."]
-    try:
-        m.id = uuid.UUID(str(raw["id"]))
-    except (KeyError, ValueError):
+    object_id = _uuid_or_none(raw.get("id"))
+    if object_id is None:
         errors["id"] = ["A UUID is required."]
     base = raw.get("base_version")
     if base is not None and (not isinstance(base, int) or isinstance(base, bool) or base < 0):
         errors["base_version"] = ["Must be a non-negative integer or null."]
-    m.base_version = base
     data = raw.get("data")
-    if m.op in ("create", "update") and not isinstance(data, dict):
+    if op in ("create", "update") and not isinstance(data, dict):
         errors["data"] = ["An object of field values is required."]
-    m.data = data if isinstance(data, dict) else None
-    if errors:
-        m.rejected = MutationResult(
-            str(m.mutation_id) if m.mutation_id else _str_or_none(m.raw_mutation_id),
+    if errors or stype is None or mutation_id is None or object_id is None:
+        result = MutationResult(
+            str(mutation_id) if mutation_id else _str_or_none(raw.get("mutation_id")),
             "rejected",
-            id=str(m.id) if m.id else _str_or_none(raw.get("id")),
+            id=str(object_id) if object_id else _str_or_none(raw.get("id")),
             errors=errors,
         )
-    return m
+        return _Malformed(mutation_id, result, stype.label if stype else "", object_id)
+    return _Mutation(
+        mutation_id, stype, op, object_id, base, data if isinstance(data, dict) else {}
+    )
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -142,8 +164,8 @@ class _Batch:
 
     # --- loading -------------------------------------------------------------
 
-    def load(self, items: Sequence[_Mutation]) -> dict[uuid.UUID, dict[str, Any]]:
-        valid = [m for m in items if m.rejected is None]
+    def load(self, items: Sequence[_Item]) -> dict[uuid.UUID, dict[str, Any]]:
+        valid = [m for m in items if isinstance(m, _Mutation)]
         mids = {m.mutation_id for m in items if m.mutation_id is not None}
         replays = {
             r.mutation_id: r.result
@@ -172,8 +194,8 @@ class _Batch:
             current = self.state.get(m.key)
             if m.op != "create" and current is not None and m.base_version is not None:
                 if m.base_version < current.version:
-                    entry = wanted.setdefault(m.type.label, (m.type, set(), set()))  # type: ignore[union-attr]
-                    entry[1].add(m.id)  # type: ignore[arg-type]
+                    entry = wanted.setdefault(m.type.label, (m.type, set(), set()))
+                    entry[1].add(m.id)
                     entry[2].add(m.base_version)
         for label, (stype, ids, versions) in wanted.items():
             history = stype.model.history.model  # type: ignore[attr-defined]
@@ -187,7 +209,7 @@ class _Batch:
         for m in valid:
             if not m.data:
                 continue
-            for name, codec in m.type.references.items():  # type: ignore[union-attr]
+            for name, codec in m.type.references.items():
                 value = m.data.get(name)
                 if value is None or codec.read_only:
                     continue
@@ -334,7 +356,7 @@ class _Batch:
             )
         if m.base_version == current.version:
             return self._apply_values(m, stype, current, values, "applied")
-        base_row = self.bases.get((stype.label, m.id, m.base_version))  # type: ignore[arg-type]
+        base_row = self.bases.get((stype.label, m.id, m.base_version or 0))
         base = stype.encode(base_row.__dict__) if base_row is not None else None
         # Three-way merge against the stored state at base_version. Without a
         # base (history pruned) every field the client sent counts as changed on
@@ -462,7 +484,7 @@ class _Batch:
         client: dict[str, Any] | None,
         fields: list[str],
     ) -> MutationResult:
-        base_row = self.bases.get((stype.label, m.id, m.base_version))  # type: ignore[arg-type]
+        base_row = self.bases.get((stype.label, m.id, m.base_version or 0))
         conflict = Conflict(
             model=stype.label,
             object_id=m.id,
@@ -529,7 +551,7 @@ class _Batch:
 
     # --- flushing ------------------------------------------------------------
 
-    def record(self, m: _Mutation, result: MutationResult) -> None:
+    def record(self, m: _Item, result: MutationResult) -> None:
         if m.mutation_id is None:
             return
         self.records.append(
@@ -537,7 +559,7 @@ class _Batch:
                 user_id=self.user.pk,
                 mutation_id=m.mutation_id,
                 device_id=self.device_id,
-                model=m.type.label if m.type else "",
+                model=m.label,
                 object_id=m.id,
                 status=result.status,
                 result=result.as_dict(),
@@ -600,7 +622,7 @@ class BatchOutcome:
 
 
 def _run(
-    *, user: Any, device_id: uuid.UUID | None, items: Sequence[_Mutation], reason: str
+    *, user: Any, device_id: uuid.UUID | None, items: Sequence[_Item], reason: str
 ) -> BatchOutcome:
     with transaction.atomic():
         batch = _Batch(user=user, device_id=device_id, reason=reason)
@@ -614,7 +636,7 @@ def _run(
             if m.mutation_id is not None and m.mutation_id in first:
                 results.append(copy.copy(first[m.mutation_id]))
                 continue
-            result = m.rejected or batch.apply(m)
+            result = m.result if isinstance(m, _Malformed) else batch.apply(m)
             batch.record(m, result)
             if m.mutation_id is not None:
                 first[m.mutation_id] = result
@@ -645,6 +667,10 @@ def mutations_apply(
         try:
             outcome = _run(user=user, device_id=device_id, items=[m], reason=reason)
         except IntegrityError as exc:
+            if isinstance(m, _Malformed):
+                # Only its record could clash: a concurrent retry stored the same rejection.
+                results.append(m.result)
+                continue
             result = _rejected(m, {"non_field_errors": [_integrity_message(exc)]})
             _record_alone(user=user, device_id=device_id, m=m, result=result)
             results.append(result)
@@ -671,7 +697,7 @@ def _record_alone(
                 user_id=user.pk,
                 mutation_id=m.mutation_id,
                 device_id=device_id,
-                model=m.type.label if m.type else "",
+                model=m.label,
                 object_id=m.id,
                 status=result.status,
                 result=result.as_dict(),
