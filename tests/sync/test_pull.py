@@ -373,3 +373,53 @@ def test_teammate_can_edit_a_shared_object_but_not_move_own_objects_to_foreign_t
     alice.push(mine)
     moved = alice.push_one(update(CUSTOMER, mine["id"], 1, team=str(foreign_team.pk)))
     assert moved["status"] == "rejected" and "team" in moved["errors"]
+
+
+def _final_state(changes):
+    """What a client holds after applying `changes` in order."""
+    state = {}
+    for change in changes:
+        if change["op"] == "upsert":
+            state[change["id"]] = change["data"]
+        else:
+            state.pop(change["id"], None)
+    return state
+
+
+def test_grant_during_an_initial_sync_brings_the_team_too(alice, bob):
+    team = TeamFactory()
+    team_member_add(team=team, user=bob.user)
+    shared = [customer(f"team {i}", team=str(team.pk)) for i in range(3)]
+    bob.push(*shared)
+    alice.push(*[customer(f"own {i}") for i in range(4)])
+    page = alice.pull(limit=2)
+    team_member_add(team=team, user=alice.user)
+    rest, _ = alice.pull_all(page["cursor"], limit=2)
+    held = _final_state(page["changes"] + rest)
+    assert {m["id"] for m in shared} <= set(held)
+    assert len(held) == 7
+
+
+def test_revoke_then_regrant_before_the_next_pull_keeps_the_objects(alice, bob):
+    team = TeamFactory()
+    for actor in (alice, bob):
+        team_member_add(team=team, user=actor.user)
+    shared = customer("shared", team=str(team.pk))
+    bob.push(shared)
+    changes, cursor = alice.pull_all()
+    team_member_remove(team=team, user=alice.user)
+    team_member_add(team=team, user=alice.user)
+    later, _ = alice.pull_all(cursor)
+    assert shared["id"] in _final_state(changes + later)
+
+
+def test_grant_then_revoke_before_the_next_pull_leaves_nothing(alice, bob):
+    team = TeamFactory()
+    team_member_add(team=team, user=bob.user)
+    shared = customer("shared", team=str(team.pk))
+    bob.push(shared)
+    changes, cursor = alice.pull_all()
+    team_member_add(team=team, user=alice.user)
+    team_member_remove(team=team, user=alice.user)
+    later, _ = alice.pull_all(cursor)
+    assert shared["id"] not in _final_state(changes + later)
