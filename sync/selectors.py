@@ -104,11 +104,13 @@ def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[st
     deletes (UNBOUNDED, since the main feed no longer reads them)."""
     if not events:
         return cur
-    backfill = list(cur.b)
-    pending = {c for c, _, _ in backfill}
-    for channel in dict.fromkeys(c for _, c in events):
-        if channel not in pending:
-            backfill.append((channel, cur.s if channel in channels else UNBOUNDED, 0))
+    changed = dict.fromkeys(c for _, c in events)
+    # A channel with a backfill still pending starts over: it may have turned
+    # from revoked to granted (or back) since, and its earlier rows must be
+    # sent again in their new light.
+    backfill = [entry for entry in cur.b if entry[0] not in changed]
+    for channel in changed:
+        backfill.append((channel, cur.s if channel in channels else UNBOUNDED, 0))
     return cur.evolve(b=tuple(backfill), g=events[-1][0], r=None)
 
 

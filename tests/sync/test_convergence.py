@@ -8,7 +8,9 @@ exactly the live objects its user may see, with the server's current data.
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 
 import pytest
 
@@ -58,7 +60,7 @@ def server_view(user) -> dict[str, dict]:
     }
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(int(os.environ.get("CONVERGENCE_SEEDS", "10"))))
 def test_every_device_converges(make_actor, seed):
     rng = random.Random(seed)
     actors = [make_actor() for _ in range(3)]
@@ -75,7 +77,9 @@ def test_every_device_converges(make_actor, seed):
         my_teams = [t for t in teams if member[(actor.user.pk, t.pk)]]
         if action < 0.25:
             team = rng.choice([None, *my_teams])
-            actor.push(customer(f"c{rng.random():.6f}", team=str(team.pk) if team else None))
+            m = customer(f"c{rng.random():.6f}", team=str(team.pk) if team else None)
+            m["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            actor.push(m)
         elif action < 0.45:
             ids = visible_ids(actor)
             if ids:

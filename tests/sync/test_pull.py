@@ -423,3 +423,19 @@ def test_grant_then_revoke_before_the_next_pull_leaves_nothing(alice, bob):
     team_member_remove(team=team, user=alice.user)
     later, _ = alice.pull_all(cursor)
     assert shared["id"] not in _final_state(changes + later)
+
+
+def test_regrant_while_a_revocation_is_still_being_sent_brings_everything_back(alice, bob):
+    team = TeamFactory()
+    for actor in (alice, bob):
+        team_member_add(team=team, user=actor.user)
+    shared = [customer(f"shared {i}", team=str(team.pk)) for i in range(3)]
+    bob.push(*shared)
+    changes, cursor = alice.pull_all()
+    team_member_remove(team=team, user=alice.user)
+    page = alice.pull(cursor=cursor, limit=1)  # the revocation's deletes, one page of them
+    assert page["has_more"] and page["changes"][0]["op"] == "delete"
+    team_member_add(team=team, user=alice.user)
+    rest, _ = alice.pull_all(page["cursor"])
+    held = _final_state(changes + page["changes"] + rest)
+    assert {m["id"] for m in shared} <= set(held)
