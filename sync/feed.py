@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.db.models import Max
 
-from .models import Change, ChannelGrant, GrantEvent
+from .models import Change, ChannelGrant, FeedState, GrantEvent
 
 # Key of the transaction-scoped advisory lock that serialises the tail of every
 # transaction that appends to the feed (any 64-bit constant of our own).
@@ -43,6 +43,11 @@ def append(rows: list[Change]) -> tuple[int, int] | None:
 
 def head() -> int:
     return Change.objects.aggregate(m=Max("seq"))["m"] or 0
+
+
+def purged_through() -> int:
+    """The highest seq of a tombstone compaction has dropped (0 if none)."""
+    return FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
 
 
 def own_channel(user_id: int) -> str:

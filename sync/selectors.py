@@ -14,7 +14,7 @@ from django.db.models import Q
 from . import feed, registry
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
-from .models import Change, Conflict, FeedState, GrantEvent
+from .models import Change, Conflict, GrantEvent
 from .registry import SyncedType
 
 # `remaining` counts at most this many feed rows: it is a progress-bar estimate,
@@ -83,8 +83,7 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
     # Compaction dropped tombstones up to `purged`: a client positioned before
     # them may have missed a delete. During an initial sync only deletes after
     # its start (i) matter; backfills only need live rows, which are never purged.
-    purged = FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
-    if purged > max(cur.s, cur.i or 0):
+    if feed.purged_through() > max(cur.s, cur.i or 0):
         raise _resync()
     return cur
 

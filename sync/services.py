@@ -746,8 +746,12 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
     if start is None:
         start = Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk)
     own = outcome.feed_range
-    if own is None or start.b or start.s >= own[1]:
+    # Not during an initial sync (i) or a backfill (b): a client ending an initial
+    # sync keeps exactly what it brought, so its own writes must come with it.
+    if own is None or start.b or start.i is not None or start.s >= own[1]:
         return start.encode()
+    if feed.purged_through() > start.s:
+        return start.encode()  # behind compaction: its next pull must get a 410, not skip it
     others = Change.objects.filter(channel__in=outcome.channels, seq__gt=start.s, seq__lt=own[0])
     if start.m is not None:
         others = others.filter(model__in=start.m)

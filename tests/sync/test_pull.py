@@ -439,3 +439,15 @@ def test_regrant_while_a_revocation_is_still_being_sent_brings_everything_back(a
     rest, _ = alice.pull_all(page["cursor"])
     held = _final_state(changes + page["changes"] + rest)
     assert {m["id"] for m in shared} <= set(held)
+
+
+def test_push_cursor_never_jumps_over_compacted_tombstones(alice, make_actor, settings):
+    phone = make_actor(user=alice.user)
+    c = customer("soon gone")
+    alice.push(c)
+    _, cursor = alice.pull_all()
+    phone.push(delete(CUSTOMER, c["id"], 1))  # a tombstone Alice's device has not seen
+    feed_compact(now=timezone.now() + settings.SYNC_RETENTION + timedelta(days=1))
+    body = alice.push(customer("new"), cursor=cursor)
+    # Adopting the push cursor must not hide the purge: the next pull says resync.
+    assert alice.pull(expect=410, cursor=body["cursor"])["code"] == "resync_required"
