@@ -1,7 +1,8 @@
 """Randomised sessions: whatever happens, every device converges to the server.
 
-Several users on several teams create, edit (also from stale versions), move
-and delete objects, join and leave teams, and the feed is compacted (also
+Several users on several teams create customers, work orders and notes (each
+model with its own conflict policy), edit them (also from stale versions),
+move and delete them, join and leave teams, and the feed is compacted (also
 past the retention window), while their devices push, adopt the cursor each
 push returns, and pull pages of random size at random moments. After a final
 pull, each device must hold exactly the live objects its user may see, with
@@ -19,15 +20,14 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from fieldwork.models import Customer
 from fieldwork.services import team_member_add, team_member_remove
 from sync import feed, registry
 from sync.compaction import feed_compact
-from tests.factories import TeamFactory, customer, delete, update
+from tests.factories import TeamFactory, delete, mutation, update
 
 pytestmark = pytest.mark.django_db
 
-CUSTOMER = "fieldwork.customer"
+CUSTOMER, ORDER, NOTE = "fieldwork.customer", "fieldwork.workorder", "fieldwork.note"
 SEEDS = int(os.environ.get("CONVERGENCE_SEEDS", "10"))
 
 
@@ -37,8 +37,8 @@ class Device:
     def __init__(self, actor) -> None:
         self.actor = actor
         self.cursor: str | None = None
-        self.state: dict[str, dict] = {}
-        self.brought: set[str] | None = None  # during an initial sync
+        self.state: dict[tuple[str, str], dict] = {}
+        self.brought: set[tuple[str, str]] | None = None  # during an initial sync
 
     def pull_page(self, limit: int) -> bool:
         params = {"limit": limit, **({"cursor": self.cursor} if self.cursor else {})}
@@ -51,12 +51,13 @@ class Device:
         if self.cursor is None:
             self.brought = set()
         for change in page["changes"]:
+            key = (change["model"], change["id"])
             if change["op"] == "upsert":
-                self.state[change["id"]] = change["data"]
+                self.state[key] = change["data"]
                 if self.brought is not None:
-                    self.brought.add(change["id"])
+                    self.brought.add(key)
             else:
-                self.state.pop(change["id"], None)
+                self.state.pop(key, None)
         self.cursor = page["cursor"]
         if not page["has_more"] and self.brought is not None:
             # An initial sync is the whole truth: drop what it did not bring
@@ -71,25 +72,49 @@ class Device:
 
     def push(self, *mutations: dict) -> None:
         body = self.actor.push(*mutations, **({"cursor": self.cursor} if self.cursor else {}))
-        for result in body["results"]:
+        for sent, result in zip(mutations, body["results"], strict=True):
+            key = (sent["model"], result["id"])
             if result["status"] == "rejected":
                 continue
             if result["data"] is None:
-                self.state.pop(result["id"], None)
+                self.state.pop(key, None)
             else:
-                self.state[result["id"]] = result["data"]
+                self.state[key] = result["data"]
         if self.cursor:
             self.cursor = body["cursor"]  # documented as always safe to adopt
 
 
-def server_view(user) -> dict[str, dict]:
-    stype = registry.get(CUSTOMER)
+def server_view(user) -> dict[tuple[str, str], dict]:
     channels = feed.user_channels(user.pk)
     return {
-        str(obj.pk): stype.encode(obj.__dict__)
-        for obj in Customer.objects.filter(deleted_at__isnull=True)
+        (stype.label, str(obj.pk)): stype.encode(obj.__dict__)
+        for stype in registry.all_types()
+        for obj in stype.model.objects.filter(deleted_at__isnull=True)
         if stype.channels_of(obj.__dict__) & channels
     }
+
+
+EDITS = {
+    CUSTOMER: lambda rng, team: rng.choice(
+        [{"name": f"n{rng.random():.6f}"}, {"phone": str(rng.randint(0, 999))}, {"team": team}]
+    ),
+    ORDER: lambda rng, team: rng.choice(
+        [
+            {"status": rng.choice(["open", "scheduled", "in_progress", "done", "cancelled"])},
+            {"title": f"t{rng.random():.6f}"},
+            {"team": team},
+        ]
+    ),
+    NOTE: lambda rng, team: rng.choice(
+        [{"body": f"b{rng.random():.6f}"}, {"pinned": rng.random() < 0.5}, {"team": team}]
+    ),
+}
+
+
+def _new(rng, model: str, data: dict) -> dict:
+    m = mutation(model, data=data)
+    m["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    return m
 
 
 @pytest.mark.parametrize("seed", range(SEEDS))
@@ -104,28 +129,30 @@ def test_every_device_converges(make_actor, seed):
         device = rng.choice(devices)
         user = device.actor.user
         my_teams = [t for t in teams if member[(user.pk, t.pk)]]
+        team = rng.choice([None, *my_teams])
+        team_id = str(team.pk) if team else None
         visible = sorted(server_view(user))
         action = rng.random()
         if action < 0.22:
-            team = rng.choice([None, *my_teams])
-            m = customer(f"c{rng.random():.6f}", team=str(team.pk) if team else None)
-            m["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            device.push(m)
+            customers = [i for m, i in visible if m == CUSTOMER]
+            orders = [i for m, i in visible if m == ORDER]
+            model = rng.choice([CUSTOMER, ORDER, NOTE])
+            if model == ORDER and customers:
+                data = {"customer": rng.choice(customers), "title": "visit", "team": team_id}
+            elif model == NOTE and orders:
+                data = {"work_order": rng.choice(orders), "body": "note", "team": team_id}
+            else:
+                model, data = CUSTOMER, {"name": f"c{rng.random():.6f}", "team": team_id}
+            device.push(_new(rng, model, data))
         elif action < 0.45 and visible:
-            obj = Customer.objects.get(pk=rng.choice(visible))
-            team = rng.choice([None, *my_teams])
-            change = rng.choice(
-                [
-                    {"name": f"n{rng.random():.6f}"},
-                    {"phone": str(rng.randint(0, 999))},
-                    {"team": str(team.pk) if team else None},
-                ]
-            )
+            model, object_id = rng.choice(visible)
+            obj = registry.get(model).model.objects.get(pk=object_id)
             base = max(1, obj.version - rng.choice([0, 0, 1, 2]))  # sometimes offline edits
-            device.push(update(CUSTOMER, str(obj.pk), base, **change))
+            device.push(update(model, object_id, base, **EDITS[model](rng, team_id)))
         elif action < 0.53 and visible:
-            obj = Customer.objects.get(pk=rng.choice(visible))
-            device.push(delete(CUSTOMER, str(obj.pk), max(1, obj.version - rng.choice([0, 1]))))
+            model, object_id = rng.choice(visible)
+            obj = registry.get(model).model.objects.get(pk=object_id)
+            device.push(delete(model, object_id, max(1, obj.version - rng.choice([0, 1]))))
         elif action < 0.63:
             team = rng.choice(teams)
             if member[(user.pk, team.pk)]:
