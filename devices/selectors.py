@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 
 from sync.errors import SyncError
@@ -10,6 +11,14 @@ from sync.errors import SyncError
 from .models import Device
 
 HEADER = "X-Device-Id"
+
+
+def user_id_of(request: Request) -> int:
+    """The authenticated caller's id (views are IsAuthenticated; this narrows the type)."""
+    pk = request.user.pk
+    if pk is None:
+        raise NotAuthenticated()
+    return int(pk)
 
 
 def device_from_request(request: Request) -> Device:
@@ -26,7 +35,7 @@ def device_from_request(request: Request) -> Device:
     except ValueError:
         raise SyncError("bad_device_id", f"{HEADER} must be a UUID.") from None
     device = (
-        Device.objects.filter(pk=device_id, user_id=request.user.pk)
+        Device.objects.filter(pk=device_id, user_id=user_id_of(request))
         .only("id", "user_id", "last_cursor")
         .first()
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from rest_framework import serializers
 
 from .models import Device
@@ -8,7 +10,7 @@ from .models import Device
 class StrictUUIDField(serializers.UUIDField):
     """A UUID written as a string; DRF's field would also take a JSON integer."""
 
-    def to_internal_value(self, data: object) -> object:
+    def to_internal_value(self, data: object) -> uuid.UUID:
         if not isinstance(data, str):
             self.fail("invalid", value=data)
         return super().to_internal_value(data)

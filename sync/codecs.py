@@ -9,6 +9,7 @@ for the whole batch at once by the push service.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import math
 import uuid
@@ -61,7 +62,8 @@ class FieldCodec:
     field: models.Field
     choices: tuple[Any, ...] | None = None
     ref_label: str | None = None
-    ref_model: type[models.Model] | None = None
+    # builtins.type: the `type` field above shadows the builtin in this class body.
+    ref_model: builtins.type[models.Model] | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,8 +110,8 @@ class FieldCodec:
         if self.type == "json" and b"\\u0000" in orjson.dumps(value):
             raise ValidationError("NUL characters are not allowed.")
         try:
-            if self.type == "reference":
-                return self.ref_model._meta.pk.to_python(value)  # type: ignore[union-attr]
+            if self.ref_model is not None:
+                return self.ref_model._meta.pk.to_python(value)
             python = self.field.to_python(value)
             if self.type == "datetime":
                 # The protocol speaks UTC; a timestamp without an offset is taken as UTC.

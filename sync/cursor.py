@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.core import signing
 
@@ -49,7 +50,7 @@ class Cursor:
         }
         return signing.dumps(payload, salt=_SALT, compress=True)
 
-    def evolve(self, **changes: object) -> Cursor:
+    def evolve(self, **changes: Any) -> Cursor:
         return replace(self, **changes)
 
     def stamped(self) -> Cursor:

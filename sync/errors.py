@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class SyncError(Exception):
     """A request the server understood and refuses; carries its HTTP status and code."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(
         self,

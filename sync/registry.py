@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
 from .codecs import FieldCodec, codec_for
+
+if TYPE_CHECKING:
+    from .models import SyncedModel
 
 POLICIES = ("merge", "manual", "server_wins", "client_wins", "custom")
 # Fields every synced model has and that only the server writes.
@@ -45,7 +48,7 @@ Resolver = Callable[
 
 @dataclass(eq=False)  # identity: one entry per model, used as a dict key
 class SyncedType:
-    model: type[models.Model]
+    model: type[SyncedModel]
     label: str
     codecs: dict[str, FieldCodec]
     scope: dict[str, str]
@@ -139,6 +142,8 @@ def register(
     codecs = {}
     for name in names:
         django_field = model._meta.get_field(name)
+        if not isinstance(django_field, models.Field):
+            raise TypeError(f"{label}.{name}: reverse relations cannot be synced")
         codecs[name] = codec_for(django_field, read_only=name in read_only)
     entry = SyncedType(
         model=model,

@@ -214,7 +214,7 @@ def _materialise(
         names = stype.row_attnames
         in_page = page.filter(model=label).values("object_id")
         # values_list + zip: the same dicts as values(), noticeably cheaper per row.
-        for values in stype.model.objects.filter(pk__in=in_page).values_list(*names):
+        for values in stype.model._default_manager.filter(pk__in=in_page).values_list(*names):
             states[(label, values[0])] = dict(zip(names, values, strict=True))
     out: list[dict[str, Any]] = []
     for (label, object_id), (seq, version, op) in latest.items():

@@ -1,7 +1,10 @@
 """Serializers for the OpenAPI document and the conflicts list.
 
 Pull and push bodies are validated by the sync services (a batch at a time, see
-`sync.codecs`); these classes describe them to drf-spectacular.
+`sync.codecs`); these classes describe them to drf-spectacular. Fields named like
+Serializer attributes (`data`, `fields`, `errors`...) are what the protocol calls
+them; DRF moves declared fields out of the class, so nothing is shadowed at run
+time, but the stubs cannot know that (hence the type: ignore comments).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ class ChangeSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     op = serializers.ChoiceField(choices=["upsert", "delete"])
     version = serializers.IntegerField()
-    data = serializers.JSONField(allow_null=True, help_text="Field values; null for a delete.")
+    data = serializers.JSONField(allow_null=True, help_text="Field values; null for a delete.")  # type: ignore[assignment]
 
 
 class PullResponseSerializer(serializers.Serializer):
@@ -32,7 +35,7 @@ class MutationSerializer(serializers.Serializer):
     op = serializers.ChoiceField(choices=["create", "update", "delete"])
     id = serializers.UUIDField()
     base_version = serializers.IntegerField(allow_null=True, required=False)
-    data = serializers.JSONField(required=False)
+    data = serializers.JSONField(required=False)  # type: ignore[assignment]
 
 
 class PushRequestSerializer(serializers.Serializer):
@@ -50,9 +53,9 @@ class MutationResultSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["applied", "merged", "conflict", "rejected"])
     id = serializers.CharField(allow_null=True)
     version = serializers.IntegerField(allow_null=True)
-    data = serializers.JSONField(allow_null=True)
+    data = serializers.JSONField(allow_null=True)  # type: ignore[assignment]
     conflict_id = serializers.UUIDField(allow_null=True)
-    errors = serializers.DictField(child=serializers.ListField(), allow_null=True)
+    errors = serializers.DictField(child=serializers.ListField(), allow_null=True)  # type: ignore[assignment]
 
 
 class PushResponseSerializer(serializers.Serializer):
@@ -62,8 +65,8 @@ class PushResponseSerializer(serializers.Serializer):
 
 class FieldDescriptionSerializer(serializers.Serializer):
     type = serializers.CharField()
-    required = serializers.BooleanField()
-    read_only = serializers.BooleanField()
+    required = serializers.BooleanField()  # type: ignore[assignment]
+    read_only = serializers.BooleanField()  # type: ignore[assignment]
     nullable = serializers.BooleanField()
     choices = serializers.ListField(required=False)
     model = serializers.CharField(required=False)
@@ -71,13 +74,13 @@ class FieldDescriptionSerializer(serializers.Serializer):
 
 class ModelDescriptionSerializer(serializers.Serializer):
     model = serializers.CharField()
-    fields = serializers.DictField(child=FieldDescriptionSerializer())
+    fields = serializers.DictField(child=FieldDescriptionSerializer())  # type: ignore[assignment]
     conflict_policy = serializers.CharField()
 
 
 class ConflictSerializer(serializers.ModelSerializer):
     object_id = serializers.UUIDField()
-    fields = serializers.JSONField(help_text="Fields changed on both sides.")
+    fields = serializers.JSONField(help_text="Fields changed on both sides.")  # type: ignore[assignment]
 
     class Meta:
         model = Conflict
@@ -117,4 +120,4 @@ class TokenResponseSerializer(serializers.Serializer):
 class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(), required=False)
+    errors = serializers.DictField(child=serializers.ListField(), required=False)  # type: ignore[assignment]

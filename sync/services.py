@@ -31,7 +31,7 @@ from . import feed, registry
 from .codecs import error_messages
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
-from .models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord
+from .models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord, SyncedModel
 from .registry import Resolution, SyncedType
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def _parse(raw: Any) -> _Item:
         )
         return _Malformed(mutation_id, result, stype.label if stype else "", object_id)
     return _Mutation(
-        mutation_id, stype, op, object_id, base, data if isinstance(data, dict) else {}
+        mutation_id, stype, str(op), object_id, base, data if isinstance(data, dict) else {}
     )
 
 
@@ -151,7 +151,7 @@ class _Batch:
         self.reason = reason
         self.now = timezone.now()
         self.channels: set[str] = set()
-        self.state: dict[tuple[str, uuid.UUID], models.Model | None] = {}
+        self.state: dict[tuple[str, uuid.UUID], SyncedModel | None] = {}
         self.in_db: set[tuple[str, uuid.UUID]] = set()
         self.dirty: dict[tuple[str, uuid.UUID], SyncedType] = {}
         self.bases: dict[tuple[str, uuid.UUID, int], models.Model] = {}
@@ -179,7 +179,9 @@ class _Batch:
         for label in sorted(ids_by_type):
             stype, ids = ids_by_type[label]
             for obj in (
-                stype.model.objects.select_for_update().filter(pk__in=sorted(ids)).order_by("pk")
+                stype.model._default_manager.select_for_update()
+                .filter(pk__in=sorted(ids))
+                .order_by("pk")
             ):
                 self.state[(label, obj.pk)] = obj
                 self.in_db.add((label, obj.pk))
@@ -198,7 +200,7 @@ class _Batch:
                     entry[1].add(m.id)
                     entry[2].add(m.base_version)
         for label, (stype, ids, versions) in wanted.items():
-            history = stype.model.history.model  # type: ignore[attr-defined]
+            history = stype.model.history.model
             for row in history.objects.filter(id__in=ids, version__in=versions).order_by(
                 "history_id"
             ):
@@ -256,10 +258,7 @@ class _Batch:
             if (
                 codec.type == "reference"
                 and value is not None
-                and not self._reference_ok(
-                    codec.ref_label,
-                    value,  # type: ignore[arg-type]
-                )
+                and not self._reference_ok(codec.ref_label or "", value)
             ):
                 errors[name] = [f"No {codec.ref_label} with this id in your scope."]
                 continue
@@ -275,7 +274,7 @@ class _Batch:
         if target is not None and (label, pk) in self.state:
             # An object this batch loaded, created or changed counts as it is now.
             obj = self.state[(label, pk)]
-            return obj is not None and not obj.is_deleted and self.visible(target, obj)  # type: ignore[attr-defined]
+            return obj is not None and not obj.is_deleted and self.visible(target, obj)
         return (label, pk) in self.refs_ok
 
     def placement_errors(
@@ -336,9 +335,9 @@ class _Batch:
             setattr(obj, stype.codecs[name].attname, value)
         if stype.owner_field:
             setattr(obj, stype.codecs[stype.owner_field].attname, self.user.pk)
-        errors = self.placement_errors(stype, None, obj)
-        if errors:
-            return _rejected(m, errors)
+        misplaced = self.placement_errors(stype, None, obj)
+        if misplaced:
+            return _rejected(m, misplaced)
         self.write(stype, None, obj, "+")
         return self._done(m, stype, obj, "applied")
 
@@ -568,19 +567,21 @@ class _Batch:
         )
 
     def flush(self) -> None:
-        creates: dict[SyncedType, list[models.Model]] = defaultdict(list)
-        updates: dict[SyncedType, list[models.Model]] = defaultdict(list)
+        creates: dict[SyncedType, list[SyncedModel]] = defaultdict(list)
+        updates: dict[SyncedType, list[SyncedModel]] = defaultdict(list)
         for key in sorted(self.dirty, key=lambda k: (k[0], k[1])):
             stype = self.dirty[key]
-            (updates if key in self.in_db else creates)[stype].append(self.state[key])
+            obj = self.state[key]
+            if obj is not None:  # always set for a dirty key
+                (updates if key in self.in_db else creates)[stype].append(obj)
         for stype, objs in creates.items():
-            stype.model.objects.bulk_create(objs)
+            stype.model._default_manager.bulk_create(objs)
         for stype, objs in updates.items():
             # Rows known to exist (locked above) are rewritten with one
             # INSERT ... ON CONFLICT DO UPDATE: Django's bulk_update builds a
             # CASE expression per field and object and costs seconds per 500.
             fields = [f.name for f in stype.model._meta.concrete_fields if not f.primary_key]
-            stype.model.objects.bulk_create(
+            stype.model._default_manager.bulk_create(
                 objs, update_conflicts=True, unique_fields=["id"], update_fields=fields
             )
         self._flush_history()
@@ -599,7 +600,7 @@ class _Batch:
         rows: dict[type[models.Model], list[models.Model]] = defaultdict(list)
         user_id = getattr(self.user, "pk", None)
         for stype, snapshot, history_type in self.history:
-            history = stype.model.history.model  # type: ignore[attr-defined]
+            history = stype.model.history.model
             rows[history].append(
                 history(
                     history_date=self.now,
@@ -610,7 +611,7 @@ class _Batch:
                 )
             )
         for history, objs in rows.items():
-            history.objects.bulk_create(objs)
+            history._default_manager.bulk_create(objs)
 
 
 @dataclass

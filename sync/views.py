@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.selectors import HEADER, device_from_request
+from devices.selectors import HEADER, device_from_request, user_id_of
 from devices.services import device_seen
 
 from . import registry
@@ -86,7 +86,7 @@ class PullView(APIView):
         device = device_from_request(request)
         params = request.query_params
         page = pull_page(
-            user_id=request.user.pk,
+            user_id=user_id_of(request),
             cursor=params.get("cursor") or None,
             limit=_limit(params.get("limit")),
             models=resolve_models(params.get("models")),
@@ -163,5 +163,5 @@ class ConflictsView(APIView):
                 "status must be open, resolved or superseded.",
                 errors={"status": ["Must be open, resolved or superseded."]},
             )
-        qs = conflicts_for_user(user_id=request.user.pk, status=status)
+        qs = conflicts_for_user(user_id=user_id_of(request), status=status)
         return Response(ConflictSerializer(qs, many=True).data)
