@@ -18,6 +18,13 @@ CUSTOMER = "fieldwork.customer"
 ORDER = "fieldwork.workorder"
 
 
+def team_with(*actors):
+    team = TeamFactory()
+    for actor in actors:
+        team_member_add(team=team, user=actor.user)
+    return team
+
+
 def ids(changes, op=None):
     return [c["id"] for c in changes if op is None or c["op"] == op]
 
@@ -235,9 +242,7 @@ def test_joining_a_team_backfills_its_existing_objects(alice, bob):
 
 
 def test_leaving_a_team_turns_its_objects_into_deletes(alice, bob):
-    team = TeamFactory()
-    for actor in (alice, bob):
-        team_member_add(team=team, user=actor.user)
+    team = team_with(alice, bob)
     shared = customer("shared", team=str(team.pk))
     mine = customer("mine", team=str(team.pk))
     bob.push(shared)
@@ -256,9 +261,7 @@ def test_leaving_a_team_turns_its_objects_into_deletes(alice, bob):
 
 
 def test_object_leaving_a_channel_is_a_delete_for_that_channel(alice, bob):
-    team = TeamFactory()
-    for actor in (alice, bob):
-        team_member_add(team=team, user=actor.user)
+    team = team_with(alice, bob)
     c = customer("moving", team=str(team.pk))
     bob.push(c)
     changes, cursor = alice.pull_all()
@@ -362,9 +365,7 @@ def test_limit_that_is_not_plain_digits_is_400(alice, limit):
 
 
 def test_teammate_can_edit_a_shared_object_but_not_move_own_objects_to_foreign_teams(alice, bob):
-    shared_team, foreign_team = TeamFactory(), TeamFactory()
-    for actor in (alice, bob):
-        team_member_add(team=shared_team, user=actor.user)
+    shared_team, foreign_team = team_with(alice, bob), TeamFactory()
     shared = customer("bob's shared", team=str(shared_team.pk))
     bob.push(shared)
     edited = alice.push_one(update(CUSTOMER, shared["id"], 1, phone="555"))
@@ -401,9 +402,7 @@ def test_grant_during_an_initial_sync_brings_the_team_too(alice, bob):
 
 
 def test_revoke_then_regrant_before_the_next_pull_keeps_the_objects(alice, bob):
-    team = TeamFactory()
-    for actor in (alice, bob):
-        team_member_add(team=team, user=actor.user)
+    team = team_with(alice, bob)
     shared = customer("shared", team=str(team.pk))
     bob.push(shared)
     changes, cursor = alice.pull_all()
@@ -426,9 +425,7 @@ def test_grant_then_revoke_before_the_next_pull_leaves_nothing(alice, bob):
 
 
 def test_regrant_while_a_revocation_is_still_being_sent_brings_everything_back(alice, bob):
-    team = TeamFactory()
-    for actor in (alice, bob):
-        team_member_add(team=team, user=actor.user)
+    team = team_with(alice, bob)
     shared = [customer(f"shared {i}", team=str(team.pk)) for i in range(3)]
     bob.push(*shared)
     changes, cursor = alice.pull_all()
