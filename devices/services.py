@@ -21,17 +21,17 @@ def device_register(
     values = {k: data[k] for k in _FIELDS if k in data and data[k] is not None}
     if "push_token" in values:
         values["push_active"] = bool(values["push_token"])
-    try:
-        with transaction.atomic():
-            device = Device.objects.select_for_update().filter(pk=device_id).first()
-            if device is None:
-                device = Device.objects.create(
+    device = Device.objects.filter(pk=device_id).first()
+    if device is None:
+        try:
+            with transaction.atomic():
+                created = Device.objects.create(
                     id=device_id, user=user, created_at=now, updated_at=now, **values
                 )
-                return device, True
-    except IntegrityError:
-        # Registered concurrently by another request: fall through to the update.
-        device = Device.objects.get(pk=device_id)
+            return created, True
+        except IntegrityError:
+            # Registered concurrently by another request: treat it as a re-registration.
+            device = Device.objects.get(pk=device_id)
     if device.user_id != user.pk:
         raise SyncError(
             "device_taken",
