@@ -224,8 +224,7 @@ def test_users_never_see_each_others_objects(alice, bob):
 
 
 def test_joining_a_team_backfills_its_existing_objects(alice, bob):
-    team = TeamFactory()
-    team_member_add(team=team, user=bob.user)
+    team = team_with(bob)
     shared = customer("shared", team=str(team.pk))
     bob.push(shared, customer("bob private"))
     alice.push(customer("alice own"))
@@ -388,8 +387,7 @@ def _final_state(changes):
 
 
 def test_grant_during_an_initial_sync_brings_the_team_too(alice, bob):
-    team = TeamFactory()
-    team_member_add(team=team, user=bob.user)
+    team = team_with(bob)
     shared = [customer(f"team {i}", team=str(team.pk)) for i in range(3)]
     bob.push(*shared)
     alice.push(*[customer(f"own {i}") for i in range(4)])
@@ -413,8 +411,7 @@ def test_revoke_then_regrant_before_the_next_pull_keeps_the_objects(alice, bob):
 
 
 def test_grant_then_revoke_before_the_next_pull_leaves_nothing(alice, bob):
-    team = TeamFactory()
-    team_member_add(team=team, user=bob.user)
+    team = team_with(bob)
     shared = customer("shared", team=str(team.pk))
     bob.push(shared)
     changes, cursor = alice.pull_all()
