@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sync
-from sync.registry import Resolution
+from sync.merge import Resolution
 
 from .models import Customer, Note, WorkOrder
 

@@ -1,11 +1,11 @@
-"""Writing to the change feed, and who belongs to which channel."""
+"""Writing to the change feed and reading its positions."""
 
 from __future__ import annotations
 
 from django.db import connection
 from django.db.models import Max
 
-from .models import Change, ChannelGrant, FeedState, GrantEvent
+from .models import Change, FeedState, GrantEvent
 
 # Key of the transaction-scoped advisory lock that serialises the tail of every
 # transaction that appends to the feed (any 64-bit constant of our own).
@@ -48,15 +48,6 @@ def head() -> int:
 def purged_through() -> int:
     """The highest seq of a tombstone compaction has dropped (0 if none)."""
     return FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
-
-
-def own_channel(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-def user_channels(user_id: int) -> set[str]:
-    granted = ChannelGrant.objects.filter(user_id=user_id).values_list("channel", flat=True)
-    return {own_channel(user_id), *granted}
 
 
 def last_grant_event(user_id: int) -> int:

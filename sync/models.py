@@ -7,6 +7,8 @@ from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from .choices import ConflictKind, ConflictStatus, Op, Policy
+
 
 class SyncedModel(models.Model):
     """Base of every synced model.
@@ -142,36 +144,36 @@ class MutationRecord(models.Model):
 
 
 class Conflict(models.Model):
-    """A concurrent change that needs a person: the staff review queue."""
+    """A concurrent change that needs a person: the staff review queue.
 
-    class Status(models.TextChoices):
-        OPEN = "open", "open"
-        RESOLVED = "resolved", "resolved"
-        SUPERSEDED = "superseded", "superseded"
+    Never deleted: it is the only record of an edit that was not applied. It
+    ends resolved (a new version was written), superseded (a later write of the
+    same user made it moot) or dismissed (staff closed it, nothing written).
+    """
 
-    class Kind(models.TextChoices):
-        UPDATE_UPDATE = "update_update", "both sides changed fields"
-        UPDATE_DELETE = "update_delete", "client updated, server deleted"
-        DELETE_UPDATE = "delete_update", "client deleted, server changed"
+    Status = ConflictStatus
+    Kind = ConflictKind
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     model = models.CharField(max_length=120)
     object_id = models.UUIDField()
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    policy = models.CharField(max_length=16)
-    fields = models.JSONField(default=list, help_text="Fields changed on both sides.")
+    kind = models.CharField(max_length=16, choices=ConflictKind.choices)
+    policy = models.CharField(max_length=16, choices=Policy.choices)
+    fields = models.JSONField(default=list, help_text="Fields at stake.")
     base_version = models.PositiveIntegerField(null=True, blank=True)
     server_version = models.PositiveIntegerField()
     base_data = models.JSONField(null=True, blank=True)
     server_data = models.JSONField(null=True, blank=True)
     client_data = models.JSONField(null=True, blank=True)
-    client_op = models.CharField(max_length=8)
+    client_op = models.CharField(max_length=8, choices=Op.choices)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
     device_id = models.UUIDField(null=True, blank=True)
     mutation_id = models.UUIDField(null=True, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
+    status = models.CharField(
+        max_length=12, choices=ConflictStatus.choices, default=ConflictStatus.OPEN
+    )
     resolution = models.JSONField(null=True, blank=True)
     resolved_version = models.PositiveIntegerField(null=True, blank=True)
     resolved_by = models.ForeignKey(
@@ -182,6 +184,7 @@ class Conflict(models.Model):
         related_name="+",
     )
     resolved_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -191,6 +194,7 @@ class Conflict(models.Model):
             models.Index(fields=["user", "status"], name="sync_conflict_user"),
             models.Index(fields=["model", "object_id"], name="sync_conflict_object"),
         ]
+        permissions = [("resolve_conflict", "Can resolve or dismiss conflicts")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on {self.model}:{self.object_id}"

@@ -15,35 +15,23 @@ from plain rows, without building model instances.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
+from .choices import Policy, ResolvedBy
 from .codecs import FieldCodec, codec_for
+from .merge import Resolution, Resolver
+
+__all__ = ["Resolution", "Resolver", "SyncedType", "register"]
 
 if TYPE_CHECKING:
     from .models import SyncedModel
 
-POLICIES = ("merge", "manual", "server_wins", "client_wins", "custom")
 # Fields every synced model has and that only the server writes.
 SYSTEM_FIELDS = ("created_at", "updated_at")
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What a custom resolver decided: `values` to write over the server state, or
-    `needs_person=True` to queue a conflict."""
-
-    values: Mapping[str, Any] = field(default_factory=dict)
-    needs_person: bool = False
-
-
-# resolver(base, server, client, fields) -> Resolution; all dicts in wire form.
-Resolver = Callable[
-    [Mapping[str, Any] | None, Mapping[str, Any], Mapping[str, Any], list[str]], Resolution
-]
 
 
 @dataclass(eq=False)  # identity: one entry per model, used as a dict key
@@ -52,9 +40,10 @@ class SyncedType:
     label: str
     codecs: dict[str, FieldCodec]
     scope: dict[str, str]
-    policy: str
+    policy: Policy
     resolver: Resolver | None
     owner_field: str | None
+    conflict_resolution: ResolvedBy = ResolvedBy.OWNER
     # Derived once: pull and push consult these for every object.
     writable: dict[str, FieldCodec] = field(init=False)
     references: dict[str, FieldCodec] = field(init=False)
@@ -98,6 +87,7 @@ class SyncedType:
             "model": self.label,
             "fields": {name: c.describe() for name, c in self.codecs.items()},
             "conflict_policy": self.policy,
+            "conflict_resolution": self.conflict_resolution,
         }
 
 
@@ -110,21 +100,30 @@ def register(
     fields: Iterable[str],
     scope: Mapping[str, str] | None = None,
     read_only: Iterable[str] = (),
-    policy: str = "merge",
+    policy: str = Policy.MERGE,
     resolver: Resolver | None = None,
     owner_field: str | None = "owner",
+    conflict_resolution: str = ResolvedBy.OWNER,
 ) -> SyncedType:
-    """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API."""
+    """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API.
+
+    `conflict_resolution="staff"` keeps its conflicts for staff: the user who
+    raised one cannot settle it from the app.
+    """
     from .models import SyncedModel
 
     if not issubclass(model, SyncedModel):
         raise TypeError(f"{model.__name__} must subclass sync.models.SyncedModel")
-    if resolver is not None and policy == "merge":
-        policy = "custom"
-    if policy not in POLICIES:
-        raise ValueError(f"Unknown conflict policy {policy!r}; use one of {POLICIES}")
-    if policy == "custom" and resolver is None:
+    if resolver is not None and policy == Policy.MERGE:
+        policy = Policy.CUSTOM
+    if policy not in Policy.values:
+        raise ValueError(f"Unknown conflict policy {policy!r}; use one of {Policy.values}")
+    if policy == Policy.CUSTOM and resolver is None:
         raise ValueError("policy='custom' needs a resolver")
+    if conflict_resolution not in ResolvedBy.values:
+        raise ValueError(
+            f"Unknown conflict_resolution {conflict_resolution!r}; use one of {ResolvedBy.values}"
+        )
     label = model._meta.label_lower
     read_only = set(read_only) | set(SYSTEM_FIELDS)
     names = list(fields)
@@ -150,9 +149,10 @@ def register(
         label=label,
         codecs=codecs,
         scope=scope,
-        policy=policy,
+        policy=Policy(policy),
         resolver=resolver,
         owner_field=owner_field,
+        conflict_resolution=ResolvedBy(conflict_resolution),
     )
     _registry[label] = entry
     return entry

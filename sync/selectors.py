@@ -16,6 +16,7 @@ from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
 from .models import Change, Conflict, GrantEvent
 from .registry import SyncedType
+from .scope import Scope, user_channels
 
 # `remaining` counts at most this many feed rows: it is a progress-bar estimate,
 # and counting further would make every page of a huge initial sync slower.
@@ -133,11 +134,11 @@ def pull_page(
     if cursor is None:
         head = feed.head()
         cur = _start_cursor(user_id, labels, head)
-        channels = feed.user_channels(user_id)
+        channels = user_channels(user_id)
     else:
         cur = _decode_for(cursor, user_id, labels)
         events = _grant_events(cur, user_id)
-        channels = feed.user_channels(user_id)
+        channels = user_channels(user_id)
         cur = _with_backfills(cur, events, channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
     columns = ("seq", "model", "object_id", "version", "op")
@@ -166,7 +167,7 @@ def pull_page(
         page = main.filter(seq__lte=last)
         nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
-    changes = _materialise(rows, page, channels, initial_head=cur.i)
+    changes = _materialise(rows, page, Scope.within(None, channels), initial_head=cur.i)
     remaining = 0
     if not has_more:
         nxt = nxt.evolve(i=None, r=None).stamped()
@@ -191,7 +192,7 @@ def _backfill_rows(by_model: Q, channel: str, upto: int, pos: int) -> Any:
 def _materialise(
     rows: list[tuple[int, str, uuid.UUID, int, int]],
     page: Any,
-    channels: set[str],
+    scope: Scope,
     *,
     initial_head: int | None,
 ) -> list[dict[str, Any]]:
@@ -222,7 +223,7 @@ def _materialise(
         if stype is None:
             continue  # a model that is no longer registered
         row = states.get((label, object_id))
-        if row is not None and row["deleted_at"] is None and stype.channels_of(row) & channels:
+        if row is not None and row["deleted_at"] is None and scope.sees(stype, row):
             out.append(
                 {
                     "model": label,

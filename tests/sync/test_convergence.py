@@ -21,8 +21,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from fieldwork.services import team_member_add, team_member_remove
-from sync import feed, registry
+from sync import registry
 from sync.compaction import feed_compact
+from sync.scope import user_channels
 from tests.factories import TeamFactory, delete, mutation, update
 
 pytestmark = pytest.mark.django_db
@@ -85,7 +86,7 @@ class Device:
 
 
 def server_view(user) -> dict[tuple[str, str], dict]:
-    channels = feed.user_channels(user.pk)
+    channels = user_channels(user.pk)
     return {
         (stype.label, str(obj.pk)): stype.encode(obj.__dict__)
         for stype in registry.all_types()

@@ -53,7 +53,7 @@ def described(alice) -> dict[str, dict[str, Any]]:
 def test_models_lists_the_registered_models(described):
     assert {CUSTOMER, ORDER, NOTE} <= set(described)
     for entry in described.values():
-        assert set(entry) == {"model", "fields", "conflict_policy"}
+        assert set(entry) == {"model", "fields", "conflict_policy", "conflict_resolution"}
 
 
 def test_every_field_description_has_the_contract_shape(described):
