@@ -36,6 +36,14 @@ _TYPES: list[tuple[type[models.Field], str]] = [
     (models.JSONField, "json"),
 ]
 
+# `format` in discovery, for fields whose type alone does not say what is valid.
+_FORMATS: list[tuple[type[models.Field], str]] = [
+    (models.EmailField, "email"),
+    (models.URLField, "url"),
+    (models.SlugField, "slug"),
+    (models.GenericIPAddressField, "ip"),
+]
+
 # JSON types a client may send for each wire type; anything else is a type error
 # (Django's to_python would happily turn "yes" into True, a wire protocol must not).
 _ACCEPTS: dict[str, tuple[type, ...]] = {
@@ -66,6 +74,8 @@ class FieldCodec:
     ref_model: builtins.type[models.Model] | None = None
 
     def describe(self) -> dict[str, Any]:
+        """Discovery's description: enough for a client to validate offline what
+        the server would refuse (PROTOCOL.md, "Discover")."""
         out: dict[str, Any] = {
             "type": self.type,
             "required": self.required,
@@ -76,6 +86,14 @@ class FieldCodec:
             out["choices"] = list(self.choices)
         if self.ref_label is not None:
             out["model"] = self.ref_label
+        if self.type in ("string", "text") and self.field.max_length is not None:
+            out["max_length"] = self.field.max_length
+        fmt = next((name for cls, name in _FORMATS if isinstance(self.field, cls)), None)
+        if fmt is not None:
+            out["format"] = fmt
+        if not (self.read_only or self.required) and not callable(self.field.default):
+            # What the server stores when a create leaves the field out.
+            out["default"] = self.encode(self.field.get_default())
         return out
 
     def encode(self, value: Any) -> Any:

@@ -92,9 +92,8 @@ class Scope:
         new = stype.channels_of(after)
         if not new & self.channels:
             return {name: [OUTSIDE] for name in sorted(stype.scope.values())}
-        # A deleted object is in no channel: restoring it places it afresh.
-        alive = before is not None and before.get("deleted_at") is None
-        old = stype.channels_of(before) if alive and before is not None else set()
+        # A deleted object keeps its channels: restoring it puts it back where it was.
+        old = stype.channels_of(before) if before is not None else set()
         foreign = new - old - self.channels
         if not foreign:
             return None

@@ -251,7 +251,11 @@ def _materialise(
 
 
 def conflicts_for_user(*, user_id: int, status: str | None) -> Any:
-    qs = Conflict.objects.filter(user_id=user_id).order_by("-created_at")
+    qs = (
+        Conflict.objects.filter(user_id=user_id)
+        .select_related("resolved_by")
+        .order_by("-created_at")
+    )
     if status:
         qs = qs.filter(status=status)
     return qs

@@ -11,7 +11,21 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from .choices import Choice, Policy, ResolvedBy
 from .models import Conflict
+
+WIRE_TYPES = [
+    "string",
+    "text",
+    "integer",
+    "number",
+    "boolean",
+    "date",
+    "datetime",
+    "uuid",
+    "json",
+    "reference",
+]
 
 
 class ChangeSerializer(serializers.Serializer):
@@ -64,23 +78,36 @@ class PushResponseSerializer(serializers.Serializer):
 
 
 class FieldDescriptionSerializer(serializers.Serializer):
-    type = serializers.CharField()
+    type = serializers.ChoiceField(choices=WIRE_TYPES)
     required = serializers.BooleanField()  # type: ignore[assignment]
     read_only = serializers.BooleanField()  # type: ignore[assignment]
     nullable = serializers.BooleanField()
     choices = serializers.ListField(required=False)
-    model = serializers.CharField(required=False)
+    model = serializers.CharField(required=False, help_text="For references: the target model.")
+    max_length = serializers.IntegerField(required=False, help_text="In characters.")
+    format = serializers.CharField(required=False, help_text="email, url, slug or ip.")
+    default = serializers.JSONField(
+        required=False, help_text="What the server stores when a create leaves the field out."
+    )
 
 
 class ModelDescriptionSerializer(serializers.Serializer):
     model = serializers.CharField()
     fields = serializers.DictField(child=FieldDescriptionSerializer())  # type: ignore[assignment]
-    conflict_policy = serializers.CharField()
+    conflict_policy = serializers.ChoiceField(choices=Policy.choices)
+    conflict_resolution = serializers.ChoiceField(
+        choices=ResolvedBy.choices,
+        help_text="owner: the user who raised a conflict may resolve it from the app; "
+        "staff: only staff, in the admin.",
+    )
 
 
 class ConflictSerializer(serializers.ModelSerializer):
     object_id = serializers.UUIDField()
-    fields = serializers.JSONField(help_text="Fields changed on both sides.")  # type: ignore[assignment]
+    fields = serializers.JSONField(help_text="Fields at stake.")  # type: ignore[assignment]
+    resolved_by = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="username", read_only=True, help_text="Username of who resolved it."
+    )
 
     class Meta:
         model = Conflict
@@ -102,10 +129,42 @@ class ConflictSerializer(serializers.ModelSerializer):
             "device_id",
             "resolution",
             "resolved_version",
+            "resolved_by",
             "resolved_at",
+            "note",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ConflictResolveRequestSerializer(serializers.Serializer):
+    choice = serializers.ChoiceField(choices=Choice.choices)
+    values = serializers.DictField(
+        required=False,
+        help_text="For choice=fields: the final value of each field at stake.",
+    )
+    expected_version = serializers.IntegerField(
+        min_value=0, help_text="The object's version you saw; if it moved on since, 412."
+    )
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class SyncedObjectSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    id = serializers.UUIDField()
+    version = serializers.IntegerField()
+    data = serializers.JSONField(allow_null=True, help_text="null when deleted.")  # type: ignore[assignment]
+
+
+class ConflictResolveResponseSerializer(serializers.Serializer):
+    conflict = ConflictSerializer()
+    object = SyncedObjectSerializer()
+
+
+class StaleErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    object = SyncedObjectSerializer(help_text="The current state to resolve against.")
 
 
 class TokenRequestSerializer(serializers.Serializer):

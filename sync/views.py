@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 
 from django.conf import settings
@@ -17,19 +18,23 @@ from devices.selectors import HEADER, device_from_request, user_id_of
 from devices.services import device_seen
 
 from . import registry
+from .choices import ConflictStatus
 from .errors import SyncError
 from .selectors import conflicts_for_user, pull_page, resolve_models
 from .serializers import (
+    ConflictResolveRequestSerializer,
+    ConflictResolveResponseSerializer,
     ConflictSerializer,
     ErrorSerializer,
     ModelDescriptionSerializer,
     PullResponseSerializer,
     PushRequestSerializer,
     PushResponseSerializer,
+    StaleErrorSerializer,
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
-from .services import push_apply
+from .services import conflict_resolve, push_apply
 
 logger = logging.getLogger(__name__)
 
@@ -150,18 +155,76 @@ class ModelsView(APIView):
         return Response([t.describe() for t in registry.all_types()])
 
 
+CONFLICT_STATUSES = ConflictStatus.values
+
+
 class ConflictsView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=["open", "resolved", "superseded"])],
+        parameters=[OpenApiParameter("status", str, enum=CONFLICT_STATUSES)],
         responses={200: ConflictSerializer(many=True), **ERRORS},
+        description="Your own conflicts, newest first, with base / server / client values "
+        "and, once settled, the outcome.",
     )
     def get(self, request: Request) -> Response:
         status = request.query_params.get("status") or None
-        if status not in (None, "open", "resolved", "superseded"):
+        if status is not None and status not in CONFLICT_STATUSES:
+            listed = ", ".join(CONFLICT_STATUSES)
             raise SyncError(
                 "bad_status",
-                "status must be open, resolved or superseded.",
-                errors={"status": ["Must be open, resolved or superseded."]},
+                f"status must be one of {listed}.",
+                errors={"status": [f"Must be one of {listed}."]},
             )
         qs = conflicts_for_user(user_id=user_id_of(request), status=status)
         return Response(ConflictSerializer(qs, many=True).data)
+
+
+class ConflictDetailView(APIView):
+    @extend_schema(responses={200: ConflictSerializer, 404: ErrorSerializer, **ERRORS})
+    def get(self, request: Request, conflict_id: uuid.UUID) -> Response:
+        conflict = conflicts_for_user(user_id=user_id_of(request), status=None).filter(
+            pk=conflict_id
+        )
+        found = conflict.first()
+        if found is None:
+            raise SyncError("not_found", "No such conflict of yours.", status_code=404)
+        return Response(ConflictSerializer(found).data)
+
+
+class ConflictResolveView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Optional: the resolving device, which is then not woken by it.",
+            )
+        ],
+        request=ConflictResolveRequestSerializer,
+        responses={
+            200: ConflictResolveResponseSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            412: StaleErrorSerializer,
+            **ERRORS,
+        },
+        description="Settle one of your own conflicts (unless its model is resolved by staff).",
+    )
+    def post(self, request: Request, conflict_id: uuid.UUID) -> Response:
+        serializer = ConflictResolveRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        body = serializer.validated_data
+        device = device_from_request(request) if request.headers.get(HEADER) else None
+        resolved = conflict_resolve(
+            conflict_id=conflict_id,
+            user=request.user,
+            choice=body["choice"],
+            values=body.get("values"),
+            expected_version=body["expected_version"],
+            note=body.get("note", ""),
+            device_id=device.pk if device is not None else None,
+        )
+        return Response(
+            {"conflict": ConflictSerializer(resolved.conflict).data, "object": resolved.object}
+        )

@@ -59,3 +59,13 @@ def update(model: str, object_id: str, base_version: int, **data: Any) -> dict[s
 
 def delete(model: str, object_id: str, base_version: int) -> dict[str, Any]:
     return mutation(model, "delete", object_id, None, base_version)
+
+
+def team_of(*users: Any) -> Team:
+    """A team with these members (memberships granted through the service)."""
+    from fieldwork.services import team_member_add
+
+    team = TeamFactory()
+    for user in users:
+        team_member_add(team=team, user=user)
+    return team

@@ -65,7 +65,17 @@ def test_every_field_description_has_the_contract_shape(described):
             assert desc["type"] in WIRE_TYPES, where
             for flag in ("required", "read_only", "nullable"):
                 assert isinstance(desc[flag], bool), where
-            assert set(desc) <= {"type", "required", "read_only", "nullable", "choices", "model"}
+            assert set(desc) <= {
+                "type",
+                "required",
+                "read_only",
+                "nullable",
+                "choices",
+                "model",
+                "max_length",
+                "format",
+                "default",
+            }
             assert ("model" in desc) == (desc["type"] == "reference"), where
             if "choices" in desc:
                 assert isinstance(desc["choices"], list) and desc["choices"], where
@@ -86,13 +96,24 @@ def test_customer_fields(described):
         "required": True,
         "read_only": False,
         "nullable": False,
+        "max_length": 200,
     }
-    assert fields["email"]["type"] == "string" and fields["email"]["required"] is False
+    assert fields["email"] == {
+        "type": "string",
+        "required": False,
+        "read_only": False,
+        "nullable": False,
+        "max_length": 254,
+        "format": "email",
+        "default": "",
+    }
     assert fields["phone"]["type"] == "string" and fields["phone"]["required"] is False
     assert fields["address"]["type"] == "text" and fields["address"]["required"] is False
     assert fields["team"]["type"] == "reference"
     assert fields["team"]["nullable"] is True and fields["team"]["required"] is False
+    assert fields["team"]["default"] is None
     assert fields["owner"]["type"] == "reference" and fields["owner"]["read_only"] is True
+    assert "default" not in fields["owner"] and "max_length" not in fields["address"]
     for system in ("created_at", "updated_at"):
         assert fields[system]["type"] == "datetime"
         assert fields[system]["read_only"] is True and fields[system]["required"] is False
@@ -112,7 +133,8 @@ def test_work_order_fields(described):
     status = fields["status"]
     assert status["type"] == "string"
     assert status["choices"] == ["open", "scheduled", "in_progress", "done", "cancelled"]
-    assert status["required"] is False  # it has a default
+    assert status["required"] is False and status["default"] == "open"
+    assert status["max_length"] == 12
     assert "choices" not in fields["title"]
     assert set(fields["priority"]["choices"]) == {"low", "normal", "high", "urgent"}
     assert fields["scheduled_for"]["type"] == "date" and fields["scheduled_for"]["nullable"]
@@ -133,6 +155,7 @@ def test_note_fields(described):
         "nullable": False,
     }
     assert fields["pinned"]["type"] == "boolean" and fields["pinned"]["required"] is False
+    assert fields["pinned"]["default"] is False
 
 
 def test_references_point_at_listed_models_when_writable(described):
