@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from rest_framework.test import APIClient
@@ -25,3 +26,9 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     text = response.content.decode()
     assert "<html" not in text.lower() and "Traceback" not in text
     return body
+
+
+def wire_datetime(value: dt.datetime) -> str:
+    """A datetime as the protocol writes it: UTC with a `Z` suffix, microseconds when
+    non-zero (docs/protocol.md, "Wire types and encoding")."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
