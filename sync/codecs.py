@@ -91,7 +91,8 @@ class FieldCodec:
         fmt = next((name for cls, name in _FORMATS if isinstance(self.field, cls)), None)
         if fmt is not None:
             out["format"] = fmt
-        if not (self.read_only or self.required) and not callable(self.field.default):
+        computed = self.field.has_default() and callable(self.field.default)
+        if not (self.read_only or self.required or computed):
             # What the server stores when a create leaves the field out.
             out["default"] = self.encode(self.field.get_default())
         return out
