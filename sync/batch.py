@@ -221,6 +221,7 @@ class Batch:
         """Buffer a new version of an object: its state, history row and feed rows."""
         after.version = (before.version if before is not None else 0) + 1
         after.updated_at = self.now
+        after.last_device_id = self.device_id
         key = (stype.label, after.pk)
         self.objects[key] = after
         self.dirty[key] = stype

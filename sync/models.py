@@ -25,6 +25,9 @@ class SyncedModel(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Not synced: for staff, which device's push wrote this version (empty for
+    # writes from the admin or the back office). Kept in history too.
+    last_device_id = models.UUIDField(null=True, blank=True, editable=False)
 
     history = HistoricalRecords(inherit=True)
 

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from . import feed, registry
+from .batch import Batch
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
 from .models import Change, Conflict, GrantEvent
@@ -259,3 +260,15 @@ def conflicts_for_user(*, user_id: int, status: str | None) -> Any:
     if status:
         qs = qs.filter(status=status)
     return qs
+
+
+def values_errors(
+    *, scope: Scope, stype: SyncedType, data: dict[str, Any], full: bool
+) -> dict[str, list[str]]:
+    """What a write of `data` (wire form) would be refused for, field by field,
+    checked exactly as the write service will check it (types, choices, lengths,
+    references in scope); reads only. For forms that want to show errors before
+    submitting a write."""
+    batch = Batch(scope=scope)
+    batch.load_references([(stype, data)])
+    return batch.decode(stype, data, full=full)[1]

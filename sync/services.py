@@ -391,6 +391,62 @@ def _object_body(stype: SyncedType, obj: SyncedModel) -> dict[str, Any]:
     }
 
 
+# --- staff writes (the admin) ---------------------------------------------------------
+
+
+def object_write(*, user: Any, mutation: Mapping[str, Any], reason: str) -> MutationResult:
+    """A staff member's create, update or delete of any object, in the push form
+    (without a mutation_id): applied like a device's push, stale edits merged
+    under the model's policy, with `user` in the history."""
+    outcome = mutations_apply(
+        user=user,
+        mutations=[{**mutation, "mutation_id": str(uuid.uuid4())}],
+        scope=Scope.everything(user),
+        reason=reason,
+    )
+    return outcome.results[0]
+
+
+def object_restore(
+    *,
+    user: Any,
+    stype: SyncedType,
+    object_id: uuid.UUID,
+    expected_version: int,
+    values: Mapping[str, Any],
+    reason: str,
+) -> dict[str, Any]:
+    """Bring a deleted object back with `values` (wire form; e.g. a version from
+    its history) as a new version. 412 if it moved on from `expected_version`."""
+    scope = Scope.everything(user)
+    with transaction.atomic():
+        batch = Batch(scope=scope, reason=reason)
+        batch.lock(stype, [object_id])
+        current = batch.current((stype.label, object_id))
+        if current is None:
+            raise SyncError("not_found", f"No {stype.label} with this id.", status_code=404)
+        if current.version != expected_version:
+            raise SyncError(
+                "stale",
+                f"The object is at version {current.version} now, not {expected_version}.",
+                status_code=412,
+                extra={"object": _object_body(stype, current)},
+            )
+        if not current.is_deleted:
+            raise SyncError(
+                "not_deleted", "Only a deleted object can be restored.", status_code=409
+            )
+        batch.load_references([(stype, values)])
+        decoded, errors = batch.decode(stype, values, full=False)
+        if errors:
+            raise SyncError("invalid", "Some values are not valid; see errors.", errors=errors)
+        after = batch.write(
+            stype, current, batch.with_values(stype, current, decoded, restore=True), CHANGED
+        )
+        batch.flush()
+    return _object_body(stype, after)
+
+
 # --- channels ------------------------------------------------------------------------
 
 
@@ -424,5 +480,7 @@ __all__ = [
     "conflict_dismiss",
     "conflict_resolve",
     "mutations_apply",
+    "object_restore",
+    "object_write",
     "push_apply",
 ]
