@@ -6,8 +6,11 @@ from django.contrib import admin
 from django.http import HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
 
-from . import services
-from .models import Change, ChannelGrant, Conflict, MutationRecord
+from . import (
+    admin_conflicts,  # noqa: F401 - registers the conflict queue
+    services,
+)
+from .models import Change, ChannelGrant, MutationRecord
 
 
 class ReadOnlyAdminMixin:
@@ -33,22 +36,6 @@ class SyncedModelAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
 
     readonly_fields = ("id", "version", "created_at", "updated_at", "deleted_at")
     list_filter = ("deleted_at",)
-
-
-@admin.register(Conflict)
-class ConflictAdmin(admin.ModelAdmin):
-    list_display = ("id", "model", "object_id", "kind", "status", "user", "created_at")
-    list_filter = ("status", "kind", "model", "policy")
-    search_fields = ("=id", "=object_id", "=mutation_id", "user__username")
-    list_select_related = ("user", "resolved_by")
-    raw_id_fields = ("user", "resolved_by")
-    date_hierarchy = "created_at"
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in Conflict._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
 
 @admin.register(Change)
