@@ -184,6 +184,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One named component per choice set (several serializers share them).
+    "ENUM_NAME_OVERRIDES": {
+        "ChangeOpEnum": [("upsert", "upsert"), ("delete", "delete")],
+        "MutationOpEnum": "sync.choices.Op",
+        "ConflictPolicyEnum": "sync.choices.Policy",
+        "ConflictResolutionEnum": "sync.choices.ResolvedBy",
+        "ConflictStatusEnum": "sync.choices.ConflictStatus",
+        "ConflictKindEnum": "sync.choices.ConflictKind",
+        "ResolveChoiceEnum": "sync.choices.Choice",
+    },
 }
 
 # --- Celery: a real broker when REDIS_URL (or CELERY_BROKER_URL) is set, eager otherwise ---
