@@ -36,6 +36,9 @@ _TYPES: list[tuple[type[models.Field], str]] = [
     (models.JSONField, "json"),
 ]
 
+# Every wire type, in the order discovery documents them.
+WIRE_TYPES = tuple(dict.fromkeys(name for _, name in _TYPES))
+
 # `format` in discovery, for fields whose type alone does not say what is valid.
 _FORMATS: list[tuple[type[models.Field], str]] = [
     (models.EmailField, "email"),

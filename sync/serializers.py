@@ -12,20 +12,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from .choices import Choice, Policy, ResolvedBy
+from .codecs import WIRE_TYPES
 from .models import Conflict
-
-WIRE_TYPES = [
-    "string",
-    "text",
-    "integer",
-    "number",
-    "boolean",
-    "date",
-    "datetime",
-    "uuid",
-    "json",
-    "reference",
-]
 
 
 class ChangeSerializer(serializers.Serializer):
