@@ -211,6 +211,18 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Push notifications (devices.push, devices.tasks) ---
+# A service-account JSON file; setting it makes FCM the default backend.
+FCM_CREDENTIALS = env.str("FCM_CREDENTIALS", default="")
+PUSH_BACKEND = env.str("PUSH_BACKEND", default="fcm" if FCM_CREDENTIALS else "console")
+# Where firebase-admin sends (a local fake for staging and load tests).
+FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com")
+# At most one wake-up per device per window; the last change of a burst gets
+# one at the window's end.
+PUSH_COALESCE_SECONDS = env.int("PUSH_COALESCE_SECONDS", default=10)
+# Temporary FCM failures are retried this many times in all, with backoff.
+PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
+
 # --- Sync engine ---
 # Tombstones (and the feed rows they live in) older than this are compacted away;
 # a cursor older than this gets 410 resync_required.

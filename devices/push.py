@@ -1,0 +1,212 @@
+"""Sending wake-up messages to devices: one module, two backends.
+
+`fcm` sends FCM data messages through firebase-admin (`messaging.send_each`,
+up to 500 a call, responses matched by index); `console` only logs what would
+be sent (the embedded default, `make run`). A backend sends once and sorts
+the outcome per device; retrying the temporary failures, recording the
+outcome and counting are the caller's (`devices.tasks`).
+
+The data message is the contract's (PROTOCOL.md, "Push notifications"):
+`{"type": "sync", "cursor": …}` or `{"type": "conflict_resolved",
+"conflict_id": …}`, collapse key `sync`, high priority on Android,
+`content-available: 1` for APNs, a Webpush message for web devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from functools import cache
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+# FCM accepts at most this many messages per send_each call.
+CHUNK = 500
+COLLAPSE_KEY = "sync"
+
+
+@dataclass(frozen=True)
+class Target:
+    device_id: uuid.UUID
+    token: str
+    platform: str
+
+
+@dataclass
+class SendReport:
+    """What happened to each device of one send."""
+
+    sent: list[uuid.UUID] = field(default_factory=list)
+    # The token is gone for good (app uninstalled, token rotated, another
+    # sender's token): stop using it.
+    unregistered: list[uuid.UUID] = field(default_factory=list)
+    # Worth trying again later (quota, FCM unavailable or failing inside).
+    temporary: list[uuid.UUID] = field(default_factory=list)
+    # Refused for another reason (our credentials, a malformed message): logged.
+    failed: list[uuid.UUID] = field(default_factory=list)
+    # The longest Retry-After FCM asked for, in seconds.
+    retry_after: float | None = None
+
+    def merge(self, other: SendReport) -> None:
+        self.sent += other.sent
+        self.unregistered += other.unregistered
+        self.temporary += other.temporary
+        self.failed += other.failed
+        if other.retry_after is not None:
+            self.retry_after = max(self.retry_after or 0, other.retry_after)
+
+
+class Backend(Protocol):
+    name: str
+
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport: ...
+
+
+class ConsoleBackend:
+    """Logs the wake-ups instead of sending them: the embedded default."""
+
+    name = "console"
+
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
+        if targets:
+            logger.info(
+                "push (console backend) %s to %d device(s): %s",
+                dict(data),
+                len(targets),
+                ", ".join(f"{t.device_id} ({t.platform})" for t in targets),
+            )
+        return SendReport(sent=[t.device_id for t in targets])
+
+
+class FcmBackend:
+    """FCM HTTP v1 through firebase-admin, with a service-account key file."""
+
+    name = "fcm"
+
+    def __init__(self, *, credentials: str | Mapping[str, Any], endpoint: str) -> None:
+        import firebase_admin
+        from firebase_admin import credentials as fb_credentials
+        from firebase_admin import messaging
+
+        self._messaging = messaging
+        # firebase-admin has no setting for the FCM address: its messaging
+        # service formats this class attribute once, when an app first sends.
+        # Staging and load tests point it at a fake (FCM_ENDPOINT).
+        messaging._MessagingService.FCM_URL = (
+            endpoint.rstrip("/") + "/v1/projects/{0}/messages:send"
+        )
+        cert = fb_credentials.Certificate(
+            dict(credentials) if isinstance(credentials, Mapping) else credentials
+        )
+        self.app = firebase_admin.initialize_app(cert, name=f"sync-push-{uuid.uuid4()}")
+
+    def close(self) -> None:
+        import firebase_admin
+
+        firebase_admin.delete_app(self.app)
+
+    def message(self, target: Target, data: Mapping[str, str]) -> Any:
+        m = self._messaging
+        payload = {k: str(v) for k, v in data.items()}
+        android = apns = webpush = None
+        if target.platform == "android":
+            android = m.AndroidConfig(priority="high", collapse_key=COLLAPSE_KEY)
+        elif target.platform == "ios":
+            # A silent background push: APNs wants priority 5 and push type
+            # "background" for content-available messages.
+            apns = m.APNSConfig(
+                headers={
+                    "apns-push-type": "background",
+                    "apns-priority": "5",
+                    "apns-collapse-id": COLLAPSE_KEY,
+                },
+                payload=m.APNSPayload(aps=m.Aps(content_available=True)),
+            )
+        else:
+            webpush = m.WebpushConfig(headers={"Urgency": "high", "Topic": COLLAPSE_KEY})
+        with warnings.catch_warnings():
+            # firebase-admin 7 deprecates `token` in favour of installation ids;
+            # apps register FCM registration tokens, which HTTP v1 takes as `token`.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return m.Message(
+                data=payload, token=target.token, android=android, apns=apns, webpush=webpush
+            )
+
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
+        report = SendReport()
+        for start in range(0, len(targets), CHUNK):
+            chunk = list(targets[start : start + CHUNK])
+            batch = self._messaging.send_each([self.message(t, data) for t in chunk], app=self.app)
+            for target, response in zip(chunk, batch.responses, strict=True):
+                report.merge(self._outcome(target, response))
+        return report
+
+    def _outcome(self, target: Target, response: Any) -> SendReport:
+        from firebase_admin import exceptions, messaging
+
+        if response.success:
+            return SendReport(sent=[target.device_id])
+        error = response.exception
+        if isinstance(error, messaging.UnregisteredError | messaging.SenderIdMismatchError) or (
+            isinstance(error, exceptions.InvalidArgumentError) and _about_the_token(error)
+        ):
+            return SendReport(unregistered=[target.device_id])
+        if isinstance(
+            error,
+            messaging.QuotaExceededError
+            | exceptions.UnavailableError
+            | exceptions.InternalError
+            | exceptions.DeadlineExceededError
+            | exceptions.ResourceExhaustedError,
+        ):
+            return SendReport(temporary=[target.device_id], retry_after=_retry_after(error))
+        logger.error("FCM refused a message to device %s: %s", target.device_id, error)
+        return SendReport(failed=[target.device_id])
+
+
+def _about_the_token(error: Exception) -> bool:
+    """FCM answers INVALID_ARGUMENT both for a malformed token and for a
+    malformed message; only the first is the device's fault."""
+    return "registration token" in str(error).lower()
+
+
+def _retry_after(error: Any) -> float | None:
+    response = getattr(error, "http_response", None)
+    raw = response.headers.get("Retry-After") if response is not None else None
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:  # an HTTP date
+        return max(0.0, (parsedate_to_datetime(raw) - timezone.now()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+_lock = threading.Lock()
+
+
+@cache
+def _configured(name: str, credentials: str, endpoint: str) -> Backend:
+    if name == "fcm":
+        return FcmBackend(credentials=credentials, endpoint=endpoint)
+    if name == "console":
+        return ConsoleBackend()
+    raise ValueError(f"Unknown PUSH_BACKEND {name!r}; use fcm or console")
+
+
+def backend() -> Backend:
+    """The backend the settings name (one per process, built on first use)."""
+    with _lock:
+        return _configured(settings.PUSH_BACKEND, settings.FCM_CREDENTIALS, settings.FCM_ENDPOINT)
