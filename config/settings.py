@@ -209,7 +209,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sync.tasks.feed_compact",
         "schedule": timedelta(hours=env.int("SYNC_COMPACT_EVERY_HOURS", default=6)),
     },
+    "push-outbox-sweep": {
+        "task": "devices.tasks.push_outbox_sweep",
+        "schedule": timedelta(seconds=env.int("PUSH_SWEEP_EVERY_SECONDS", default=30)),
+    },
 }
+# A broker that is down must not hang a sync request: give up enqueueing fast
+# (the outbox row waits for the sweep).
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_TASK_PUBLISH_RETRY = False
 
 # --- Push notifications (devices.push, devices.tasks) ---
 # A service-account JSON file; setting it makes FCM the default backend.

@@ -26,6 +26,8 @@ class Device(models.Model):
     )
     last_cursor = models.TextField(blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
+    last_push_at = models.DateTimeField(null=True, blank=True)
+    last_push_outcome = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -34,3 +36,30 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or self.platform} ({self.id})"
+
+
+class PushOutbox(models.Model):
+    """Devices to wake: written in the same transaction as the change it is
+    about, so a wake-up is never lost, even when the broker is down at commit.
+
+    A Celery task claims a row (`claimed_until`), sends, and deletes it; a
+    periodic sweep hands rows nobody claimed, or whose claim ran out (a worker
+    died), to the task again. Not audited: it is plumbing, not synced data.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    channels = models.JSONField(help_text="Channels whose members' devices to wake.")
+    origin_device_id = models.UUIDField(null=True, blank=True, help_text="Not woken by it.")
+    seq = models.BigIntegerField(default=0, help_text="The newest feed position it covers.")
+    # A resolved conflict also tells the device that raised it.
+    conflict_id = models.UUIDField(null=True, blank=True)
+    conflict_device_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="devices_outbox_created")]
+
+    def __str__(self) -> str:
+        return f"wake-up #{self.pk} for {len(self.channels)} channel(s)"

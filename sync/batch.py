@@ -25,6 +25,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from devices.wakeups import wakeup_record
+
 from . import feed, merge, registry
 from .choices import ConflictStatus, OnStale, Op, Status
 from .codecs import error_messages
@@ -69,6 +71,8 @@ class Batch:
         self.superseded: dict[uuid.UUID, dict[str, Any]] = {}
         self.records: list[MutationRecord] = []
         self.feed_range: tuple[int, int] | None = None
+        # A conflict this batch settles: its device is told once it commits.
+        self.resolved: Conflict | None = None
 
     # --- loading -------------------------------------------------------------
 
@@ -348,6 +352,16 @@ class Batch:
             self.records.sort(key=lambda r: r.mutation_id)
             MutationRecord.objects.bulk_create(self.records)
         self.feed_range = feed.append(self.changes)
+        if self.feed_range is not None:
+            # In this transaction: the devices to wake are recorded with the
+            # change itself, and sent after commit (devices.wakeups).
+            wakeup_record(
+                channels={c.channel for c in self.changes},
+                origin_device_id=self.device_id,
+                seq=self.feed_range[1],
+                conflict_id=self.resolved.pk if self.resolved is not None else None,
+                conflict_device_id=self.resolved.device_id if self.resolved is not None else None,
+            )
 
     def _flush_history(self) -> None:
         # Built by hand rather than with bulk_history_create so that soft deletes

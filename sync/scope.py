@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Q
+
 from .models import ChannelGrant
 
 if TYPE_CHECKING:
@@ -28,8 +30,21 @@ OUTSIDE = "The object would be outside your scope."
 FOREIGN = "You may only place objects in scopes you belong to."
 
 
+OWN = "user:"  # a user's own channel is OWN + their id
+
+
 def own_channel(user_id: int) -> str:
-    return f"user:{user_id}"
+    return f"{OWN}{user_id}"
+
+
+def members_filter(channels: Iterable[str], *, field: str = "user_id") -> Q:
+    """A filter on `field` (a user id) for the members of any of `channels`:
+    the owners of `user:<id>` channels and the users granted the others. One
+    query as a subquery, however many members there are."""
+    channels = list(channels)
+    own = [int(c[len(OWN) :]) for c in channels if c.startswith(OWN) and c[len(OWN) :].isdigit()]
+    granted = ChannelGrant.objects.filter(channel__in=channels).values("user_id")
+    return Q(**{f"{field}__in": own}) | Q(**{f"{field}__in": granted})
 
 
 def user_channels(user_id: int) -> set[str]:

@@ -26,6 +26,8 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from devices.wakeups import wakeup_record
+
 from . import feed, registry
 from .batch import CHANGED, DELETED, Batch, run
 from .choices import Choice, ConflictKind, ConflictStatus, OnStale, ResolvedBy, Status
@@ -34,7 +36,7 @@ from .errors import SyncError
 from .models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord, SyncedModel
 from .mutations import Malformed, Mutation, MutationResult, Parsed, parse
 from .registry import SyncedType
-from .scope import Scope
+from .scope import Scope, own_channel
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +275,7 @@ def conflict_resolve(
         # Always a new version, even when the values stay: the resolution is an
         # event every device and the history must see.
         batch.write(stype, current, after, DELETED if after.is_deleted else CHANGED)
+        batch.resolved = conflict
         batch.flush()
         conflict.status = ConflictStatus.RESOLVED
         conflict.resolution = {"choice": choice, "values": wire}
@@ -457,6 +460,7 @@ def channel_grant(*, user: Any, channel: str) -> bool:
         if created:
             feed.lock_tail()  # grant events are numbered in commit order, like the feed
             GrantEvent.objects.create(user_id=user.pk, channel=channel, granted=True)
+            _wake_user(user)  # their devices have the channel's objects to pull
     return created
 
 
@@ -467,7 +471,12 @@ def channel_revoke(*, user: Any, channel: str) -> bool:
         if deleted:
             feed.lock_tail()
             GrantEvent.objects.create(user_id=user.pk, channel=channel, granted=False)
+            _wake_user(user)  # their devices have deletes to pull
     return bool(deleted)
+
+
+def _wake_user(user: Any) -> None:
+    wakeup_record(channels=[own_channel(user.pk)], origin_device_id=None, seq=feed.head())
 
 
 __all__ = [

@@ -1,0 +1,136 @@
+"""Wake-ups end to end: a real Celery worker on the real Redis broker, the real
+firebase-admin sender against a local fake FCM server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.utils import timezone
+
+from config.celery import app
+from devices.models import PushOutbox
+from devices.wakeups import outbox_sweep
+from sync.models import Change
+from sync.services import mutations_apply
+from tests.factories import customer, team_of, update
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+CUSTOMER = "fieldwork.customer"
+
+
+def with_token(actor) -> str:
+    token = f"tok-{uuid.uuid4()}"
+    response = actor.client.patch(
+        f"/api/v1/devices/{actor.device_id}/", {"push_token": token}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    return token
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 20, what: str = "it") -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def worker():
+    assert not app.conf.task_always_eager and app.conf.broker_url.startswith("redis://")
+    app.control.purge()  # tasks queued by earlier tests that had no worker
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+        yield w
+
+
+def test_a_push_wakes_each_other_device_in_scope_once(fcm, make_actor, worker):
+    phone = make_actor()
+    tablet = make_actor(user=phone.user)
+    bob, carol = make_actor(), make_actor()
+    team = team_of(phone.user, bob.user)
+    tokens = {
+        n: with_token(a)
+        for n, a in (("phone", phone), ("tablet", tablet), ("bob", bob), ("carol", carol))
+    }
+    wait_for(lambda: not PushOutbox.objects.exists(), what="the grants' wake-ups")
+    fcm.messages.clear()
+
+    phone.push(customer("Shared", team=str(team.pk)))
+    wait_for(lambda: len(fcm.messages) >= 2 and not PushOutbox.objects.exists(), what="the fan-out")
+    time.sleep(0.5)  # anything extra would arrive now
+    seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    for name in ("tablet", "bob"):
+        assert [m["data"] for m in fcm.sent_to(tokens[name])] == [
+            {"type": "sync", "cursor": str(seq)}
+        ]
+    assert fcm.sent_to(tokens["phone"]) == []
+    assert fcm.sent_to(tokens["carol"]) == []
+
+
+def test_a_burst_becomes_one_push_per_device_and_the_last_write_is_covered(
+    fcm, make_actor, worker, settings
+):
+    window = 8
+    settings.PUSH_COALESCE_SECONDS = window
+    phone = make_actor()
+    tablet = make_actor(user=phone.user)
+    token = with_token(tablet)
+    c = customer("Busy")
+    wait_for(lambda: not PushOutbox.objects.exists(), what="the registration's wake-ups")
+
+    started = time.monotonic()
+    mutations_apply(user=phone.user, mutations=[c], device_id=phone.device_id)
+    for version in range(1, 100):  # 100 writes in all, each its own transaction
+        mutations_apply(
+            user=phone.user,
+            mutations=[update(CUSTOMER, c["id"], version, name=f"n{version}")],
+            device_id=phone.device_id,
+        )
+    burst = time.monotonic() - started
+    last_seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    assert burst < window, f"the burst took {burst:.1f} s, longer than the window"
+
+    wait_for(lambda: len(fcm.sent_to(token)) >= 2, seconds=window + 10, what="the trailing wake-up")
+    time.sleep(1)
+    # One at the start of the burst, one at the end of its window carrying the last change.
+    messages = [m["data"] for m in fcm.sent_to(token)]
+    assert len(messages) == 2, messages
+    assert messages[-1] == {"type": "sync", "cursor": str(last_seq)}
+
+    time.sleep(window + 0.5)  # a change after the window gets its own, at once
+    phone.push(update(CUSTOMER, c["id"], 100, name="later"))
+    wait_for(lambda: len(fcm.sent_to(token)) == 3, seconds=5, what="the wake-up after the window")
+
+
+def test_broker_down_the_write_succeeds_and_the_sweep_sends_it_later(fcm, make_actor):
+    phone = make_actor()
+    tablet = make_actor(user=phone.user)
+    token = with_token(tablet)
+    PushOutbox.objects.all().delete()
+    real = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    app._pool = None
+    try:
+        result = phone.push_one(customer("Offline broker"))
+    finally:
+        app.conf.broker_url = real
+        app._pool = None
+    assert result["status"] == "applied"
+    row = PushOutbox.objects.get()
+    assert row.claimed_until is None
+    assert fcm.messages == []
+
+    # The broker is back; the periodic sweep finds the row once it is old enough.
+    PushOutbox.objects.filter(pk=row.pk).update(
+        created_at=timezone.now() - timezone.timedelta(minutes=1)
+    )
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        assert outbox_sweep() == 1
+        wait_for(lambda: len(fcm.sent_to(token)) == 1, what="the swept wake-up")
+        wait_for(lambda: not PushOutbox.objects.exists(), what="the outbox row to go")
+    assert outbox_sweep() == 0
