@@ -7,10 +7,11 @@ with an active push token, minus the device that made the change, coalesces,
 and sends through the push backend (`devices.push`).
 
 Coalescing: at most one message per device per window (PUSH_COALESCE_SECONDS),
-kept in the cache (Redis in production) with an atomic SET NX EX per device.
-A change that finds its device inside a window marks the device pending and,
-once per window, schedules a flush at the window's end, so the *last* change
-of a burst is never left without a message.
+kept in the cache (Redis in production). The first change for a device opens
+its window with an atomic SET NX EX and schedules a flush at the window's end;
+every change in the window only updates the device's pending mark. The flush
+sends one message carrying the newest change, so a burst of writes becomes one
+message per device, and the last write of the burst is always covered.
 
 Nothing here may fail a sync request: enqueueing happens after commit, and if
 the broker is down the outbox row stays for the periodic sweep.
@@ -117,13 +118,12 @@ def enqueue(outbox_id: int) -> bool:
 
 @dataclass
 class FanoutStats:
-    devices: int = 0
-    sent: int = 0
-    coalesced: int = 0
+    devices: int = 0  # woken by this write
+    scheduled: int = 0  # of which opened a window (the others were in one already)
 
 
 def wakeups_send(outbox_id: int) -> FanoutStats | None:
-    """Send one outbox row's wake-ups; None when another task owns it or it is done."""
+    """Schedule one outbox row's wake-ups; None when another task owns it or it is done."""
     now = timezone.now()
     claimed = (
         PushOutbox.objects.filter(pk=outbox_id)
@@ -134,13 +134,11 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
         return None  # a re-delivered or duplicate task: the first one has it
     row = PushOutbox.objects.get(pk=outbox_id)
     targets = _targets(row)
-    data = {"type": SYNC, "cursor": str(row.seq)}
-    now_due, later = _coalesce(targets, cursor=row.seq)
-    report = _send(now_due, data)
-    if later:
+    opened = _coalesce([t.device_id for t in targets], cursor=row.seq)
+    if opened:
         from .tasks import push_flush
 
-        push_flush.apply_async(args=[[str(t.device_id) for t in later]], countdown=_window())
+        push_flush.apply_async(args=[[str(d) for d in opened]], countdown=_window())
     if (
         row.conflict_id
         and row.conflict_device_id
@@ -148,10 +146,8 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
     ):
         _conflict_resolved(row.conflict_id, row.conflict_device_id)
     PushOutbox.objects.filter(pk=outbox_id).delete()
-    _count(Outcome.COALESCED, len(targets) - len(now_due))
-    return FanoutStats(
-        devices=len(targets), sent=len(report.sent), coalesced=len(targets) - len(now_due)
-    )
+    _count(Outcome.COALESCED, len(targets) - len(opened))
+    return FanoutStats(devices=len(targets), scheduled=len(opened))
 
 
 def _targets(row: PushOutbox) -> list[Target]:
@@ -170,11 +166,11 @@ def _targets(row: PushOutbox) -> list[Target]:
 
 
 def wakeups_flush(device_ids: Sequence[str]) -> SendReport:
-    """At a window's end: one message to each device that changes left pending."""
+    """At a window's end: one message to each device with changes pending."""
     ids = [uuid.UUID(d) for d in device_ids]
-    # Clear the scheduled marks first: a change landing from here on schedules
-    # its own flush, so none is left pending without one.
-    _marks.delete([f"push:flush:{d}" for d in ids])
+    # Close the windows first: a change landing from here on opens a new one
+    # and schedules its own flush, so none is left pending without one.
+    _marks.delete([f"push:window:{d}" for d in ids])
     pending = _marks.take({f"push:pending:{d}": d for d in ids})
     if not pending:
         return SendReport()
@@ -184,8 +180,6 @@ def wakeups_flush(device_ids: Sequence[str]) -> SendReport:
         .exclude(push_token="")
         .values_list("id", "push_token", "platform")
     ]
-    # Each device woken now starts a new window.
-    _marks.set({f"push:window:{t.device_id}": 1 for t in targets}, _window())
     return _send(targets, {"type": SYNC, "cursor": str(max(pending.values()))})
 
 
@@ -235,18 +229,15 @@ def _window() -> int:
     return max(1, int(settings.PUSH_COALESCE_SECONDS))
 
 
-def _coalesce(targets: Sequence[Target], *, cursor: int) -> tuple[list[Target], list[Target]]:
-    """Split `targets` into those to wake now (a new window opens for each) and
-    those newly scheduled to be flushed at their window's end."""
+def _coalesce(device_ids: Sequence[uuid.UUID], *, cursor: int) -> list[uuid.UUID]:
+    """Mark the devices pending at `cursor`; returns those whose window this
+    opened (their flush is to be scheduled)."""
     window = _window()
-    opened = _marks.set_nx([f"push:window:{t.device_id}" for t in targets], window)
-    due = [t for t, ok in zip(targets, opened, strict=True) if ok]
-    waiting = [t for t, ok in zip(targets, opened, strict=True) if not ok]
-    if not waiting:
-        return due, []
-    _marks.set({f"push:pending:{t.device_id}": cursor for t in waiting}, window * 3)
-    scheduled = _marks.set_nx([f"push:flush:{t.device_id}" for t in waiting], window)
-    return due, [t for t, ok in zip(waiting, scheduled, strict=True) if ok]
+    # Pending first, then the window: a flush that closes the window in between
+    # has either taken this mark or leaves it to the flush this opens.
+    _marks.set_max({f"push:pending:{d}": cursor for d in device_ids}, window * 3)
+    opened = _marks.set_nx([f"push:window:{d}" for d in device_ids], window)
+    return [d for d, ok in zip(device_ids, opened, strict=True) if ok]
 
 
 class _CacheMarks:
@@ -255,8 +246,12 @@ class _CacheMarks:
     def set_nx(self, keys: Sequence[str], timeout: int) -> list[bool]:
         return [cache.add(key, 1, timeout) for key in keys]
 
-    def set(self, values: dict[str, int], timeout: int) -> None:
-        cache.set_many(values, timeout=timeout)
+    def set_max(self, values: dict[str, int], timeout: int) -> None:
+        """Set each key to the larger of its value and the given one."""
+        found = cache.get_many(list(values))
+        cache.set_many(
+            {k: max(v, int(found.get(k, v))) for k, v in values.items()}, timeout=timeout
+        )
 
     def take(self, keys: dict[str, uuid.UUID]) -> dict[uuid.UUID, int]:
         found = cache.get_many(list(keys))
@@ -265,6 +260,17 @@ class _CacheMarks:
 
     def delete(self, keys: Sequence[str]) -> None:
         cache.delete_many(list(keys))
+
+
+# Raise a key to ARGV[1] unless it already holds more, with a fresh expiry:
+# concurrent fan-outs may finish out of order, and the newest change must win.
+_SET_MAX = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local value = tonumber(ARGV[1])
+if value > current then current = value end
+redis.call('SET', KEYS[1], current, 'EX', ARGV[2])
+return current
+"""
 
 
 class _RedisMarks(_CacheMarks):
@@ -280,10 +286,11 @@ class _RedisMarks(_CacheMarks):
             pipe.set(cache.make_key(key), 1, nx=True, ex=timeout)
         return [bool(ok) for ok in pipe.execute()]
 
-    def set(self, values: dict[str, int], timeout: int) -> None:
+    def set_max(self, values: dict[str, int], timeout: int) -> None:
+        # A sorted set per device would do too; one Lua call keeps it one key.
         pipe = self.client.pipeline(transaction=False)
         for key, value in values.items():
-            pipe.set(cache.make_key(key), value, ex=timeout)
+            pipe.eval(_SET_MAX, 1, cache.make_key(key), value, timeout)
         pipe.execute()
 
     def take(self, keys: dict[str, uuid.UUID]) -> dict[uuid.UUID, int]:

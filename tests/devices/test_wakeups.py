@@ -64,7 +64,7 @@ def scene(make_actor):
     return phone, tablet, bob, carol, team, tokens
 
 
-def test_a_write_wakes_the_other_devices_in_scope_only(fcm, scene):
+def test_a_write_wakes_the_other_devices_in_scope_only(fcm, scene, eager):
     phone, tablet, bob, carol, team, tokens = scene
     body = phone.push(customer("Shared", team=str(team.pk)))
     assert body["results"][0]["status"] == "applied"
@@ -73,8 +73,8 @@ def test_a_write_wakes_the_other_devices_in_scope_only(fcm, scene):
     assert set(row.channels) == {f"user:{phone.user.pk}", f"team:{team.pk}"}
     last_seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
     assert row.seq == last_seq
-    stats = wakeups_send(row.pk)
-    assert stats is not None and stats.devices == 2 and stats.sent == 2
+    stats = wakeups_send(row.pk)  # its flush runs at once here (eager)
+    assert stats is not None and stats.devices == 2 and stats.scheduled == 2
     assert fcm.sent_to(tokens["phone"]) == [] and fcm.sent_to(tokens["carol"]) == []
     for name in ("tablet", "bob"):
         [message] = fcm.sent_to(tokens[name])
@@ -97,7 +97,7 @@ def test_devices_without_token_inactive_or_of_inactive_users_are_not_woken(fcm, 
     assert Device.objects.get(pk=no_token.device_id).last_push_at is None
 
 
-def test_a_task_delivered_twice_sends_once(fcm, scene):
+def test_a_task_delivered_twice_sends_once(fcm, scene, eager):
     phone, tablet, bob, carol, team, tokens = scene
     phone.push(customer("Mine"))
     row = only_outbox_row()
@@ -144,7 +144,7 @@ def test_a_rolled_back_write_records_and_sends_nothing(scene, django_capture_on_
     assert callbacks == []
 
 
-def test_unregistered_token_is_deactivated_for_good(fcm, scene):
+def test_unregistered_token_is_deactivated_for_good(fcm, scene, eager):
     phone, tablet, bob, carol, team, tokens = scene
     fcm.answer(tokens["bob"], UNREGISTERED)
     phone.push(customer("Shared", team=str(team.pk)))
@@ -191,7 +191,7 @@ def test_retry_delay_backs_off_with_jitter_and_honours_retry_after(attempt):
     assert retry_delay(attempt, 1000.0) == 1000.0
 
 
-def test_a_resolved_conflict_tells_the_device_that_raised_it(fcm, scene):
+def test_a_resolved_conflict_tells_the_device_that_raised_it(fcm, scene, eager):
     phone, tablet, bob, carol, team, tokens = scene
     c = customer("Acme", phone="1")
     phone.push(c)
@@ -217,7 +217,7 @@ def test_a_resolved_conflict_tells_the_device_that_raised_it(fcm, scene):
     assert fcm.sent_to(tokens["tablet"]) == []  # it resolved it itself
 
 
-def test_joining_a_team_wakes_the_new_members_devices(fcm, scene, make_actor):
+def test_joining_a_team_wakes_the_new_members_devices(fcm, scene, make_actor, eager):
     phone, *_ = scene
     newcomer = make_actor()
     token = with_token(newcomer)
@@ -230,7 +230,7 @@ def test_joining_a_team_wakes_the_new_members_devices(fcm, scene, make_actor):
 @pytest.mark.postgres
 @pytest.mark.parametrize("members", [10, 1000])
 def test_fan_out_queries_do_not_grow_with_the_devices_woken(
-    scene, members, django_assert_max_num_queries, settings
+    scene, members, django_assert_max_num_queries, settings, eager
 ):
     settings.PUSH_BACKEND = "console"
     phone, tablet, bob, carol, team, tokens = scene
@@ -258,12 +258,14 @@ def test_fan_out_queries_do_not_grow_with_the_devices_woken(
     )
     phone.push(customer("Shared", team=str(team.pk)))
     row = only_outbox_row()
-    with django_assert_max_num_queries(8):
+    # The fan-out and the flush it schedules (run at once here).
+    with django_assert_max_num_queries(10):
         stats = wakeups_send(row.pk)
-    assert stats is not None and stats.devices == members + 2 and stats.sent == members + 2
+    assert stats is not None and stats.devices == members + 2 and stats.scheduled == members + 2
+    assert Device.objects.filter(last_push_outcome="sent").count() == members + 2
 
 
-def test_device_admin_shows_last_push_and_counters(fcm, scene):
+def test_device_admin_shows_last_push_and_counters(fcm, scene, eager):
     from django.test import Client
 
     phone, tablet, bob, carol, team, tokens = scene
@@ -276,3 +278,33 @@ def test_device_admin_shows_last_push_and_counters(fcm, scene):
     assert 'id="push-counters"' in html and "sent <strong>2</strong>" in html
     assert '<td class="field-last_push_outcome">sent</td>' in html
     assert "Wake-ups waiting in the outbox: <strong>0</strong>" in html
+
+
+@pytest.mark.redis
+def test_changes_inside_a_window_are_held_for_its_flush(fcm, scene):
+    """Without a worker, the flush waits in the broker: a burst of writes sends
+    nothing until it runs, then one message per device with the newest change."""
+    from devices.wakeups import wakeups_flush
+
+    assert not app.conf.task_always_eager  # the broker holds the scheduled flush
+    phone, tablet, bob, carol, team, tokens = scene
+    c = customer("Busy", team=str(team.pk))
+    phone.push(c)
+    first = wakeups_send(only_outbox_row().pk)
+    assert first is not None and first.scheduled == 2
+    for version in range(1, 6):
+        phone.push(update(CUSTOMER, c["id"], version, name=f"n{version}"))
+        again = wakeups_send(only_outbox_row().pk)
+        assert again is not None and again.devices == 2 and again.scheduled == 0
+    assert fcm.messages == []
+    last = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    report = wakeups_flush([str(tablet.device_id), str(bob.device_id)])
+    assert sorted(report.sent) == sorted([tablet.device_id, bob.device_id])
+    for name in ("tablet", "bob"):
+        assert [m["data"] for m in fcm.sent_to(tokens[name])] == [
+            {"type": "sync", "cursor": str(last)}
+        ]
+    assert counters()["coalesced"] == 10
+    # The flush closed the windows: the next change opens new ones.
+    phone.push(update(CUSTOMER, c["id"], 6, name="later"))
+    assert wakeups_send(only_outbox_row().pk).scheduled == 2
