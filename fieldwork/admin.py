@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from sync.admin import SyncedModelAdmin
+from sync.admin_synced import SyncedModelAdmin
 
 from .models import Customer, Note, Team, TeamMembership, WorkOrder
 from .services import team_member_add, team_member_remove
@@ -35,21 +35,21 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Customer)
 class CustomerAdmin(SyncedModelAdmin):
-    list_display = ("name", "email", "owner", "team", "version", "updated_at")
+    list_display = ("name", "email", "owner", "team")
     search_fields = ("name", "email", "=id")
     list_select_related = ("owner", "team")
 
 
 @admin.register(WorkOrder)
 class WorkOrderAdmin(SyncedModelAdmin):
-    list_display = ("title", "status", "priority", "customer", "owner", "version", "updated_at")
-    list_filter = ("status", "priority", "deleted_at")
+    list_display = ("title", "status", "priority", "customer", "owner")
+    list_filter = ("status", "priority")
     search_fields = ("title", "=id")
     list_select_related = ("customer", "owner")
 
 
 @admin.register(Note)
 class NoteAdmin(SyncedModelAdmin):
-    list_display = ("__str__", "work_order", "owner", "pinned", "version", "updated_at")
+    list_display = ("__str__", "work_order", "owner", "pinned")
     search_fields = ("body", "=id")
     list_select_related = ("work_order", "owner")

@@ -4,12 +4,12 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from simple_history.admin import SimpleHistoryAdmin
 
 from . import (
     admin_conflicts,  # noqa: F401 - registers the conflict queue
     services,
 )
+from .admin_synced import SyncedModelAdmin as SyncedModelAdmin  # re-exported for apps' admins
 from .models import Change, ChannelGrant, MutationRecord
 
 
@@ -24,18 +24,6 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-class SyncedModelAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
-    """Staff view of a synced model and its history.
-
-    Read-only here: every write to synced data goes through `sync.services`
-    (versions, history and feed together), so the admin does not save models
-    directly.
-    """
-
-    readonly_fields = ("id", "version", "created_at", "updated_at", "deleted_at")
-    list_filter = ("deleted_at",)
 
 
 @admin.register(Change)

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from fieldwork.models import Team, TeamMembership
-from sync.models import ChannelGrant, GrantEvent
+from fieldwork.models import Customer, Team, TeamMembership
+from sync.models import Change, ChannelGrant, GrantEvent
 from tests.factories import TeamFactory, customer, update
 
 pytestmark = pytest.mark.django_db
@@ -39,12 +39,26 @@ def test_conflict_queue_and_synced_history_render(staff, alice):
     assert staff.get("/admin/sync/change/").status_code == 200
 
 
-def test_synced_models_cannot_be_edited_behind_the_service(staff, alice):
+def test_synced_models_are_edited_through_the_service(staff, alice):
     c = customer("Acme")
     alice.push(c)
-    assert staff.get("/admin/fieldwork/customer/add/").status_code == 403
-    response = staff.post(f"/admin/fieldwork/customer/{c['id']}/change/", {"name": "Hacked"})
-    assert response.status_code == 403
+    url = f"/admin/fieldwork/customer/{c['id']}/change/"
+    assert staff.get("/admin/fieldwork/customer/add/").status_code == 200
+    # A blind write, without the version the form was opened at, is refused ...
+    response = staff.post(url, {"name": "Hacked", "owner": alice.user.pk})
+    assert response.status_code == 200
+    assert Customer.objects.get(pk=c["id"]).name == "Acme"
+    # ... an edit at that version is a new version written by the service.
+    response = staff.post(url, {"name": "Acme Ltd", "owner": alice.user.pk, "base_version": 1})
+    assert response.status_code == 302
+    obj = Customer.objects.get(pk=c["id"])
+    assert (obj.name, obj.version) == ("Acme Ltd", 2)
+    latest = obj.history.latest("history_id")
+    assert (latest.history_user.username, latest.history_change_reason) == (
+        "staff",
+        "admin edit by staff",
+    )
+    assert Change.objects.filter(object_id=c["id"]).count() == 2
 
 
 def test_grant_and_revoke_in_the_admin_go_through_the_service(staff, alice):
