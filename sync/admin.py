@@ -36,6 +36,8 @@ class SyncedModelAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
 
     readonly_fields = ("id", "version", "created_at", "updated_at", "deleted_at")
     list_filter = ("deleted_at",)
+    # Which version each history row is: conflicts and the feed speak in versions.
+    history_list_display = ("version",)
 
 
 @admin.register(Change)
