@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from rest_framework.test import APIClient
 from tests.factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+# Debian's Chromium, driven by Playwright (whose own browser downloads cannot work here).
+CHROMIUM = "/usr/bin/chromium"
 
 
 def _missing_service(marker: str) -> str | None:
@@ -24,11 +27,16 @@ def _missing_service(marker: str) -> str | None:
         return "needs PostgreSQL: set DATABASE_URL=postgres://..."
     if marker == "redis" and not settings.REDIS_URL:
         return "needs Redis: set REDIS_URL=redis://..."
+    if marker == "browser":
+        if importlib.util.find_spec("playwright") is None:
+            return "needs Playwright: pip install -e '.[dev]'"
+        if not os.access(CHROMIUM, os.X_OK):
+            return f"needs Chromium at {CHROMIUM}: apt-get install chromium"
     return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in ("postgres", "redis"):
+    for marker in ("postgres", "redis", "browser"):
         if item.get_closest_marker(marker) is None:
             continue
         reason = _missing_service(marker)
