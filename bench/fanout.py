@@ -2,7 +2,8 @@
 
 One write in a team channel whose members have 1,000 devices (or --devices)
 with push tokens; measures `wakeups_send` (the Celery task's function) and
-the flush it schedules, run at once: SQL queries and wall time, with the console backend (our own cost) and with
+the flush it schedules, run at once: SQL queries and wall time, with the
+console backend (our own cost) and with
 firebase-admin's real sender against a local fake FCM server (our cost plus
 one HTTP request per device, as FCM HTTP v1 needs). Needs PostgreSQL
 (DATABASE_URL) and uses the cache configured (REDIS_URL for Redis).
