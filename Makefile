@@ -36,7 +36,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sync devices
+	$(VENV)/bin/mypy sync devices accounts
 
 # Benchmarks on PostgreSQL (see bench/run.py); BENCH_ARGS="--objects 20000" for a quick run.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench

@@ -50,8 +50,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
+from accounts.services import token_issue  # noqa: E402
 from devices.services import device_register  # noqa: E402
 from sync import registry  # noqa: E402
 from sync.services import mutations_apply  # noqa: E402
@@ -128,10 +128,10 @@ def generate(users: int, per_user: int, big: int) -> tuple[object, list[dict]]:
 
 
 def client_for(user: object) -> tuple[Client, str]:
-    token, _ = Token.objects.get_or_create(user=user)
+    _, secret = token_issue(user=user, name="bench")
     device_id = uuid.uuid4()
     device_register(user=user, device_id=device_id, data={"platform": "android"})
-    client = Client(HTTP_AUTHORIZATION=f"Token {token.key}", HTTP_X_DEVICE_ID=str(device_id))
+    client = Client(HTTP_AUTHORIZATION=f"Token {secret}", HTTP_X_DEVICE_ID=str(device_id))
     return client, str(device_id)
 
 

@@ -43,11 +43,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
     "simple_history",
+    "accounts",
     "sync",
     "devices",
     "fieldwork",
@@ -153,9 +154,20 @@ X_FRAME_OPTIONS = "DENY"
 # A push of 500 mutations with generous payloads fits; anything bigger is a 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
 
+# --- API tokens (accounts): django-rest-knox, hashed, several per account ---
+KNOX_TOKEN_MODEL = "accounts.Token"  # noqa: S105 - a model label, not a secret
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None}
+# knox's own migrations create its default token table even when the model is
+# swapped for ours; it has no table to create here.
+MIGRATION_MODULES = {"knox": None}
+# A login token (a device) expires after this long without use.
+AUTH_TOKEN_TTL = timedelta(days=env.int("AUTH_TOKEN_TTL_DAYS", default=90))
+# Logins beyond this many per user replace the least recently used token.
+AUTH_TOKENS_PER_USER = env.int("AUTH_TOKENS_PER_USER", default=20)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -170,6 +182,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="1200/min"),
+        "token": env.str("THROTTLE_TOKEN", default="2400/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -208,6 +221,10 @@ CELERY_BEAT_SCHEDULE = {
     "sync-feed-compact": {
         "task": "sync.tasks.feed_compact",
         "schedule": timedelta(hours=env.int("SYNC_COMPACT_EVERY_HOURS", default=6)),
+    },
+    "accounts-purge-expired-tokens": {
+        "task": "accounts.tasks.purge_expired_tokens",
+        "schedule": timedelta(days=1),
     },
     "push-outbox-sweep": {
         "task": "devices.tasks.push_outbox_sweep",

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from sync import data_api
 from sync.health import healthz
 from sync.views import TokenView
 
@@ -11,6 +12,7 @@ api_v1 = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("devices/", include("devices.urls")),
     path("sync/", include("sync.urls")),
+    path("data/", include(data_api.urls())),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

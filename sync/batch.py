@@ -393,6 +393,8 @@ def apply(batch: Batch, m: Mutation) -> MutationResult:
         return _create(batch, m, current)
     if current is None or not batch.scope.sees(stype, current.__dict__):
         return m.rejected({"id": [f"No {stype.label} with this id in your scope."]})
+    if m.at_current:
+        m.base_version = current.version
     if m.base_version is None:
         return m.rejected({"base_version": ["Required for update and delete."]})
     if m.base_version > current.version:

@@ -13,6 +13,7 @@ A cursor holds:
   u   the user it was issued to (another account's cursor is refused)
   t   when the client was last up to date through it (unix seconds), for the
       retention window
+  a   issued for a scope over every object (an unrestricted service account)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Cursor:
     r: int | None = None
     u: int = 0
     t: int = field(default_factory=lambda: int(time.time()))
+    a: bool = False
 
     def encode(self) -> str:
         payload = {
@@ -47,6 +49,7 @@ class Cursor:
             "r": self.r,
             "u": self.u,
             "t": self.t,
+            "a": self.a,
         }
         return signing.dumps(payload, salt=_SALT, compress=True)
 
@@ -74,6 +77,7 @@ def decode(token: str) -> Cursor:
             r=None if payload.get("r") is None else int(payload["r"]),
             u=int(payload["u"]),
             t=int(payload["t"]),
+            a=bool(payload.get("a", False)),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BadCursor(str(exc)) from exc

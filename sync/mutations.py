@@ -36,6 +36,9 @@ class Mutation:
     id: uuid.UUID
     base_version: int | None
     data: Mapping[str, Any]  # empty for a delete
+    # Not in the push form: a back-office write without If-Match (or a bulk item
+    # without base_version) applies at whatever version the object has once locked.
+    at_current: bool = False
 
     @property
     def key(self) -> tuple[str, uuid.UUID]:

@@ -96,6 +96,21 @@ class Scope:
         `__dict__`) is in this scope."""
         return self.sees_channels(stype.channels_of(row))
 
+    def filter(self, stype: SyncedType) -> Q:
+        """The objects of `stype` in this scope, as a queryset filter (the same
+        rule as `sees`, for the database to apply)."""
+        if self.channels is None:
+            return Q()
+        values: dict[str, list[str]] = {}
+        for channel in self.channels:
+            prefix, _, value = channel.partition(":")
+            values.setdefault(prefix, []).append(value)
+        q = Q(pk__in=[])
+        for prefix, attname in stype.scope_attnames:
+            if prefix in values:
+                q |= Q(**{f"{attname}__in": values[prefix]})
+        return q
+
     def placement_errors(
         self, stype: SyncedType, before: Mapping[str, Any] | None, after: Mapping[str, Any]
     ) -> dict[str, list[str]] | None:

@@ -125,23 +125,36 @@ def _resync() -> SyncError:
 
 
 def pull_page(
-    *, user_id: int, cursor: str | None, limit: int, models: Sequence[SyncedType] | None
+    *,
+    user_id: int,
+    cursor: str | None,
+    limit: int,
+    models: Sequence[SyncedType] | None,
+    everything: bool = False,
 ) -> PullPage:
+    """One page of the change feed for a user's channels, or, with `everything`
+    (an unrestricted service account), for every object."""
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
     # Grant events are read before the channels: a grant or revoke committing in
     # between is then seen in the channels now and as a new event next time,
     # which backfills (or deletes) it; the other order could miss it for good.
     head: int | None = None
+    channels: set[str] | None = None
     if cursor is None:
         head = feed.head()
-        cur = _start_cursor(user_id, labels, head)
-        channels = user_channels(user_id)
+        cur = _start_cursor(user_id, labels, head).evolve(a=everything)
+        if not everything:
+            channels = user_channels(user_id)
     else:
         cur = _decode_for(cursor, user_id, labels)
-        events = _grant_events(cur, user_id)
-        channels = user_channels(user_id)
-        cur = _with_backfills(cur, events, channels)
+        if cur.a != everything:
+            raise _resync()  # the caller's scope changed kind: start over
+        if not everything:
+            events = _grant_events(cur, user_id)
+            channels = user_channels(user_id)
+            cur = _with_backfills(cur, events, channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
+    in_scope = by_model & (Q(channel__in=channels) if channels is not None else Q())
     columns = ("seq", "model", "object_id", "version", "op")
     if cur.b:
         channel, upto, pos = cur.b[0]
@@ -152,7 +165,7 @@ def pull_page(
         page = backfill.filter(seq__lte=rows[-1][0]) if rows else backfill
         rest = ((channel, upto, rows[-1][0]),) if more_here else ()
         nxt = cur.evolve(b=rest + cur.b[1:])
-        main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
+        main = Change.objects.filter(in_scope, seq__gt=cur.s)
         has_more = bool(nxt.b) or main.exists()
     else:
         # Every row up to this head has committed (the feed lock makes seq order
@@ -160,7 +173,7 @@ def pull_page(
         # through it, and the cursor may move there even if none of those rows
         # were theirs: idle clients then stay ahead of compaction.
         head = feed.head() if head is None else head
-        main = Change.objects.filter(by_model, channel__in=channels, seq__gt=cur.s)
+        main = Change.objects.filter(in_scope, seq__gt=cur.s)
         rows = list(main.order_by("seq").values_list(*columns)[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
@@ -168,7 +181,8 @@ def pull_page(
         page = main.filter(seq__lte=last)
         nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
-    changes = _materialise(rows, page, Scope.within(None, channels), initial_head=cur.i)
+    scope = Scope(None, frozenset(channels) if channels is not None else None)
+    changes = _materialise(rows, page, scope, initial_head=cur.i)
     remaining = 0
     if not has_more:
         nxt = nxt.evolve(i=None, r=None).stamped()

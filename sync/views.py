@@ -8,12 +8,12 @@ from collections import Counter
 from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.services import token_login
 from devices.selectors import HEADER, device_from_request, user_id_of
 from devices.services import device_seen
 
@@ -57,8 +57,7 @@ class TokenView(APIView):
         user = authenticate(request=request._request, **serializer.validated_data)
         if user is None or not user.is_active:
             raise SyncError("invalid_credentials", "Unable to log in with these credentials.")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        return Response({"token": token_login(user=user)})
 
 
 def _limit(raw: str | None) -> int:

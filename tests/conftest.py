@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.services import token_issue
 from tests.factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -90,10 +90,10 @@ class Actor:
 
 
 def make_client(user: Any, device_id: uuid.UUID | None = None) -> APIClient:
-    token, _ = Token.objects.get_or_create(user=user)
+    _, secret = token_issue(user=user, name="test")
     # Production settings redirect plain HTTP to HTTPS; clients speak HTTPS.
     client = APIClient()
-    headers = {"HTTP_AUTHORIZATION": f"Token {token.key}", "HTTP_X_FORWARDED_PROTO": "https"}
+    headers = {"HTTP_AUTHORIZATION": f"Token {secret}", "HTTP_X_FORWARDED_PROTO": "https"}
     if device_id is not None:
         headers["HTTP_X_DEVICE_ID"] = str(device_id)
     client.credentials(**headers)

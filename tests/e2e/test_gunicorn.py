@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 
+from accounts.services import token_issue
 from devices.services import device_register
 from fieldwork.services import team_member_add
 from tests.factories import TeamFactory, UserFactory, customer
@@ -89,7 +89,7 @@ class Device:
         self.base = base
         self.id = uuid.uuid4()
         device_register(user=user, device_id=self.id, data={"platform": "android"})
-        self.token = Token.objects.get_or_create(user=user)[0].key
+        self.token = token_issue(user=user, name="e2e")[1]
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         request = urllib.request.Request(  # noqa: S310 - loopback only

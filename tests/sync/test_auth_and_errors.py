@@ -53,14 +53,15 @@ def test_good_credentials_give_a_token_that_authenticates():
     assert pulled.status_code == 200, pulled.content
 
 
-def test_asking_twice_gives_the_same_working_token():
+def test_each_login_gives_a_new_token_and_the_earlier_ones_keep_working():
     user = login_user()
     creds = {"username": user.username, "password": PASSWORD}
     first = https_client().post(TOKEN, creds, format="json").json()["token"]
     second = https_client().post(TOKEN, creds, format="json").json()["token"]
-    assert first == second
-    authed = https_client(HTTP_AUTHORIZATION=f"Token {first}")
-    assert authed.get("/api/v1/devices/").status_code == 200
+    assert first != second
+    for token in (first, second):
+        authed = https_client(HTTP_AUTHORIZATION=f"Token {token}")
+        assert authed.get("/api/v1/devices/").status_code == 200
 
 
 @pytest.mark.parametrize(
