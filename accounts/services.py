@@ -7,7 +7,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from sync.scope import user_channels
@@ -35,10 +37,15 @@ def token_issue(
     )
 
 
-def token_login(*, user: Any) -> str:
+def token_login(*, user: Any, request: HttpRequest | None = None) -> str:
     """A login's token (a device signing in): expires after AUTH_TOKEN_TTL
     without use. A user keeps at most AUTH_TOKENS_PER_USER login tokens; the
-    least recently used go first."""
+    least recently used go first.
+
+    It is a login like the admin's: `user_logged_in` records it (last_login)
+    and clears the account's failed attempts (django-axes)."""
+    if request is not None:
+        user_logged_in.send(sender=user.__class__, request=request, user=user)
     with transaction.atomic():
         _, secret = token_issue(user=user, name="login", ttl=settings.AUTH_TOKEN_TTL, sliding=True)
         logins = Token.objects.filter(user=user, sliding=True).order_by("-last_used_at", "-created")

@@ -15,6 +15,7 @@ _CODES = {
     404: ("not_found", "No such endpoint or object."),
     405: ("method_not_allowed", "This method is not allowed here."),
     413: ("payload_too_large", "The request body is too large."),
+    429: ("throttled", "Too many requests; wait and try again."),
     500: ("server_error", "The server failed to handle this request."),
 }
 

@@ -57,7 +57,7 @@ class TokenView(APIView):
         user = authenticate(request=request._request, **serializer.validated_data)
         if user is None or not user.is_active:
             raise SyncError("invalid_credentials", "Unable to log in with these credentials.")
-        return Response({"token": token_login(user=user)})
+        return Response({"token": token_login(user=user, request=request._request)})
 
 
 def _limit(raw: str | None) -> int:
