@@ -279,6 +279,13 @@ PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
 # Tombstones (and the feed rows they live in) older than this are compacted away;
 # a cursor older than this gets 410 resync_required.
 SYNC_RETENTION = timedelta(days=env.int("SYNC_RETENTION_DAYS", default=30))
+# Every synced text field holds at most this many characters, and every JSON
+# field this many bytes, unless the model or its registration says otherwise.
+SYNC_MAX_TEXT_CHARS = env.int("SYNC_MAX_TEXT_CHARS", default=10_000)
+SYNC_MAX_JSON_BYTES = env.int("SYNC_MAX_JSON_BYTES", default=64 * 1024)
+# A pull page stops early once its changes reach this many bytes (one object
+# larger than that still goes out, alone).
+SYNC_PULL_MAX_BYTES = env.int("SYNC_PULL_MAX_BYTES", default=4 * 1024 * 1024)
 SYNC_PULL_DEFAULT_LIMIT = 500
 SYNC_PULL_MAX_LIMIT = 1000
 SYNC_PUSH_MAX_MUTATIONS = 500

@@ -46,7 +46,7 @@ class Customer(SyncedModel):
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
-    address = models.TextField(blank=True)
+    address = models.TextField(blank=True, max_length=1000)
 
     def __str__(self) -> str:
         return self.name
@@ -70,7 +70,7 @@ class WorkOrder(SyncedModel):
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True)
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="work_orders")
     title = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
+    description = models.TextField(blank=True, max_length=5000)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     scheduled_for = models.DateField(null=True, blank=True)
@@ -85,7 +85,7 @@ class Note(SyncedModel):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True)
     work_order = models.ForeignKey(WorkOrder, on_delete=models.PROTECT, related_name="notes")
-    body = models.TextField()
+    body = models.TextField(max_length=5000)
     pinned = models.BooleanField(default=False)
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -75,6 +76,10 @@ class FieldCodec:
     ref_label: str | None = None
     # builtins.type: the `type` field above shadows the builtin in this class body.
     ref_model: builtins.type[models.Model] | None = None
+    # The most a value may hold: characters of a string or text, bytes of a
+    # JSON value (its compact encoding). Every synced text and JSON field has one.
+    max_length: int | None = None
+    max_bytes: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """Discovery's description: enough for a client to validate offline what
@@ -89,8 +94,10 @@ class FieldCodec:
             out["choices"] = list(self.choices)
         if self.ref_label is not None:
             out["model"] = self.ref_label
-        if self.type in ("string", "text") and self.field.max_length is not None:
-            out["max_length"] = self.field.max_length
+        if self.max_length is not None:
+            out["max_length"] = self.max_length
+        if self.max_bytes is not None:
+            out["max_bytes"] = self.max_bytes
         fmt = next((name for cls, name in _FORMATS if isinstance(self.field, cls)), None)
         if fmt is not None:
             out["format"] = fmt
@@ -124,13 +131,26 @@ class FieldCodec:
             not isinstance(value, accepts) or isinstance(value, bool) != (bool in accepts)
         ):
             raise ValidationError(f"Expected a JSON value of type {self.type}.")
+        if self.max_length is not None and len(value) > self.max_length:
+            # Checked before anything else touches a value that may be megabytes.
+            raise ValidationError(
+                f"Ensure this value has at most {self.max_length} characters "
+                f"(it has {len(value)})."
+            )
         if isinstance(value, str) and "\x00" in value:
             # PostgreSQL cannot store NUL in text; refuse it here rather than fail the batch.
             raise ValidationError("NUL characters are not allowed.")
         if self.type == "number" and not math.isfinite(value):
             raise ValidationError("Must be a finite number.")
-        if self.type == "json" and b"\\u0000" in orjson.dumps(value):
-            raise ValidationError("NUL characters are not allowed.")
+        if self.type == "json":
+            encoded = orjson.dumps(value)
+            if self.max_bytes is not None and len(encoded) > self.max_bytes:
+                raise ValidationError(
+                    f"Ensure this value is at most {self.max_bytes} bytes as JSON "
+                    f"(it is {len(encoded)})."
+                )
+            if b"\\u0000" in encoded:
+                raise ValidationError("NUL characters are not allowed.")
         try:
             if self.ref_model is not None:
                 return self.ref_model._meta.pk.to_python(value)
@@ -147,13 +167,21 @@ class FieldCodec:
         return python
 
 
-def codec_for(field: models.Field, *, read_only: bool) -> FieldCodec:
+def codec_for(field: models.Field, *, read_only: bool, limit: int | None = None) -> FieldCodec:
+    """The codec of a model field. `limit` caps a text (characters) or JSON
+    (bytes) field that the model leaves unbounded; without one, the
+    SYNC_MAX_TEXT_CHARS / SYNC_MAX_JSON_BYTES defaults apply."""
     wire = next((name for cls, name in _TYPES if isinstance(field, cls)), None)
     if wire is None:
         raise TypeError(f"Field {field.name} ({type(field).__name__}) cannot be synced")
     has_default = field.has_default() or getattr(field, "auto_now", False)
     choices = tuple(v for v, _ in field.flatchoices) if field.choices else None
     ref_model = field.related_model if wire == "reference" else None
+    max_length = max_bytes = None
+    if wire in ("string", "text"):
+        max_length = field.max_length or limit or settings.SYNC_MAX_TEXT_CHARS
+    elif wire == "json":
+        max_bytes = limit or settings.SYNC_MAX_JSON_BYTES
     return FieldCodec(
         name=field.name,
         attname=field.attname,
@@ -165,6 +193,8 @@ def codec_for(field: models.Field, *, read_only: bool) -> FieldCodec:
         choices=choices,
         ref_label=ref_model._meta.label_lower if ref_model is not None else None,
         ref_model=ref_model,
+        max_length=max_length,
+        max_bytes=max_bytes,
     )
 
 

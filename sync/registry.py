@@ -104,11 +104,14 @@ def register(
     resolver: Resolver | None = None,
     owner_field: str | None = "owner",
     conflict_resolution: str = ResolvedBy.OWNER,
+    limits: Mapping[str, int] | None = None,
 ) -> SyncedType:
     """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API.
 
     `conflict_resolution="staff"` keeps its conflicts for staff: the user who
-    raised one cannot settle it from the app.
+    raised one cannot settle it from the app. `limits` caps text fields
+    (characters) and JSON fields (bytes) the model leaves unbounded; by default
+    SYNC_MAX_TEXT_CHARS and SYNC_MAX_JSON_BYTES apply.
     """
     from .models import SyncedModel
 
@@ -143,7 +146,9 @@ def register(
         django_field = model._meta.get_field(name)
         if not isinstance(django_field, models.Field):
             raise TypeError(f"{label}.{name}: reverse relations cannot be synced")
-        codecs[name] = codec_for(django_field, read_only=name in read_only)
+        codecs[name] = codec_for(
+            django_field, read_only=name in read_only, limit=(limits or {}).get(name)
+        )
     entry = SyncedType(
         model=model,
         label=label,

@@ -6,6 +6,13 @@ from typing import Any
 import orjson
 from rest_framework.renderers import JSONRenderer
 
+OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+
+
+def rendered_size(data: Any) -> int:
+    """How many bytes `data` takes in a response body."""
+    return len(orjson.dumps(data, default=_default, option=OPTIONS))
+
 
 class ORJSONRenderer(JSONRenderer):
     """DRF's JSON renderer, encoded with orjson: a pull page of 1,000 objects is
@@ -16,9 +23,7 @@ class ORJSONRenderer(JSONRenderer):
     ) -> bytes:  # noqa: ANN001
         if data is None:
             return b""
-        return orjson.dumps(
-            data, default=_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
-        )
+        return orjson.dumps(data, default=_default, option=OPTIONS)
 
 
 def _default(value: Any) -> Any:

@@ -17,6 +17,7 @@ from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
 from .models import Change, Conflict, GrantEvent
 from .registry import SyncedType
+from .renderers import rendered_size
 from .scope import Scope, user_channels
 
 # `remaining` counts at most this many feed rows: it is a progress-bar estimate,
@@ -182,7 +183,16 @@ def pull_page(
         nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
     scope = Scope(None, frozenset(channels) if channels is not None else None)
-    changes = _materialise(rows, page, scope, initial_head=cur.i)
+    staged = _materialise(rows, page, scope, initial_head=cur.i)
+    changes, cut = _within_budget(staged, settings.SYNC_PULL_MAX_BYTES)
+    if cut is not None:  # the page filled up: continue after its last change
+        has_more = True
+        if cur.b:
+            channel, upto, _ = cur.b[0]
+            nxt = cur.evolve(b=((channel, upto, cut), *cur.b[1:]))
+        else:
+            nxt = cur.evolve(s=cut)
+            main = Change.objects.filter(in_scope, seq__gt=cut)
     remaining = 0
     if not has_more:
         nxt = nxt.evolve(i=None, r=None).stamped()
@@ -210,8 +220,9 @@ def _materialise(
     scope: Scope,
     *,
     initial_head: int | None,
-) -> list[dict[str, Any]]:
-    """Feed rows → the latest state of each object, once, in order of its last change.
+) -> list[tuple[int, dict[str, Any]]]:
+    """Feed rows → the latest state of each object, once, in order of its last
+    change, each with the feed position of that change.
 
     `page` is the feed queryset that selected `rows`; objects are fetched with it
     as a subquery rather than an IN list of up to 1,000 ids, which PostgreSQL
@@ -232,7 +243,7 @@ def _materialise(
         # values_list + zip: the same dicts as values(), noticeably cheaper per row.
         for values in stype.model._default_manager.filter(pk__in=in_page).values_list(*names):
             states[(label, values[0])] = dict(zip(names, values, strict=True))
-    out: list[dict[str, Any]] = []
+    out: list[tuple[int, dict[str, Any]]] = []
     for (label, object_id), (seq, version, op) in latest.items():
         stype = registry.get(label)
         if stype is None:
@@ -240,13 +251,16 @@ def _materialise(
         row = states.get((label, object_id))
         if row is not None and row["deleted_at"] is None and scope.sees(stype, row):
             out.append(
-                {
-                    "model": label,
-                    "id": str(object_id),
-                    "op": "upsert",
-                    "version": row["version"],
-                    "data": stype.encode_for_render(row),
-                }
+                (
+                    seq,
+                    {
+                        "model": label,
+                        "id": str(object_id),
+                        "op": "upsert",
+                        "version": row["version"],
+                        "data": stype.encode_for_render(row),
+                    },
+                )
             )
             continue
         # Not visible (deleted, or out of the caller's scope). During an initial
@@ -254,15 +268,37 @@ def _materialise(
         if initial_head is not None and op == Change.Op.DELETE and seq <= initial_head:
             continue
         out.append(
-            {
-                "model": label,
-                "id": str(object_id),
-                "op": "delete",
-                "version": row["version"] if row is not None else version,
-                "data": None,
-            }
+            (
+                seq,
+                {
+                    "model": label,
+                    "id": str(object_id),
+                    "op": "delete",
+                    "version": row["version"] if row is not None else version,
+                    "data": None,
+                },
+            )
         )
     return out
+
+
+def _within_budget(
+    staged: list[tuple[int, dict[str, Any]]], budget: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The changes that fit in `budget` bytes as rendered, and, if some did not,
+    the feed position to continue after. Changes are in order of their last
+    feed position, so everything up to that position has gone out or belongs to
+    an object whose newer change comes later. The first change always goes,
+    however large: a page is never empty."""
+    changes: list[dict[str, Any]] = []
+    total = 0
+    for i, (_, change) in enumerate(staged):
+        size = rendered_size(change)
+        if changes and total + size > budget:
+            return changes, staged[i - 1][0]
+        changes.append(change)
+        total += size
+    return changes, None
 
 
 def conflicts_for_user(*, user_id: int, status: str | None) -> Any:

@@ -74,6 +74,7 @@ def test_every_field_description_has_the_contract_shape(described):
                 "choices",
                 "model",
                 "max_length",
+                "max_bytes",
                 "format",
                 "default",
             }
@@ -114,7 +115,7 @@ def test_customer_fields(described):
     assert fields["team"]["nullable"] is True and fields["team"]["required"] is False
     assert fields["team"]["default"] is None
     assert fields["owner"]["type"] == "reference" and fields["owner"]["read_only"] is True
-    assert "default" not in fields["owner"] and "max_length" not in fields["address"]
+    assert "default" not in fields["owner"] and fields["address"]["max_length"] == 1000
     for system in ("created_at", "updated_at"):
         assert fields[system]["type"] == "datetime"
         assert fields[system]["read_only"] is True and fields[system]["required"] is False
@@ -154,6 +155,7 @@ def test_note_fields(described):
         "required": True,
         "read_only": False,
         "nullable": False,
+        "max_length": 5000,
     }
     assert fields["pinned"]["type"] == "boolean" and fields["pinned"]["required"] is False
     assert fields["pinned"]["default"] is False
