@@ -134,8 +134,7 @@ class FieldCodec:
         if self.max_length is not None and len(value) > self.max_length:
             # Checked before anything else touches a value that may be megabytes.
             raise ValidationError(
-                f"Ensure this value has at most {self.max_length} characters "
-                f"(it has {len(value)})."
+                f"Ensure this value has at most {self.max_length} characters (it has {len(value)})."
             )
         if isinstance(value, str) and "\x00" in value:
             # PostgreSQL cannot store NUL in text; refuse it here rather than fail the batch.
