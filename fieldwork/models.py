@@ -76,6 +76,10 @@ class WorkOrder(SyncedModel):
     scheduled_for = models.DateField(null=True, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)
     estimated_hours = models.FloatField(null=True, blank=True)
+    # The visit this one follows up; deleting that visit leaves this one standing.
+    follow_up_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="follow_ups"
+    )
 
     def __str__(self) -> str:
         return self.title
@@ -84,7 +88,9 @@ class WorkOrder(SyncedModel):
 class Note(SyncedModel):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True)
-    work_order = models.ForeignKey(WorkOrder, on_delete=models.PROTECT, related_name="notes")
+    # A note goes with its work order; a customer with work orders cannot be
+    # deleted (their on_delete is what the sync service follows).
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="notes")
     body = models.TextField(max_length=5000)
     pinned = models.BooleanField(default=False)
 

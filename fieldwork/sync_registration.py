@@ -46,6 +46,7 @@ sync.register(
         "scheduled_for",
         "due_at",
         "estimated_hours",
+        "follow_up_of",
         "team",
     ],
     scope=SCOPE,

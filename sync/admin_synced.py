@@ -45,7 +45,7 @@ from .models import Conflict, SyncedModel
 from .mutations import MutationResult
 from .registry import SyncedType
 from .scope import Scope
-from .selectors import values_errors
+from .selectors import deletion_preview, values_errors
 
 # Shown read-only on every synced object's form.
 SYNC_FIELDS = ("id", "version", "created_at", "updated_at", "deleted_at", "last_device")
@@ -600,19 +600,22 @@ class SyncedModelAdmin(SimpleHistoryAdmin):
     def get_deleted_objects(
         self, objs: Sequence[Any], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
-        # A soft delete removes nothing else: related rows keep pointing at the
-        # object, so there is no cascade to list and nothing protected.
-        opts = self.opts
-        items = [
-            format_html(
-                '{}: <a href="{}">{}</a>',
-                capfirst(opts.verbose_name),
-                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)]),
-                obj,
-            )
-            for obj in objs
+        # What the write service will do: the soft delete follows each
+        # reference's on_delete (cascade, clear, or protect), by the same rules.
+        preview = deletion_preview(
+            scope=Scope.everything(request.user), stype=synced_type(self.model), objects=objs
+        )
+        deleted = [_object_link(stype, obj) for stype, obj in preview.deleted]
+        deleted += [
+            format_html("{} (its {} will be cleared)", _object_link(stype, obj), attname)
+            for stype, obj, attname in preview.cleared
         ]
-        return items, {str(opts.verbose_name_plural): len(items)}, set(), []
+        counts: dict[str, int] = {}
+        for stype, _ in preview.deleted:
+            name = str(stype.model._meta.verbose_name_plural)
+            counts[name] = counts.get(name, 0) + 1
+        protected = [_object_link(stype, obj) for stype, obj in preview.blocking]
+        return deleted, counts, set(), protected
 
     def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
         return super().log_deletions(request, [o for o in queryset if not o.is_deleted])
@@ -707,4 +710,14 @@ def _deleted(result: MutationResult) -> bool:
 def _errors_text(errors: dict[str, list[str]] | None) -> SafeString:
     return format_html_join(
         "; ", "{}: {}", ((name, " ".join(msgs)) for name, msgs in (errors or {}).items())
+    )
+
+
+def _object_link(stype: SyncedType, obj: Any) -> SafeString:
+    opts = stype.model._meta
+    return format_html(
+        '{}: <a href="{}">{}</a>',
+        capfirst(opts.verbose_name),
+        reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)]),
+        obj,
     )

@@ -19,6 +19,7 @@ import copy
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -39,6 +40,23 @@ Key = tuple[str, uuid.UUID]
 
 # History types of django-simple-history.
 CREATED, CHANGED, DELETED = "+", "~", "-"
+
+# Messages other writers tell apart (the data API answers 404 / 409 for them).
+GONE = "This object has been deleted."
+BLOCKED = "Cannot be deleted while these refer to it: "
+
+
+def not_in_scope(label: str) -> str:
+    return f"No {label} with this id in your scope."
+
+
+@dataclass
+class DeletePlan:
+    """What one delete does to the objects that reference it."""
+
+    doomed: dict[Key, tuple[SyncedType, SyncedModel]]  # the object and its cascade
+    cleared: list[tuple[SyncedType, SyncedModel, str, Any]] = field(default_factory=list)
+    blocking: list[tuple[SyncedType, SyncedModel]] = field(default_factory=list)
 
 
 class Batch:
@@ -96,6 +114,7 @@ class Batch:
         )
         self.load_references((m.type, m.data) for m in valid)
         self._load_open_conflicts([m.key for m in valid])
+        self.load_dependants([(m.type, m.id) for m in valid if m.op == Op.DELETE])
         return replays
 
     def lock(self, stype: SyncedType, ids: Iterable[uuid.UUID]) -> None:
@@ -106,10 +125,41 @@ class Batch:
             .filter(pk__in=sorted(ids))
             .order_by("pk")
         ):
-            key = (stype.label, obj.pk)
-            self.objects[key] = obj
-            self.in_db.add(key)
-            self.bases[(stype.label, obj.pk, obj.version)] = obj
+            self._keep(stype, obj)
+
+    def _keep(self, stype: SyncedType, obj: SyncedModel) -> None:
+        key = (stype.label, obj.pk)
+        self.objects[key] = obj
+        self.in_db.add(key)
+        self.bases[(stype.label, obj.pk, obj.version)] = obj
+
+    def load_dependants(self, roots: Sequence[tuple[SyncedType, uuid.UUID]]) -> None:
+        """Lock the live objects that reference what may be deleted, and, for
+        CASCADE, what references those: a delete follows each reference's
+        on_delete. One query per reference and level, however many objects.
+
+        They are locked after the objects the batch names, against the global
+        (label, pk) order: a concurrent batch may then deadlock with this one,
+        and PostgreSQL's victim is replayed one mutation at a time."""
+        frontier: dict[str, tuple[SyncedType, set[Any]]] = {}
+        for stype, object_id in roots:
+            frontier.setdefault(stype.label, (stype, set()))[1].add(object_id)
+        while frontier:
+            found: dict[str, tuple[SyncedType, set[Any]]] = {}
+            for label, (_, ids) in sorted(frontier.items()):
+                for ref in registry.referrers(label):
+                    rows = (
+                        ref.type.model._default_manager.select_for_update()
+                        .filter(**{f"{ref.attname}__in": ids}, deleted_at__isnull=True)
+                        .order_by("pk")
+                    )
+                    for obj in rows:
+                        if (ref.type.label, obj.pk) in self.objects:
+                            continue
+                        self._keep(ref.type, obj)
+                        if ref.on_delete is models.CASCADE:
+                            found.setdefault(ref.type.label, (ref.type, set()))[1].add(obj.pk)
+            frontier = found
 
     def _load_bases(self, wanted: Iterable[tuple[SyncedType, uuid.UUID, int]]) -> None:
         """History rows at the base versions of stale writes: the merge's common ancestor."""
@@ -200,7 +250,7 @@ class Batch:
                 continue
             if codec.type == "reference" and value is not None:
                 if not self._reference_in_scope(codec.ref_label or "", value):
-                    errors[name] = [f"No {codec.ref_label} with this id in your scope."]
+                    errors[name] = [not_in_scope(codec.ref_label or "")]
                     continue
             values[name] = value
         if full:
@@ -275,6 +325,60 @@ class Batch:
         after = copy.copy(current)
         after.deleted_at = self.now
         return after
+
+    def plan_delete(self, stype: SyncedType, current: SyncedModel) -> DeletePlan:
+        """What deleting an object does, following the on_delete of every
+        reference to it: CASCADE deletes the dependants too, SET_NULL /
+        SET_DEFAULT clear the reference, PROTECT / RESTRICT refuse. The
+        dependants must have been loaded (`load_dependants`)."""
+        plan = DeletePlan(doomed={(stype.label, current.pk): (stype, current)})
+        blocking: list[tuple[SyncedType, SyncedModel]] = []
+        queue = [(stype, current)]
+        while queue:
+            target_type, target = queue.pop()
+            for ref in registry.referrers(target_type.label):
+                for obj in self._referring(ref, target.pk):
+                    key = (ref.type.label, obj.pk)
+                    if key in plan.doomed:
+                        continue
+                    if ref.on_delete is models.CASCADE:
+                        plan.doomed[key] = (ref.type, obj)
+                        queue.append((ref.type, obj))
+                    elif ref.on_delete in (models.PROTECT, models.RESTRICT):
+                        blocking.append((ref.type, obj))
+                    elif ref.on_delete is models.SET_NULL:
+                        plan.cleared.append((ref.type, obj, ref.attname, None))
+                    elif ref.on_delete is models.SET_DEFAULT:
+                        plan.cleared.append((ref.type, obj, ref.attname, ref.field.get_default()))
+                    # DO_NOTHING: the model asked for nothing.
+        # RESTRICT (and PROTECT) give way when the referrer goes in the same cascade.
+        plan.blocking = [(t, o) for t, o in blocking if (t.label, o.pk) not in plan.doomed]
+        plan.cleared = [c for c in plan.cleared if (c[0].label, c[1].pk) not in plan.doomed]
+        return plan
+
+    def delete(self, stype: SyncedType, current: SyncedModel) -> dict[str, list[str]] | None:
+        """Soft-delete an object as `plan_delete` says; per-field errors if refused."""
+        plan = self.plan_delete(stype, current)
+        if plan.blocking:
+            return {"id": [_blocked_message(self.scope, plan.blocking)]}
+        for ref_type, obj, attname, value in plan.cleared:
+            after = copy.copy(obj)
+            setattr(after, attname, value)
+            self.write(ref_type, obj, after, CHANGED)
+        for doomed_type, before in plan.doomed.values():
+            if not before.is_deleted:
+                self.write(doomed_type, before, self.deleted(before), DELETED)
+        return None
+
+    def _referring(self, ref: registry.Referrer, target_pk: Any) -> list[SyncedModel]:
+        """Live objects of the batch whose reference `ref` points at `target_pk`,
+        as they are now in the batch (created, changed or loaded)."""
+        label = ref.type.label
+        return [
+            obj
+            for (obj_label, _), obj in self.objects.items()
+            if obj_label == label and not obj.is_deleted and getattr(obj, ref.attname) == target_pk
+        ]
 
     def raise_conflict(self, conflict: Conflict) -> Conflict:
         conflict.created_at = self.now
@@ -392,7 +496,7 @@ def apply(batch: Batch, m: Mutation) -> MutationResult:
     if m.op == Op.CREATE:
         return _create(batch, m, current)
     if current is None or not batch.scope.sees(stype, current.__dict__):
-        return m.rejected({"id": [f"No {stype.label} with this id in your scope."]})
+        return m.rejected({"id": [not_in_scope(stype.label)]})
     if m.at_current:
         m.base_version = current.version
     if m.base_version is None:
@@ -437,7 +541,7 @@ def _update(batch: Batch, m: Mutation, current: SyncedModel, stale: bool) -> Mut
         return m.rejected(errors)
     if not stale:
         if current.is_deleted:
-            return m.rejected({"id": ["This object has been deleted."]})
+            return m.rejected({"id": [GONE]})
         return _write_values(batch, m, current, values, Status.APPLIED)
     client = {name: stype.codecs[name].encode(v) for name, v in values.items()}
     base = batch.base(stype, m.id, m.base_version or 0)
@@ -541,8 +645,12 @@ def _write_values(
 
 
 def _write_delete(batch: Batch, m: Mutation, current: SyncedModel, status: str) -> MutationResult:
-    after = batch.write(m.type, current, batch.deleted(current), DELETED)
+    blocked = batch.delete(m.type, current)
+    if blocked:
+        return m.rejected(blocked)
     batch.supersede_settled(m.key, None, f"mutation {m.mutation_id}")
+    after = batch.current(m.key)
+    assert after is not None  # noqa: S101 - it was just written
     return _result(m, m.type, after, status)
 
 
@@ -571,3 +679,16 @@ def run(batch: Batch, items: Sequence[Parsed]) -> list[MutationResult]:
         results.append(result)
     batch.flush()
     return results
+
+
+def _blocked_message(scope: Scope, blocking: list[tuple[SyncedType, SyncedModel]]) -> str:
+    """Which objects stop a delete; only those the writer may see are named."""
+    by_label: dict[str, tuple[SyncedType, list[SyncedModel]]] = {}
+    for stype, obj in blocking:
+        by_label.setdefault(stype.label, (stype, []))[1].append(obj)
+    parts = []
+    for label, (stype, objs) in sorted(by_label.items()):
+        seen = sorted(str(o.pk) for o in objs if scope.sees(stype, o.__dict__))
+        named = f" ({', '.join(seen[:10])}{', …' if len(seen) > 10 else ''})" if seen else ""
+        parts.append(f"{len(objs)} {label}{named}")
+    return BLOCKED + "; ".join(parts) + "."

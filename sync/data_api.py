@@ -45,6 +45,7 @@ from accounts.throttling import TokenRateThrottle
 from devices.selectors import user_id_of
 
 from . import registry
+from .batch import BLOCKED, GONE, not_in_scope
 from .choices import OnStale, Op, Status
 from .codecs import FieldCodec
 from .errors import SyncError
@@ -352,11 +353,13 @@ class DataViewSet(viewsets.GenericViewSet):
             headers["ETag"] = _etag(result.version)
         if result.status == Status.REJECTED:
             errors = result.errors or {}
-            about_id = " ".join(errors.get("id", []))
-            if "scope" in about_id or "deleted" in about_id:
+            about_id = errors.get("id", [])
+            if about_id in ([not_in_scope(self.stype.label)], [GONE]):
                 raise SyncError(
                     "not_found", f"No {self.stype.label} with this id.", status_code=404
                 )
+            if about_id and about_id[0].startswith(BLOCKED):
+                raise SyncError("protected", about_id[0], status_code=409, errors=errors)
             raise SyncError("invalid", "The change was refused; see errors.", errors=errors)
         current = {
             "model": self.stype.label,

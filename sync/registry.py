@@ -15,7 +15,7 @@ from plain rows, without building model instances.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,36 @@ class SyncedType:
 _registry: dict[str, SyncedType] = {}
 
 
+@dataclass(frozen=True)
+class Referrer:
+    """A foreign key of a synced model pointing at another synced model."""
+
+    type: SyncedType
+    attname: str
+    on_delete: Callable[..., Any]  # django.db.models.CASCADE, PROTECT, SET_NULL, ...
+    field: models.ForeignKey
+
+
+_referrers: dict[str, list[Referrer]] = {}
+
+
+def referrers(label: str) -> list[Referrer]:
+    """Every foreign key of a synced model that points at model `label`."""
+    if not _referrers and _registry:
+        for source in _registry.values():
+            for field in source.model._meta.concrete_fields:
+                if not isinstance(field, models.ForeignKey):
+                    continue
+                target = field.related_model._meta.label_lower
+                if target in _registry:
+                    on_delete = field.remote_field.on_delete
+                    assert on_delete is not None  # noqa: S101 - every ForeignKey has one
+                    _referrers.setdefault(target, []).append(
+                        Referrer(source, field.attname, on_delete, field)
+                    )
+    return _referrers.get(label, [])
+
+
 def register(
     model: type[models.Model],
     *,
@@ -160,6 +190,7 @@ def register(
         conflict_resolution=ResolvedBy(conflict_resolution),
     )
     _registry[label] = entry
+    _referrers.clear()  # recomputed with the new model on next use
     return entry
 
 

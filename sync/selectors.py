@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from . import feed, registry
@@ -322,3 +323,34 @@ def values_errors(
     batch = Batch(scope=scope)
     batch.load_references([(stype, data)])
     return batch.decode(stype, data, full=full)[1]
+
+
+@dataclass
+class DeletionPreview:
+    deleted: list[tuple[SyncedType, Any]]  # the objects named, then what cascades
+    cleared: list[tuple[SyncedType, Any, str]]  # objects whose reference is cleared
+    blocking: list[tuple[SyncedType, Any]]  # objects that stop the delete
+
+
+def deletion_preview(*, scope: Scope, stype: SyncedType, objects: Sequence[Any]) -> DeletionPreview:
+    """What deleting `objects` would do, by the same rules as the delete itself
+    (`Batch.plan_delete`): for a confirmation page. Locks the rows it reads
+    until the caller's transaction ends."""
+    preview = DeletionPreview([], [], [])
+    with transaction.atomic():
+        batch = Batch(scope=scope)
+        batch.lock(stype, [o.pk for o in objects])
+        batch.load_dependants([(stype, o.pk) for o in objects])
+        seen: set[tuple[str, Any]] = set()
+        for obj in objects:
+            current = batch.current((stype.label, obj.pk))
+            if current is None or current.is_deleted:
+                continue
+            plan = batch.plan_delete(stype, current)
+            for key, (doomed_type, doomed) in plan.doomed.items():
+                if key not in seen:
+                    seen.add(key)
+                    preview.deleted.append((doomed_type, doomed))
+            preview.cleared += [(t, o, a) for t, o, a, _ in plan.cleared]
+            preview.blocking += plan.blocking
+    return preview

@@ -264,17 +264,25 @@ def conflict_resolve(
         if errors:
             raise SyncError("invalid", "Some values are not valid; see errors.", errors=errors)
         after = _resolution_state(batch, stype, conflict, current, choice, decoded)
-        if not after.is_deleted:
-            misplaced = scope.placement_errors(stype, current.__dict__, after.__dict__)
-            if misplaced:
-                raise SyncError(
-                    "invalid",
-                    "The resolution would move the object out of scope.",
-                    errors=misplaced,
-                )
-        # Always a new version, even when the values stay: the resolution is an
-        # event every device and the history must see.
-        batch.write(stype, current, after, DELETED if after.is_deleted else CHANGED)
+        if after.is_deleted and not current.is_deleted:
+            # Deleting, like a push: dependants follow their references' on_delete.
+            batch.load_dependants([(stype, current.pk)])
+            blocked = batch.delete(stype, current)
+            if blocked:
+                raise SyncError("protected", blocked["id"][0], status_code=409, errors=blocked)
+            after = batch.objects[(stype.label, current.pk)]
+        else:
+            if not after.is_deleted:
+                misplaced = scope.placement_errors(stype, current.__dict__, after.__dict__)
+                if misplaced:
+                    raise SyncError(
+                        "invalid",
+                        "The resolution would move the object out of scope.",
+                        errors=misplaced,
+                    )
+            # Always a new version, even when the values stay: the resolution is
+            # an event every device and the history must see.
+            batch.write(stype, current, after, DELETED if after.is_deleted else CHANGED)
         batch.resolved = conflict
         batch.flush()
         conflict.status = ConflictStatus.RESOLVED

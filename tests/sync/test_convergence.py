@@ -106,13 +106,14 @@ WIRE_FIELDS = {
         "scheduled_for",
         "due_at",
         "estimated_hours",
+        "follow_up_of",
         "team",
         *SYSTEM_FIELDS,
     ],
     NOTE: ["work_order", "body", "pinned", "team", *SYSTEM_FIELDS],
 }
 # Foreign keys travel as the referenced id.
-REFERENCES = {"owner", "team", "customer", "work_order"}
+REFERENCES = {"owner", "team", "customer", "work_order", "follow_up_of"}
 
 
 def wire_value(value: Any) -> Any:
@@ -190,6 +191,9 @@ def test_every_device_converges(make_actor, seed):
             model = rng.choice([CUSTOMER, ORDER, NOTE])
             if model == ORDER and customers:
                 data = {"customer": rng.choice(customers), "title": "visit", "team": team_id}
+                if orders and rng.random() < 0.4:
+                    # Deleting the earlier visit clears this reference (SET_NULL).
+                    data["follow_up_of"] = rng.choice(orders)
             elif model == NOTE and orders:
                 data = {"work_order": rng.choice(orders), "body": "note", "team": team_id}
             else:
