@@ -32,3 +32,15 @@ def wire_datetime(value: dt.datetime) -> str:
     """A datetime as the protocol writes it: UTC with a `Z` suffix, microseconds when
     non-zero (docs/protocol.md, "Wire types and encoding")."""
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def push_as_one_batch(actor: Any, *mutations: dict[str, Any]) -> list[dict[str, Any]]:
+    """Push after a full pull, and check that the push was written as one batch:
+    its response cursor then skips the push's own changes. A push that fell back
+    to one transaction per mutation (after a database error in the bulk write)
+    hands back the cursor it started from, so its writes would come back on the
+    next pull. Only meaningful for a push that writes something."""
+    _, cursor = actor.pull_all()
+    body = actor.push(*mutations, cursor=cursor)
+    assert actor.pull(cursor=body["cursor"])["changes"] == [], "not written as one batch"
+    return body["results"]

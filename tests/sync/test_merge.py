@@ -6,6 +6,9 @@ and the decision written out by hand.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import pytest
 
 from sync import merge
@@ -70,6 +73,7 @@ def test_clash_of_delete_with_update():
     clash = merge.clash_of_delete_with_update(BASE, {**BASE, "phone": "9"})
     assert clash.kind == ConflictKind.DELETE_UPDATE
     assert clash.client is None and clash.changed == () and clash.overlap == ()
+    assert clash.disjoint == {}
 
 
 # --- the policies ---------------------------------------------------------------------
@@ -81,16 +85,18 @@ UPDATE_DELETE = merge.clash_of_update_with_delete(BASE, {"phone": "2", "email": 
 DELETE_UPDATE = merge.clash_of_delete_with_update(BASE, {**BASE, "phone": "9"})
 
 
+# Expected decisions spell out every field, rather than borrow the defaults of
+# the module under test.
 def write(values: dict) -> Decision:
-    return Decision(Action.WRITE, values)
+    return Decision(Action.WRITE, values, (), frozenset())
 
 
 def person(*fields: str) -> Decision:
-    return Decision(Action.PERSON, fields=fields)
+    return Decision(Action.PERSON, {}, fields, frozenset())
 
 
-KEEP = Decision(Action.KEEP)
-DELETE = Decision(Action.DELETE)
+KEEP = Decision(Action.KEEP, {}, (), frozenset())
+DELETE = Decision(Action.DELETE, {}, (), frozenset())
 
 TABLE = [
     # merge: disjoint fields merge, overlaps and deletes go to a person
@@ -158,8 +164,14 @@ def test_custom_resolver_sees_base_server_client_and_the_overlap():
     assert decision == Decision(
         Action.WRITE,
         {"email": "b@x.test", "phone": "resolved"},
-        from_resolver=frozenset({"phone"}),
+        (),
+        frozenset({"phone"}),
     )
+
+
+def test_custom_resolver_answering_no_values_keeps_the_servers_overlap():
+    decision = merge.decide(Policy.CUSTOM, OVERLAP, lambda *a: Resolution())
+    assert decision == Decision(Action.WRITE, {"email": "b@x.test"}, (), frozenset())
 
 
 @pytest.mark.parametrize(
@@ -175,11 +187,15 @@ def test_custom_resolver_that_declines_or_answers_nonsense_leaves_it_to_a_person
     assert merge.decide(Policy.CUSTOM, OVERLAP, lambda *a: answer) == person("phone")
 
 
-def test_custom_resolver_that_raises_leaves_it_to_a_person():
+def test_custom_resolver_that_raises_leaves_it_to_a_person_and_is_logged(caplog):
     def broken(*args):
         raise RuntimeError("bug")
 
-    assert merge.decide(Policy.CUSTOM, OVERLAP, broken) == person("phone")
+    with caplog.at_level(logging.ERROR, logger="sync.merge"):
+        assert merge.decide(Policy.CUSTOM, OVERLAP, broken) == person("phone")
+    [record] = caplog.records
+    assert record.getMessage() == "Custom resolver failed; queueing a conflict"
+    assert record.exc_info[0] is RuntimeError
 
 
 @pytest.mark.parametrize("clash", [UPDATE_DELETE, DELETE_UPDATE])
@@ -198,3 +214,17 @@ def test_custom_without_a_resolver_is_a_programming_error():
 def test_fields_for_a_person_are_sorted():
     clash = updates({"phone": "9", "name": "S"}, {"phone": "2", "name": "C"})
     assert merge.decide(Policy.MERGE, clash).fields == ("name", "phone")
+
+
+@pytest.mark.parametrize(
+    ("obj", "attr"),
+    [
+        (merge.KEEP, "action"),  # KEEP and DELETE are shared by every decision
+        (merge.write({}), "values"),
+        (DISJOINT, "overlap"),
+        (Resolution(), "values"),
+    ],
+)
+def test_decisions_clashes_and_resolutions_are_immutable(obj, attr):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, attr, getattr(obj, attr))

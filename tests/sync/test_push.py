@@ -7,7 +7,7 @@ import pytest
 from fieldwork.models import Customer, WorkOrder
 from sync import registry
 from sync.models import Change, Conflict, MutationRecord
-from tests.factories import customer, delete, mutation, update, work_order
+from tests.factories import TeamFactory, customer, delete, mutation, team_of, update, work_order
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -284,6 +284,28 @@ def test_other_users_object_is_rejected_like_an_unknown_one(alice, bob):
         assert result["errors"] == {"id": ["No fieldwork.customer with this id in your scope."]}
     obj = Customer.objects.get(pk=m["id"])
     assert obj.name == "Alice's" and obj.deleted_at is None and obj.version == 1
+
+
+def test_create_in_a_team_the_author_is_not_in_is_rejected(alice):
+    team = TeamFactory()
+    m = customer("Acme", team=str(team.pk))
+    result = alice.push_one(m)
+    assert result["status"] == "rejected"
+    assert result["errors"] == {"team": ["You may only place objects in scopes you belong to."]}
+    assert not Customer.objects.filter(pk=m["id"]).exists()
+
+
+def test_teammate_may_not_move_an_object_out_of_their_shared_team(make_actor):
+    owner, mate = make_actor(), make_actor()
+    team = team_of(owner.user, mate.user)
+    m = customer("Shared", team=str(team.pk))
+    owner.push_one(m)
+    result = mate.push_one(update(CUSTOMER, m["id"], 1, team=None))
+    assert result["status"] == "rejected"
+    outside = ["The object would be outside your scope."]
+    assert result["errors"] == {"owner": outside, "team": outside}
+    obj = Customer.objects.get(pk=m["id"])
+    assert (obj.version, obj.team_id) == (1, team.pk)
 
 
 def test_reference_to_other_users_object_is_rejected(alice, bob):

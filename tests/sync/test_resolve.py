@@ -19,7 +19,7 @@ from sync.errors import SyncError
 from sync.models import Change, Conflict
 from sync.services import conflict_dismiss, conflict_resolve
 from tests.factories import customer, delete, mutation, team_of, update, work_order
-from tests.helpers import assert_error
+from tests.helpers import assert_error, push_as_one_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -293,6 +293,10 @@ def test_keep_server_keeps_a_deleted_object_deleted(alice):
     _, cursor = alice.pull_all()
     assert all(change["id"] != c["id"] for change in alice.pull_all()[0])
     assert cursor
+    # Still a new version that every device hears of: as a delete.
+    assert set(
+        Change.objects.filter(object_id=c["id"], version=3).values_list("channel", "op")
+    ) == {(f"user:{alice.user.pk}", Change.Op.DELETE)}
 
 
 def delete_of_changed(actor) -> tuple[dict, dict]:
@@ -394,8 +398,11 @@ def test_a_later_write_of_the_same_user_on_the_same_fields_supersedes(alice):
 
 def test_a_later_write_agreeing_with_the_server_supersedes_too(alice):
     c, result = update_conflict(alice)
-    alice.push_one(update(CUSTOMER, c["id"], 2, phone="2"))  # changes nothing
-    assert Conflict.objects.get(pk=result["conflict_id"]).status == "superseded"
+    later = update(CUSTOMER, c["id"], 2, phone="2")  # changes nothing
+    alice.push_one(later)
+    conflict = Conflict.objects.get(pk=result["conflict_id"])
+    assert conflict.status == "superseded"
+    assert conflict.resolution == {"superseded_by": f"mutation {later['mutation_id']}"}
 
 
 def test_a_later_write_on_other_fields_leaves_the_conflict_open(alice):
@@ -417,27 +424,50 @@ def test_another_users_write_leaves_the_conflict_open(make_actor):
 
 def test_a_later_delete_of_the_same_user_supersedes(alice):
     c, result = update_conflict(alice)
-    alice.push_one(delete(CUSTOMER, c["id"], 2))
-    assert Conflict.objects.get(pk=result["conflict_id"]).status == "superseded"
+    later = delete(CUSTOMER, c["id"], 2)
+    alice.push_one(later)
+    conflict = Conflict.objects.get(pk=result["conflict_id"])
+    assert conflict.status == "superseded"
+    assert conflict.resolution == {"superseded_by": f"mutation {later['mutation_id']}"}
 
 
 def test_a_newer_conflict_over_the_same_fields_supersedes_the_older(alice):
     c, first = update_conflict(alice)
     second = alice.push_one(update(CUSTOMER, c["id"], 1, phone="5"))
     assert second["status"] == "conflict"
-    assert Conflict.objects.get(pk=first["conflict_id"]).status == "superseded"
+    older = Conflict.objects.get(pk=first["conflict_id"])
+    assert older.status == "superseded"
+    assert older.resolution == {"superseded_by": f"conflict {second['conflict_id']}"}
     assert Conflict.objects.get(pk=second["conflict_id"]).status == "open"
+
+
+def test_a_newer_conflict_over_fewer_fields_or_another_op_leaves_the_older_open(alice):
+    c = customer("Acme", phone="1", email="a@acme.test")
+    alice.push_one(c)
+    alice.push_one(update(CUSTOMER, c["id"], 1, phone="2", email="b@acme.test"))  # server at 2
+    both = alice.push_one(update(CUSTOMER, c["id"], 1, phone="3", email="c@acme.test"))
+    gone = alice.push_one(delete(CUSTOMER, c["id"], 1))
+    phone = alice.push_one(update(CUSTOMER, c["id"], 1, phone="4"))
+    assert [r["status"] for r in (both, gone, phone)] == ["conflict"] * 3
+    statuses = {str(pk): status for pk, status in Conflict.objects.values_list("pk", "status")}
+    assert statuses == {
+        both["conflict_id"]: "open",  # over phone and email; the newest is over phone only
+        gone["conflict_id"]: "open",  # a delete, not superseded by an update's conflict
+        phone["conflict_id"]: "open",
+    }
 
 
 def test_supersede_within_one_batch(alice):
     c = customer("Acme", phone="1")
     alice.push_one(c)
     alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))
-    clash, fix = alice.push(
-        update(CUSTOMER, c["id"], 1, phone="3"), update(CUSTOMER, c["id"], 2, phone="4")
-    )["results"]
+    later = update(CUSTOMER, c["id"], 2, phone="4")
+    clash, fix = push_as_one_batch(alice, update(CUSTOMER, c["id"], 1, phone="3"), later)
     assert (clash["status"], fix["status"]) == ("conflict", "applied")
-    assert Conflict.objects.get(pk=clash["conflict_id"]).status == "superseded"
+    conflict = Conflict.objects.get(pk=clash["conflict_id"])
+    assert conflict.status == "superseded"
+    assert conflict.resolution == {"superseded_by": f"mutation {later['mutation_id']}"}
+    assert conflict.resolved_at == conflict.created_at  # one batch, one clock
 
 
 # --- the conflicts list ---------------------------------------------------------------

@@ -9,15 +9,26 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from devices.models import Device
 from fieldwork.models import Customer, Note, WorkOrder
 from fieldwork.services import team_member_add
 from sync import registry
-from sync.models import Conflict, MutationRecord
+from sync.choices import OnStale
+from sync.models import Change, Conflict, MutationRecord
 from sync.registry import Resolution
-from tests.factories import TeamFactory, customer, delete, mutation, update, work_order
-from tests.helpers import wire_datetime
+from sync.services import mutations_apply, object_write
+from tests.factories import (
+    TeamFactory,
+    customer,
+    delete,
+    mutation,
+    team_of,
+    update,
+    work_order,
+)
+from tests.helpers import push_as_one_batch, wire_datetime
 
 pytestmark = pytest.mark.django_db
 
@@ -354,3 +365,267 @@ def test_history_names_the_pushing_user_and_device(alice, bob, make_actor):
         (3, "~", bob.user.pk, f"push from device {bob.device_id}"),
         (4, "-", alice.user.pk, f"push from device {tablet.device_id}"),
     ]
+
+
+def test_history_change_reason_is_cut_to_100_characters(alice):
+    c = customer("Acme")
+    mutations_apply(user=alice.user, mutations=[c], reason="r" * 150)
+    row = Customer.history.get(id=c["id"])
+    assert row.history_change_reason == "r" * 100
+
+
+def test_each_version_remembers_the_device_that_wrote_it(alice, make_actor):
+    tablet = make_actor(user=alice.user)
+    c = customer("Acme")
+    alice.push_one(c)
+    tablet.push_one(update(CUSTOMER, c["id"], 1, phone="1"))
+    assert Customer.objects.get(pk=c["id"]).last_device_id == tablet.device_id
+    rows = Customer.history.filter(id=c["id"]).order_by("history_id")
+    assert list(rows.values_list("version", "last_device_id")) == [
+        (1, alice.device_id),
+        (2, tablet.device_id),
+    ]
+
+
+# --- the documented rejection messages, word for word (docs/protocol.md) -----------
+
+
+def test_documented_rejection_messages(alice):
+    c = customer("Acme")
+    alice.push_one(c)
+    cases = [
+        (
+            update(CUSTOMER, c["id"], 5, phone="1"),
+            {"base_version": ["Ahead of the server, which is at version 1."]},
+        ),
+        (
+            mutation(CUSTOMER, "update", c["id"], {"phone": "1"}, None),
+            {"base_version": ["Required for update and delete."]},
+        ),
+        (
+            mutation(CUSTOMER, "create", c["id"], {"name": "Dup"}),
+            {"id": ["An object with this id already exists."]},
+        ),
+        (
+            update(CUSTOMER, str(uuid.uuid4()), 1, phone="1"),
+            {"id": ["No fieldwork.customer with this id in your scope."]},
+        ),
+        (
+            mutation(CUSTOMER, "create", None, {"name": "New"}, 1),
+            {"base_version": ["Must be null for a create."]},
+        ),
+        (mutation(CUSTOMER, data={"email": "a@acme.test"}), {"name": ["This field is required."]}),
+    ]
+    for m, errors in cases:
+        result = alice.push_one(m)
+        assert (result["status"], result["errors"]) == ("rejected", errors), m
+    assert Customer.objects.get(pk=c["id"]).version == 1
+
+
+def test_a_create_tolerates_base_version_0(alice):
+    m = mutation(CUSTOMER, "create", None, {"name": "Zero"}, 0)
+    result = alice.push_one(m)
+    assert (result["status"], result["version"]) == ("applied", 1)
+
+
+def test_every_invalid_field_is_reported_with_its_message(alice):
+    # The fields are checked in the order sent; one bad field must not hide the next.
+    m = mutation(
+        ORDER,
+        data={
+            "colour": "red",
+            "owner": alice.user.pk,
+            "customer": str(uuid.uuid4()),
+            "status": "bogus",
+            "title": "Fix",
+        },
+    )
+    result = alice.push_one(m)
+    assert result["status"] == "rejected"
+    assert result["errors"] == {
+        "colour": ["Unknown field."],
+        "owner": ["This field is read-only."],
+        "customer": ["No fieldwork.customer with this id in your scope."],
+        "status": ["Value 'bogus' is not a valid choice."],
+    }
+
+
+def test_an_update_at_the_version_of_a_delete_is_rejected(alice):
+    c = customer("Acme")
+    alice.push_one(c)
+    alice.push_one(delete(CUSTOMER, c["id"], 1))
+    result = alice.push_one(update(CUSTOMER, c["id"], 2, phone="1"))
+    assert (result["status"], result["errors"]) == (
+        "rejected",
+        {"id": ["This object has been deleted."]},
+    )
+    obj = Customer.objects.get(pk=c["id"])
+    assert (obj.version, obj.phone) == (2, "")
+
+
+# --- references ------------------------------------------------------------------------
+
+
+def test_references_to_objects_of_earlier_pushes(alice):
+    team = team_of(alice.user)
+    kept, gone = customer("Kept"), customer("Gone")
+    alice.push(kept, gone)
+    # A delete (no data) and a reference to a team come first in the batch: the
+    # references of what follows are still checked against the database.
+    results = alice.push(
+        delete(CUSTOMER, gone["id"], 1),
+        customer("In team", team=str(team.pk)),
+        work_order(kept["id"]),
+    )["results"]
+    assert [r["status"] for r in results] == ["applied"] * 3
+    late = alice.push_one(work_order(gone["id"]))
+    assert (late["status"], late["errors"]) == (
+        "rejected",
+        {"customer": ["No fieldwork.customer with this id in your scope."]},
+    )
+
+
+def test_an_update_of_one_reference_checks_it(alice):
+    team = team_of(alice.user)
+    c = customer("Acme")
+    o = work_order(c["id"])
+    alice.push(c, o)
+    result = alice.push_one(update(ORDER, o["id"], 1, team=str(team.pk)))
+    assert result["status"] == "applied"
+    assert WorkOrder.objects.get(pk=o["id"]).team_id == team.pk
+    unknown = alice.push_one(update(ORDER, o["id"], 2, team=str(uuid.uuid4())))
+    assert (unknown["status"], unknown["errors"]) == (
+        "rejected",
+        {"team": ["No fieldwork.team with this id in your scope."]},
+    )
+
+
+def test_a_malformed_reference_is_reported_alone(alice):
+    team = team_of(alice.user)
+    result = alice.push_one(work_order("not-a-uuid", team=str(team.pk)))
+    assert result["status"] == "rejected"
+    assert list(result["errors"]) == ["customer"]
+
+
+# --- staff -----------------------------------------------------------------------------
+
+
+def test_staff_may_set_the_owner_but_no_other_read_only_field(alice):
+    staff = get_user_model().objects.create_superuser("boss", password="boss-pass-1234")
+    c = customer("For alice", owner=alice.user.pk)
+    result = object_write(user=staff, mutation=c, reason="created for alice")
+    assert result.status == "applied"
+    assert Customer.objects.get(pk=c["id"]).owner_id == alice.user.pk
+    stamped = customer("Backdated", created_at="2001-01-01T00:00:00Z")
+    result = object_write(user=staff, mutation=stamped, reason="backdated")
+    assert (result.status, result.errors) == (
+        "rejected",
+        {"created_at": ["This field is read-only."]},
+    )
+
+
+# --- writers that refuse stale writes ----------------------------------------------
+
+
+def test_refuse_answers_a_stale_write_with_the_current_state_and_records_nothing(alice):
+    c = customer("Acme", phone="1")
+    alice.push_one(c)
+    alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))  # server at 2
+    stale = update(CUSTOMER, c["id"], 1, email="e@acme.test")
+    gone = delete(CUSTOMER, c["id"], 1)
+
+    outcome = mutations_apply(user=alice.user, mutations=[stale, gone], on_stale=OnStale.REFUSE)
+
+    assert [(r.status, r.version, r.data["phone"]) for r in outcome.results] == [
+        ("stale", 2, "2"),
+        ("stale", 2, "2"),
+    ]
+    obj = Customer.objects.get(pk=c["id"])
+    assert (obj.version, obj.email, obj.deleted_at) == (2, "", None)
+    assert not MutationRecord.objects.filter(
+        mutation_id__in=[stale["mutation_id"], gone["mutation_id"]]
+    ).exists()
+    # Not recorded, so the same mutation may be tried again, and then merges.
+    assert alice.push_one(stale)["status"] == "merged"
+    current = update(CUSTOMER, c["id"], 3, phone="3")
+    outcome = mutations_apply(user=alice.user, mutations=[current], on_stale=OnStale.REFUSE)
+    assert (outcome.results[0].status, outcome.results[0].version) == ("applied", 4)
+
+
+# --- several writes of one object in one batch -----------------------------------------
+
+
+def test_a_write_based_on_a_version_made_earlier_in_the_batch_merges_against_it(alice):
+    c = customer("Acme")
+    results = alice.push(
+        c, update(CUSTOMER, c["id"], 1, phone="1"), update(CUSTOMER, c["id"], 1, email="e@x.test")
+    )["results"]
+    assert [(r["status"], r["version"]) for r in results] == [
+        ("applied", 1),
+        ("applied", 2),
+        ("merged", 3),
+    ]
+    obj = Customer.objects.get(pk=c["id"])
+    assert (obj.phone, obj.email) == ("1", "e@x.test")
+    assert not Conflict.objects.exists()
+
+
+def test_replays_and_duplicates_answer_in_place_and_the_batch_goes_on(alice):
+    c = customer("Acme")
+    first = alice.push_one(c)
+    u = update(CUSTOMER, c["id"], 1, phone="1")
+    after = customer("After")
+    results = push_as_one_batch(alice, c, u, u, after)
+    assert results[0] == first  # replayed
+    assert results[1]["status"] == "applied" and results[2] == results[1]
+    assert (results[3]["status"], results[3]["id"]) == ("applied", after["id"])
+    assert Customer.objects.get(pk=c["id"]).version == 2
+
+
+# --- the change feed rows of a write ------------------------------------------------
+
+
+def feed_rows(object_id: str, version: int) -> set[tuple[str, int]]:
+    return set(
+        Change.objects.filter(object_id=object_id, version=version).values_list("channel", "op")
+    )
+
+
+def test_moving_an_object_between_teams_tells_the_team_it_left(alice):
+    a, b = team_of(alice.user), team_of(alice.user)
+    c = customer("Acme", team=str(a.pk))
+    alice.push_one(c)
+    alice.push_one(update(CUSTOMER, c["id"], 1, team=str(b.pk)))
+    assert feed_rows(c["id"], 2) == {
+        (f"user:{alice.user.pk}", Change.Op.UPSERT),
+        (f"team:{b.pk}", Change.Op.UPSERT),
+        (f"team:{a.pk}", Change.Op.DELETE),
+    }
+    alice.push_one(delete(CUSTOMER, c["id"], 2))
+    assert feed_rows(c["id"], 3) == {
+        (f"user:{alice.user.pk}", Change.Op.DELETE),
+        (f"team:{b.pk}", Change.Op.DELETE),
+    }
+
+
+# --- custom resolvers alongside disjoint fields -----------------------------------
+
+
+def test_resolver_output_and_the_clients_disjoint_fields_are_all_written(
+    alice, order_in_clash, monkeypatch
+):
+    monkeypatch.setattr(
+        registry.get(ORDER), "resolver", _resolver_returning({"status": "cancelled"})
+    )
+    o = order_in_clash
+    result = alice.push_one(
+        update(ORDER, o["id"], 1, title="New title", status="scheduled", description="Why")
+    )
+    assert result["status"] == "merged"
+    obj = WorkOrder.objects.get(pk=o["id"])
+    assert (obj.version, obj.title, obj.description, obj.status) == (
+        3,
+        "New title",
+        "Why",
+        "cancelled",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import uuid
 
@@ -99,3 +100,10 @@ def test_user_channels_are_the_own_channel_and_the_grants():
     assert Scope.of_user(user).channels == {f"user:{user.pk}", "team:x"}
     channel_revoke(user=user, channel="team:x")
     assert Scope.of_user(user).channels == {f"user:{user.pk}"}
+
+
+def test_a_scope_cannot_be_widened_once_made():
+    scope = mine()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scope.channels = None  # type: ignore[misc]
+    assert scope.channels == {"user:7"}
