@@ -91,6 +91,9 @@ class Batch:
         self.feed_range: tuple[int, int] | None = None
         # A conflict this batch settles: its device is told once it commits.
         self.resolved: Conflict | None = None
+        # Whether it wrote objects no mutation named (a delete's cascade or
+        # cleared references): the writer's results do not describe those.
+        self.side_effects = False
 
     # --- loading -------------------------------------------------------------
 
@@ -368,6 +371,7 @@ class Batch:
         for doomed_type, before in plan.doomed.values():
             if not before.is_deleted:
                 self.write(doomed_type, before, self.deleted(before), DELETED)
+        self.side_effects |= bool(plan.cleared) or len(plan.doomed) > 1
         return None
 
     def _referring(self, ref: registry.Referrer, target_pk: Any) -> list[SyncedModel]:

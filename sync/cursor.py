@@ -14,6 +14,8 @@ A cursor holds:
   t   when the client was last up to date through it (unix seconds), for the
       retention window
   a   issued for a scope over every object (an unrestricted service account)
+  f   not bound to a models filter yet: a push's cursor for a device that has
+      never pulled; its first pull binds it to that pull's filter
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Cursor:
     u: int = 0
     t: int = field(default_factory=lambda: int(time.time()))
     a: bool = False
+    f: bool = False
 
     def encode(self) -> str:
         payload = {
@@ -50,6 +53,7 @@ class Cursor:
             "u": self.u,
             "t": self.t,
             "a": self.a,
+            "f": self.f,
         }
         return signing.dumps(payload, salt=_SALT, compress=True)
 
@@ -78,6 +82,7 @@ def decode(token: str) -> Cursor:
             u=int(payload["u"]),
             t=int(payload["t"]),
             a=bool(payload.get("a", False)),
+            f=bool(payload.get("f", False)),
         )
     except (signing.BadSignature, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise BadCursor(str(exc)) from exc

@@ -76,6 +76,10 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
             "bad_cursor",
             "This cursor was issued to another account; start an initial sync without a cursor.",
         )
+    if cur.f:
+        # A cursor a push handed out before any pull: it starts an initial
+        # sync, which is the same whatever the filter, so it takes this one.
+        cur = cur.evolve(m=models, f=False)
     if cur.m != models:
         raise SyncError(
             "bad_cursor",
@@ -184,7 +188,11 @@ def pull_page(
         nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
         main = main.filter(seq__gt=nxt.s)
     scope = Scope(None, frozenset(channels) if channels is not None else None)
-    staged = _materialise(rows, page, scope, initial_head=cur.i)
+    # During an initial sync the client holds only what this sync brought: an
+    # object that is gone, and whose change here predates the sync, was never
+    # sent, so it needs no delete. Backfill pages still send every delete: a
+    # revoked channel's objects may have come earlier in this same sync.
+    staged = _materialise(rows, page, scope, initial_head=None if cur.b else cur.i)
     changes, cut = _within_budget(staged, settings.SYNC_PULL_MAX_BYTES)
     if cut is not None:  # the page filled up: continue after its last change
         has_more = True
@@ -245,7 +253,7 @@ def _materialise(
         for values in stype.model._default_manager.filter(pk__in=in_page).values_list(*names):
             states[(label, values[0])] = dict(zip(names, values, strict=True))
     out: list[tuple[int, dict[str, Any]]] = []
-    for (label, object_id), (seq, version, op) in latest.items():
+    for (label, object_id), (seq, version, _op) in latest.items():
         stype = registry.get(label)
         if stype is None:
             continue  # a model that is no longer registered
@@ -266,7 +274,7 @@ def _materialise(
             continue
         # Not visible (deleted, or out of the caller's scope). During an initial
         # sync a delete that happened before it started cannot concern the client.
-        if initial_head is not None and op == Change.Op.DELETE and seq <= initial_head:
+        if initial_head is not None and seq <= initial_head:
             continue
         out.append(
             (

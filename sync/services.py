@@ -48,6 +48,8 @@ class BatchOutcome:
     # The channels the batch wrote in (set when feed_range is; empty for a
     # scope over everything).
     channels: frozenset[str] = frozenset()
+    # It also wrote objects its mutations did not name (a cascade).
+    side_effects: bool = False
 
 
 def mutations_apply(
@@ -72,7 +74,9 @@ def mutations_apply(
         with transaction.atomic():
             batch = Batch(scope=scope, device_id=device_id, reason=reason, on_stale=on_stale)
             results = run(batch, batch_items)
-        return BatchOutcome(results, batch.feed_range, scope.channels or frozenset())
+        return BatchOutcome(
+            results, batch.feed_range, scope.channels or frozenset(), batch.side_effects
+        )
 
     try:
         return attempt(items)
@@ -158,6 +162,10 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
     own = outcome.feed_range
     if own is None or start.s >= own[1]:
         return start.encode()  # nothing of ours to skip
+    if outcome.side_effects:
+        # The results do not describe everything written (a delete's cascade),
+        # so the device must pull its own changes back.
+        return start.encode()
     # A client in an initial sync (i) or a backfill (b) keeps exactly what that
     # brings, so its own writes must come with it.
     catching_up = bool(start.b) or start.i is not None
@@ -184,7 +192,8 @@ def _device_cursor(user: Any, device: Any, token: str | None) -> Cursor:
             continue
         if cur.u == user.pk:
             return cur
-    return Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk)
+    # No filter yet: the device's first pull binds it (see `Cursor.f`).
+    return Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk, f=True)
 
 
 # --- conflicts -----------------------------------------------------------------------

@@ -162,3 +162,16 @@ def test_cascading_deletes_keep_a_bounded_query_count(alice, n, django_assert_ma
         results = alice.push(*[delete(ORDER, o["id"], 1) for o in orders])["results"]
     assert {r["status"] for r in results} == {"applied"}
     assert Note.objects.filter(deleted_at__isnull=True).count() == 0
+
+
+def test_a_device_that_deleted_learns_of_the_cascade_through_its_push_cursor(alice):
+    """Found by the convergence test: the push cursor skipped the device's own
+    writes, but a cascade writes objects the push results do not mention."""
+    c = customer("Acme")
+    o = work_order(c["id"])
+    n = note(o["id"])
+    alice.push(c, o, n)
+    _, cursor = alice.pull_all()
+    body = alice.push(delete(ORDER, o["id"], 1), cursor=cursor)
+    page = alice.pull(cursor=body["cursor"])
+    assert (n["id"], "delete") in [(ch["id"], ch["op"]) for ch in page["changes"]]
