@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,14 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret(
     "SECRET_KEY", default="django-insecure-dev-only-0d9f8e7c6b5a4f3e2d1c0b9a8f7e6d5c"
 )
+# Earlier keys, still accepted when checking signatures (pull cursors, sessions)
+# but never used to sign: rotating SECRET_KEY with the old one here keeps every
+# device's cursor valid (docs/security.md, "Rotating secrets"). Comma-separated.
+SECRET_KEY_FALLBACKS = [
+    key.strip()
+    for key in (_secret("SECRET_KEY_FALLBACKS", default="") or "").split(",")
+    if key.strip()
+]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -330,7 +339,7 @@ METRICS_ALLOWED_IPS = [
 # that nothing is logged twice.
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 if LOG_FORMAT not in ("json", "plain"):
-    raise ValueError(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,

@@ -39,6 +39,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # base64, AWS/GCP trace ids); anything else (spaces, quotes, line breaks, huge
 # values) could forge or break log lines and is replaced.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Probes and scrapes come every few seconds: logged only at DEBUG while they succeed.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -159,7 +160,9 @@ class RequestLogMiddleware:
             level,
             "%s %s %s %.0fms%s",
             request.method,
-            request.path,
+            # A path may hold any character (%0A decodes to a line break): in
+            # the readable message, control characters are escaped.
+            _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", request.path),
             status,
             seconds * 1000,
             f" {extra}" if extra else "",

@@ -98,3 +98,26 @@ def test_readyz_is_200_when_database_cache_and_broker_answer(settings):
         "status": "ok",
         "checks": {"database": "ok", "cache": "ok", "broker": "ok"},
     }
+
+
+def test_rotating_secret_key_keeps_cursors_valid_while_the_old_key_is_a_fallback(alice, settings):
+    alice.push(customer("A"))
+    _, cursor = alice.pull_all()
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY = "rotated-" + "k" * 50
+    # Without the old key, the device is told to start an initial sync.
+    assert alice.pull(expect=400, cursor=cursor)["code"] == "bad_cursor"
+    settings.SECRET_KEY_FALLBACKS = [old]
+    page = alice.pull(cursor=cursor)
+    # What it gets now is signed with the new key: valid once the fallback goes.
+    settings.SECRET_KEY_FALLBACKS = []
+    alice.pull(cursor=page["cursor"])
+
+
+def test_production_settings_pass_the_deploy_check(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = "x7#Kp2!vQ9zR4mW8nT1yB6cJ3hF5gD0sL-aE_uI+oP=" * 2
+    settings.SECRET_KEY_FALLBACKS = []
+    out = StringIO()
+    call_command("check", "--deploy", "--fail-level", "WARNING", stdout=out, stderr=out)
+    assert "no issues" in out.getvalue()

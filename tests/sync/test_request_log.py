@@ -75,6 +75,13 @@ def test_an_insane_request_id_is_replaced(given, caplog):
     assert line.request_id == generated
 
 
+def test_a_line_break_in_the_path_cannot_forge_a_log_line(caplog):
+    with caplog.at_level(logging.INFO):
+        Client().get("/api/v1/x%0A2026-01-01 INFO forged/", secure=True)
+    [line] = request_lines(caplog, "/api/v1/x\n2026-01-01 INFO forged/")
+    assert "\n" not in line.getMessage() and "x\\x0a2026" in line.getMessage()
+
+
 def test_a_404_is_logged_once_without_a_traceback(caplog):
     with caplog.at_level(logging.DEBUG):
         response = Client().get("/api/v1/nowhere/", secure=True)
