@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	DEBUG=$${DEBUG:-1} $(PY) manage.py runserver 0.0.0.0:$(PORT)
+	DEBUG=$${DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-plain} $(PY) manage.py runserver 0.0.0.0:$(PORT)
 
 # The real background processes (need REDIS_URL; see README "Push notifications").
 worker: install

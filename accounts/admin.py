@@ -1,4 +1,5 @@
-"""Staff manage service accounts, issue their tokens (shown once) and revoke tokens."""
+"""Staff manage service accounts, issue their tokens (shown once) and revoke
+tokens; on the user list, export a user's data or erase it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
@@ -21,6 +25,13 @@ from sync import registry
 from sync.scope import own_channel, user_channels
 
 from .models import ServiceAccount, Token
+from .privacy import (
+    ErasureFailed,
+    export_json,
+    user_data_erase,
+    user_data_export,
+    user_data_summary,
+)
 from .services import (
     service_account_channels_set,
     service_account_create,
@@ -204,3 +215,66 @@ class TokenAdmin(admin.ModelAdmin):
             token_revoke(token=token)
             count += 1
         messages.success(request, f"{count} token(s) revoked.")
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    """Django's user admin, with a user's data export and erasure (see accounts/privacy.py).
+
+    Exporting needs the change permission on users (the file holds everything
+    of theirs); erasing needs the delete permission, and a confirmation.
+    """
+
+    actions = ["export_data", "erase_data"]
+
+    @admin.action(description="Export data (JSON)", permissions=["change"])
+    def export_data(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        users = list(queryset[:2])
+        if len(users) != 1:
+            messages.error(request, "Select one user to export their data.")
+            return None
+        user = users[0]
+        response = HttpResponse(
+            export_json(user_data_export(user=user)), content_type="application/json"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="user-{user.pk}-data.json"'  # the id: no name in a file name
+        )
+        self.log_change(request, user, "Exported the user's data.")
+        return response
+
+    @admin.action(description="Erase data…", permissions=["delete"])
+    def erase_data(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        users = list(queryset.order_by("pk"))
+        if any(u.pk == request.user.pk for u in users):
+            messages.error(request, "You cannot erase your own data from here.")
+            return None
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Erase users' data",
+                "items": [(u, user_data_summary(user=u)) for u in users],
+                "action": "erase_data",
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            }
+            request.current_app = self.admin_site.name
+            return TemplateResponse(request, "admin/auth/user/erase_confirm.html", context)
+        for user in users:
+            try:
+                report = user_data_erase(user=user, by=request.user)
+            except ErasureFailed as exc:
+                messages.error(request, f"User {user.pk}: {exc}")
+                continue
+            self.log_change(request, user, "Erased the user's data.")
+            messages.success(
+                request,
+                f"Erased the data of user {user.pk} (now {user.get_username()}): "
+                f"{sum(report.deleted.values())} object(s) deleted on devices, "
+                f"{sum(report.purged.values())} row(s) removed.",
+            )
+        return None

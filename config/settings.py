@@ -7,10 +7,12 @@ SECRET_KEY, ALLOWED_HOSTS and keeps DEBUG off.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,6 +34,14 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _secret(
     "SECRET_KEY", default="django-insecure-dev-only-0d9f8e7c6b5a4f3e2d1c0b9a8f7e6d5c"
 )
+# Earlier keys, still accepted when checking signatures (pull cursors, sessions)
+# but never used to sign: rotating SECRET_KEY with the old one here keeps every
+# device's cursor valid (docs/security.md, "Rotating secrets"). Comma-separated.
+SECRET_KEY_FALLBACKS = [
+    key.strip()
+    for key in (_secret("SECRET_KEY_FALLBACKS", default="") or "").split(",")
+    if key.strip()
+]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -49,6 +59,7 @@ INSTALLED_APPS = [
     "django_filters",
     "simple_history",
     "axes",
+    "django_prometheus",
     "accounts",
     "sync",
     "devices",
@@ -56,8 +67,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost, so that even SecurityMiddleware's errors (a bad Host header)
-    # reach API clients as JSON.
+    # Outermost: one log line per request with its final status and whole duration.
+    "sync.request_log.RequestLogMiddleware",
+    # django-prometheus: request counts and latencies (its "after" half is last).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Before Django's own, so that even SecurityMiddleware's errors (a bad Host
+    # header) reach API clients as JSON.
     "sync.middleware.APIErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -68,8 +83,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
-    # Last: turns a locked-out login into its 429 response.
+    # Turns a locked-out login into its 429 response.
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -108,6 +124,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer must fail a request (and /readyz) in
+    # seconds, not after the operating system's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
+# django-prometheus' wrapper of the same backend counts queries, their
+# durations and errors, and connections (see /metrics); it behaves as Django's
+# own otherwise (`connection.vendor` is unchanged).
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends.", 1
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -147,8 +176,9 @@ STORAGES = {
 # --- Security (production values when DEBUG is off; `manage.py check --deploy`) ---
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-# Load balancers probe health over plain HTTP inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load balancers probe health, and Prometheus scrapes, over plain HTTP inside
+# the network (see docs/security.md for what that means for METRICS_TOKEN).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
@@ -292,12 +322,55 @@ SYNC_PUSH_MAX_MUTATIONS = 500
 # Stored push results (for idempotent replays) are kept this long.
 SYNC_MUTATION_LOG_RETENTION = timedelta(days=env.int("SYNC_MUTATION_LOG_DAYS", default=30))
 
+# --- Operations: readiness, metrics, logs (see README "Production") ---
+# Each dependency /readyz checks must answer within this many seconds.
+READYZ_TIMEOUT_SECONDS = env.float("READYZ_TIMEOUT_SECONDS", default=2.0)
+# /metrics answers a request with `Authorization: Bearer <METRICS_TOKEN>`, or
+# from an address in METRICS_ALLOWED_IPS (the connection's own address, never
+# X-Forwarded-For), or anybody when DEBUG is on; nobody else.
+METRICS_TOKEN = _secret("METRICS_TOKEN", default="") or ""
+# Parsed here so that a typo fails at start-up rather than locking Prometheus out.
+METRICS_ALLOWED_IPS = [
+    ipaddress.ip_network(net, strict=False) for net in env.list("METRICS_ALLOWED_IPS", default=[])
+]
+
+# One line per request from sync.request_log (JSON in production, plain text
+# for `make run`). Django's own per-request lines are switched off below so
+# that nothing is logged twice.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # A line per failed login is django-axes' own; failures show in the admin.
-    "loggers": {"axes": {"level": "WARNING"}},
+    "filters": {
+        "context": {"()": "sync.request_log.ContextFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "sync.request_log.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's default config also prints django.* records on a console
+        # handler of its own when DEBUG is on: they go to the root only.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # Our request line replaces django.request's "Not Found: /x" and
+        # "Forbidden (Permission denied)" warnings (the latter with a
+        # traceback, for an expected 403); server errors still log here with
+        # their traceback.
+        "django.request": {"level": "ERROR"},
+        # ... and runserver's access log.
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": True},
+        # A line per failed login is django-axes' own; failures show in the admin.
+        "axes": {"level": "WARNING"},
+    },
 }

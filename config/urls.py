@@ -5,7 +5,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sync import data_api
-from sync.health import healthz
+from sync.health import healthz, readyz
+from sync.metrics import metrics_view
 from sync.views import TokenView
 
 api_v1 = [
@@ -20,5 +21,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
 ]

@@ -376,6 +376,8 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 
 
 def _count(outcome: str, n: int) -> None:
+    """Count outcomes in the cache, which every worker and web process shares:
+    the admin's device list and /metrics (`sync.metrics`) read them there."""
     if n <= 0:
         return
     key = f"push:count:{outcome}"

@@ -7,3 +7,8 @@ class SyncConfig(AppConfig):
     name = "sync"
     verbose_name = "Sync"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .request_log import install_record_factory
+
+        install_record_factory()

@@ -28,9 +28,10 @@ from django.utils import timezone
 
 from devices.wakeups import wakeup_record
 
-from . import feed, merge, registry
+from . import feed, merge, metrics, registry
 from .choices import ConflictStatus, OnStale, Op, Status
 from .codecs import error_messages
+from .metrics import ConflictEvent
 from .models import Change, Conflict, MutationRecord, SyncedModel
 from .mutations import Malformed, Mutation, MutationResult, Parsed
 from .registry import SyncedType
@@ -450,10 +451,13 @@ class Batch:
         self._flush_history()
         if self.conflicts:
             Conflict.objects.bulk_create(self.conflicts)
+        superseded = sum(c.status == ConflictStatus.SUPERSEDED for c in self.conflicts)
         for conflict_id, resolution in self.superseded.items():
-            Conflict.objects.filter(pk=conflict_id, status=ConflictStatus.OPEN).update(
-                status=ConflictStatus.SUPERSEDED, resolution=resolution, resolved_at=self.now
-            )
+            superseded += Conflict.objects.filter(
+                pk=conflict_id, status=ConflictStatus.OPEN
+            ).update(status=ConflictStatus.SUPERSEDED, resolution=resolution, resolved_at=self.now)
+        metrics.conflicts_counted(ConflictEvent.OPENED, len(self.conflicts))
+        metrics.conflicts_counted(ConflictEvent.SUPERSEDED, superseded)
         if self.records:
             # Sorted so that two batches inserting overlapping ids wait on each
             # other in the same order instead of deadlocking.

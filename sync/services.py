@@ -28,11 +28,12 @@ from django.utils import timezone
 
 from devices.wakeups import wakeup_record
 
-from . import feed, registry
+from . import feed, metrics, registry
 from .batch import CHANGED, DELETED, Batch, run
 from .choices import Choice, ConflictKind, ConflictStatus, OnStale, ResolvedBy, Status
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
+from .metrics import ConflictEvent
 from .models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord, SyncedModel
 from .mutations import Malformed, Mutation, MutationResult, Parsed, parse
 from .registry import SyncedType
@@ -151,6 +152,7 @@ def push_apply(
     outcome = mutations_apply(
         user=user, mutations=mutations, device_id=device.pk, reason=f"push from device {device.pk}"
     )
+    metrics.push_counted(r.status for r in outcome.results)
     return PushOutcome(outcome.results, _push_cursor(user, device, cursor, outcome))
 
 
@@ -310,6 +312,7 @@ def conflict_resolve(
                 "resolved_version",
             ]
         )
+        metrics.conflicts_counted(ConflictEvent.RESOLVED)
     return Resolved(conflict, _object_body(stype, after))
 
 
@@ -325,6 +328,7 @@ def conflict_dismiss(*, conflict_id: uuid.UUID | str, user: Any, note: str = "")
         conflict.resolved_by = user
         conflict.resolved_at = timezone.now()
         conflict.save(update_fields=["status", "note", "resolved_by", "resolved_at"])
+        metrics.conflicts_counted(ConflictEvent.DISMISSED)
     return conflict
 
 

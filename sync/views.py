@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter
 
@@ -17,8 +16,8 @@ from accounts.services import token_login
 from devices.selectors import HEADER, device_from_request, user_id_of
 from devices.services import device_seen
 
-from . import registry
-from .choices import ConflictStatus
+from . import metrics, registry, request_log
+from .choices import ConflictStatus, Status
 from .errors import SyncError
 from .selectors import conflicts_for_user, pull_page, resolve_models
 from .serializers import (
@@ -99,6 +98,8 @@ class PullView(APIView):
             # Once per sync rather than per page: a write per page would slow a
             # large initial sync, and only an up-to-date cursor is worth keeping.
             device_seen(device_id=device.pk, cursor=page.cursor)
+        metrics.pull_counted(changes=len(page.changes))
+        request_log.annotate(request, changes=len(page.changes), has_more=page.has_more)
         return Response(
             {
                 "changes": page.changes,
@@ -125,7 +126,6 @@ class PushView(APIView):
             )
         cursor = body.get("cursor")
         device = device_from_request(request)
-        started = time.perf_counter()
         outcome = push_apply(
             user=request.user,
             device=device,
@@ -133,16 +133,17 @@ class PushView(APIView):
             cursor=cursor if isinstance(cursor, str) else None,
         )
         device_seen(device_id=device.pk)
-        logger.info(
-            "push user=%s device=%s mutations=%d %s in %.0f ms",
-            request.user.pk,
-            device.pk,
-            len(outcome.results),
-            " ".join(
-                f"{k}={v}" for k, v in sorted(Counter(r.status for r in outcome.results).items())
-            ),
-            (time.perf_counter() - started) * 1000,
+        statuses = Counter(r.status for r in outcome.results)
+        # On the request's one log line (sync.request_log), e.g. "mutations=2 applied=1 rejected=1".
+        request_log.annotate(
+            request, mutations=len(outcome.results), **dict(sorted(statuses.items()))
         )
+        if logger.isEnabledFor(logging.DEBUG):
+            not_applied = [
+                f"{r.mutation_id}:{r.status}" for r in outcome.results if r.status != Status.APPLIED
+            ]
+            if not_applied:
+                logger.debug("push not applied: %s", " ".join(not_applied))
         return Response(
             {"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}
         )

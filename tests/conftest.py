@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.services import token_issue
@@ -21,9 +22,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _missing_service(marker: str) -> str | None:
-    if marker == "postgres" and settings.DATABASES["default"]["ENGINE"] != (
-        "django.db.backends.postgresql"
-    ):
+    # The vendor, not the ENGINE: that is django-prometheus' wrapper of the backend.
+    if marker == "postgres" and connections["default"].vendor != "postgresql":
         return "needs PostgreSQL: set DATABASE_URL=postgres://..."
     if marker == "redis" and not settings.REDIS_URL:
         return "needs Redis: set REDIS_URL=redis://..."

@@ -308,3 +308,28 @@ def test_changes_inside_a_window_are_held_for_its_flush(fcm, scene):
     # The flush closed the windows: the next change opens new ones.
     phone.push(update(CUSTOMER, c["id"], 6, name="later"))
     assert wakeups_send(only_outbox_row().pk).scheduled == 2
+
+
+def test_push_outcomes_are_prometheus_counters_at_metrics(fcm, scene, eager, settings):
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.METRICS_TOKEN = "metrics-token"
+    phone, tablet, bob, carol, team, tokens = scene
+    fcm.answer(tokens["bob"], UNREGISTERED)
+    phone.push(customer("Shared", team=str(team.pk)))
+    wakeups_send(only_outbox_row().pk)  # tablet: sent; bob: unregistered
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-token")
+    [family] = [
+        f
+        for f in text_string_to_metric_families(response.content.decode())
+        if f.name == "sync_push_notifications"
+    ]
+    assert family.type == "counter"
+    assert {s.labels["outcome"]: s.value for s in family.samples} == {
+        "sent": 1,
+        "unregistered": 1,
+        "retrying": 0,
+        "failed": 0,
+        "coalesced": 0,
+    }
