@@ -18,15 +18,19 @@ Erasure, in this order:
    the change feed's lock, and with it every writer, for its whole length).
    So every device that sees one of them (a teammate's) pulls a delete, and
    back-office mirrors read the delete on the feed, like any other delete.
+   Deletes follow the references' on_delete like any other: a teammate's note
+   on their work order goes with it, and an object another user's object
+   protects (a teammate's work order on their customer) is KEPT, live and
+   untouched: it is shared business data, the account it names is
+   anonymised below, and deleting it would break the teammate's object.
 3. In one transaction, what is left goes:
    - the history rows of their objects are purged. That is the point of an
      erasure: the audit trail holds every version of the objects, i.e. the
      very data to erase. The feed rows stay (ids and versions, no values):
      they carry the deletes to the devices; compaction removes them later;
-   - the object rows are deleted, except those another user's object still
-     references (a teammate's work order on their customer): those rows stay
-     as emptied tombstones (every synced value blanked) so the teammate's
-     object stays valid; nothing of the erased user's remains in them;
+   - the deleted object rows go, except those something not erased still
+     references without a delete rule (emptied tombstones, every synced
+     value blanked);
    - conflicts they raised are deleted, and so are conflicts others raised
      on their objects: both carry their data (their unapplied edit, or their
      object's values) and the object they are about is gone. Conflicts they
@@ -64,6 +68,7 @@ from django.utils import timezone
 
 from devices.models import Device, PushOutbox
 from sync import registry
+from sync.batch import BLOCKED
 from sync.choices import Op, Status
 from sync.models import ChannelGrant, Conflict, GrantEvent, MutationRecord
 from sync.mutations import Mutation
@@ -94,6 +99,8 @@ class ErasureReport:
     purged: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     # Object rows kept, emptied, because other users' objects reference them.
     emptied: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Live objects kept because other users' objects protect them (on_delete).
+    kept: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +108,7 @@ class ErasureReport:
             "deleted": dict(self.deleted),
             "purged": dict(self.purged),
             "emptied": dict(self.emptied),
+            "kept": dict(self.kept),
         }
 
 
@@ -285,9 +293,11 @@ def user_data_erase(*, user: Any, by: Any = None) -> ErasureReport:
     username = user.get_username()
     _lock_out(user, report)
     for stype in _referencing_first(owned_types()):
-        deleted = _delete_through_service(stype, user, author)
+        deleted, kept = _delete_through_service(stype, user, author)
         if deleted:
             report.deleted[stype.label] += deleted
+        if kept:
+            report.kept[stype.label] += kept
     with transaction.atomic():
         _purge(user, username, report)
     logger.info(
@@ -330,17 +340,18 @@ def _referencing_first(types: list[SyncedType]) -> list[SyncedType]:
     return order
 
 
-def _delete_through_service(stype: SyncedType, user: Any, author: Any) -> int:
-    """Delete the user's live objects of `stype`, a batch per transaction."""
+def _delete_through_service(stype: SyncedType, user: Any, author: Any) -> tuple[int, int]:
+    """Delete the user's live objects of `stype`, a batch per transaction;
+    returns how many were deleted and how many other objects protect."""
     scope = Scope.everything(author)
     live = _owned(stype, user.pk).filter(deleted_at__isnull=True).order_by("pk")
-    done = 0
+    done, protected = 0, set[uuid.UUID]()
     while True:
         # Re-read each time: anything created meanwhile (staff may still set
         # them as an owner) is caught by the next round.
-        ids = list(live.values_list("pk", flat=True)[:ERASE_BATCH])
+        ids = list(live.exclude(pk__in=protected).values_list("pk", flat=True)[:ERASE_BATCH])
         if not ids:
-            return done
+            return done, len(protected)
         outcome = mutations_apply(
             user=author,
             mutations=[
@@ -350,18 +361,28 @@ def _delete_through_service(stype: SyncedType, user: Any, author: Any) -> int:
             scope=scope,
             reason=f"erasure of user {user.pk}",
         )
-        failed = [r for r in outcome.results if r.status not in (Status.APPLIED, Status.MERGED)]
+        failed = []
+        for result in outcome.results:
+            if result.status in (Status.APPLIED, Status.MERGED):
+                done += 1
+            elif (result.errors or {}).get("id", [""])[0].startswith(BLOCKED):
+                protected.add(uuid.UUID(str(result.id)))
+            else:
+                failed.append(result)
         if failed:
             raise ErasureFailed(
                 f"{len(failed)} {stype.label} object(s) were not deleted, e.g. "
                 f"{failed[0].id}: {failed[0].errors}; nothing has been purged"
             )
-        done += len(ids)
 
 
 def _purge(user: Any, username: str, report: ErasureReport) -> None:
+    # What the deletes left live (protected by others' objects) stays as it is.
     owned_ids = {
-        stype: list(_owned(stype, user.pk).values_list("pk", flat=True)) for stype in owned_types()
+        stype: list(
+            _owned(stype, user.pk).filter(deleted_at__isnull=False).values_list("pk", flat=True)
+        )
+        for stype in owned_types()
     }
     device_ids = list(Device.objects.filter(user_id=user.pk).values_list("pk", flat=True))
 

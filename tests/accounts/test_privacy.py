@@ -162,22 +162,21 @@ def test_the_export_command_writes_json(scene, tmp_path):
 
 
 def assert_nothing_of_alice_remains(scene: Scene, alice_id: int, device_id: uuid.UUID) -> None:
-    """Per table: nothing that is hers, except the emptied row Bob's order needs."""
+    """Per table: nothing that is hers, except the customer Bob's work order
+    protects (on_delete=PROTECT), which stays live: shared business data, owned
+    by the anonymised account."""
     everything = {**scene.private, **scene.shared}
-    # Her objects: gone, but for the customer Bob's work order references, emptied.
     assert list(Customer.objects.filter(owner_id=alice_id).values_list("pk", flat=True)) == [
         uuid.UUID(scene.kept_customer)
     ]
     kept = Customer.objects.get(pk=scene.kept_customer)
-    assert kept.deleted_at is not None and kept.last_device_id is None
-    assert (kept.name, kept.email, kept.phone, kept.address) == ("", "", "", "")
+    assert kept.deleted_at is None
     assert not WorkOrder.objects.filter(owner_id=alice_id).exists()
     assert not Note.objects.filter(owner_id=alice_id).exists()
-    # Their history, every version of it.
+    # The history of every object of hers that went, every version of it.
     for model in (Customer, WorkOrder, Note):
         history = model.history.model.objects
-        assert not history.filter(owner_id=alice_id).exists(), model
-        assert not history.filter(id__in=[*everything.values(), scene.kept_customer]).exists()
+        assert not history.filter(id__in=everything.values()).exists(), model
     # Conflicts she raised, and Bob's on her object.
     assert not Conflict.objects.filter(user_id=alice_id).exists()
     assert not Conflict.objects.filter(object_id__in=everything.values()).exists()
@@ -212,8 +211,8 @@ def test_erasure_leaves_nothing_of_theirs_and_teammates_pull_the_deletes(scene, 
 
     report = user_data_erase(user=alice.user, by=admin_user)
 
-    assert report.deleted == {CUSTOMER: 3, ORDER: 1, NOTE: 1}  # the live ones
-    assert report.emptied == {CUSTOMER: 1}
+    assert report.deleted == {CUSTOMER: 2, ORDER: 1, NOTE: 1}  # the live ones
+    assert report.kept == {CUSTOMER: 1} and report.emptied == {}
     alice.user.username = username  # for the axes check, which goes by the old name
     assert_nothing_of_alice_remains(scene, alice_id, alice.device_id)
     # Bob's objects are untouched, and so is their history (hers on them included).
@@ -225,10 +224,7 @@ def test_erasure_leaves_nothing_of_theirs_and_teammates_pull_the_deletes(scene, 
     assert list(Conflict.objects.filter(user=bob.user)) == [bobs_own_conflict]
     # Bob's device learns of the deletes of what he saw, and nothing else.
     changes, _ = bob.pull_all(cursor=scene.bob_cursor)
-    assert {(c["id"], c["op"]) for c in changes} == {
-        (scene.shared[CUSTOMER], "delete"),
-        (scene.kept_customer, "delete"),
-    }
+    assert {(c["id"], c["op"]) for c in changes} == {(scene.shared[CUSTOMER], "delete")}
     # Her tokens no longer open anything.
     assert alice.client.get("/api/v1/sync/pull/").status_code == 401
 
@@ -237,7 +233,7 @@ def test_erasing_again_finishes_and_changes_nothing_more(scene):
     alice_id = scene.alice.user.pk
     user_data_erase(user=scene.alice.user)
     again = user_data_erase(user=get_user_model().objects.get(pk=alice_id))
-    assert dict(again.deleted) == {} and dict(again.emptied) == {CUSTOMER: 1}
+    assert dict(again.deleted) == {} and dict(again.kept) == {CUSTOMER: 1}
     assert get_user_model().objects.get(pk=alice_id).username == f"erased-{alice_id}"
 
 
@@ -261,7 +257,7 @@ def test_the_erase_command_needs_yes(scene):
     out = StringIO()
     call_command("user_data", "erase", username, yes=True, stdout=out)
     assert f"erased-{scene.alice.user.pk}" in out.getvalue()
-    assert "fieldwork.customer: 3" in out.getvalue()
+    assert "fieldwork.customer: 2" in out.getvalue()
     with pytest.raises(CommandError, match="No user"):
         call_command("user_data", "erase", username, yes=True)
 
@@ -303,7 +299,12 @@ def test_admin_erases_after_a_confirmation_page(scene, staff_client, admin_user)
     done = staff_client.post(CHANGELIST, {**form, "post": "yes"}, secure=True)
     assert done.status_code == 302
     assert get_user_model().objects.get(pk=alice_id).username == f"erased-{alice_id}"
-    assert not Customer.objects.filter(owner_id=alice_id, deleted_at__isnull=True).exists()
+    # Only the customer Bob's work order protects is left live.
+    assert list(
+        Customer.objects.filter(owner_id=alice_id, deleted_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    ) == [uuid.UUID(scene.kept_customer)]
 
 
 def test_admin_refuses_to_erase_the_staff_member_doing_it(staff_client, admin_user):
