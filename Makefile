@@ -45,6 +45,7 @@ bench: install
 	  || createdb -h 127.0.0.1 -U postgres $(notdir $(BENCH_DATABASE_URL))
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/run.py $(BENCH_ARGS)
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/fanout.py
+	$(PY) bench/compression.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .

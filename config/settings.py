@@ -69,12 +69,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: one log line per request with its final status and whole duration.
     "sync.request_log.RequestLogMiddleware",
+    # Outside everything that writes a body: compresses what the client gets.
+    "sync.compression.ResponseCompressionMiddleware",
     # django-prometheus: request counts and latencies (its "after" half is last).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # Before Django's own, so that even SecurityMiddleware's errors (a bad Host
     # header) reach API clients as JSON.
     "sync.middleware.APIErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a request body.
+    "sync.compression.RequestDecompressionMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -189,6 +193,12 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Response compression levels, chosen with bench/compression.py (see
+# sync/compression.py for the figures).
+COMPRESSION_ZSTD_LEVEL = env.int("COMPRESSION_ZSTD_LEVEL", default=1)
+COMPRESSION_BROTLI_LEVEL = env.int("COMPRESSION_BROTLI_LEVEL", default=1)
+COMPRESSION_GZIP_LEVEL = env.int("COMPRESSION_GZIP_LEVEL", default=3)
 
 # A push of 500 mutations with generous payloads fits; anything bigger is a 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
