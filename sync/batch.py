@@ -89,7 +89,7 @@ class Batch:
         self.conflicts: list[Conflict] = []
         self.superseded: dict[uuid.UUID, dict[str, Any]] = {}
         self.records: list[MutationRecord] = []
-        self.feed_range: tuple[int, int] | None = None
+        self.feed_range: feed.Written | None = None
         # A conflict this batch settles: its device is told once it commits.
         self.resolved: Conflict | None = None
         # Whether it wrote objects no mutation named (a delete's cascade or
@@ -470,7 +470,7 @@ class Batch:
             wakeup_record(
                 channels={c.channel for c in self.changes},
                 origin_device_id=self.device_id,
-                seq=self.feed_range[1],
+                seq=self.feed_range.last,
                 conflict_id=self.resolved.pk if self.resolved is not None else None,
                 conflict_device_id=self.resolved.device_id if self.resolved is not None else None,
             )

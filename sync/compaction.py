@@ -22,8 +22,8 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
 
     Dropping a superseded row is invisible to readers: the newer row of the same
     object and channel has a higher seq, so any cursor before the old row still
-    reaches it. Dropping a tombstone is not, so the highest dropped seq is
-    recorded and pull answers older cursors with 410 resync_required.
+    reaches it. Dropping a tombstone is not, so the highest dropped position
+    is recorded and pull answers older cursors with 410 resync_required.
     """
     now = now or timezone.now()
     cutoff = now - settings.SYNC_RETENTION
@@ -42,10 +42,12 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
     expired = Change.objects.filter(op=Change.Op.DELETE, created_at__lt=cutoff, seq__lte=top)
     with transaction.atomic():
         state, _ = FeedState.objects.select_for_update().get_or_create(pk=1)
-        highest = expired.aggregate(m=Max("seq"))["m"]
+        highest = expired.order_by("-tx", "-seq").values_list("tx", "seq").first()
         if highest is not None:
             tombstones = expired.delete()[0]
-            state.purged_seq = max(state.purged_seq, highest)
+            # Feed positions are (tx, seq) pairs (sync.feed); keep the larger.
+            purged = max((state.purged_tx, state.purged_seq), (highest[0], highest[1]))
+            state.purged_tx, state.purged_seq = purged
         state.compacted_at = now
         state.save()
     records, _ = MutationRecord.objects.filter(

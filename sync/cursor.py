@@ -1,13 +1,14 @@
 """Pull cursors: opaque to clients, signed so that the server can tell its own.
 
-A cursor holds:
-  s   the feed position: every change in the caller's channels with seq <= s
+Feed positions are `(tx, seq)` pairs (see `sync.feed`). A cursor holds:
+  s   the feed position: every change in the caller's channels at or before s
       has been delivered (for the models filter `m`)
   g   the last grant event of the caller that this cursor has taken into account
   b   pending backfills: [channel, upto, pos], delivering that channel's
-      changes with pos < seq <= upto before the main feed continues
-  i   during an initial sync, the feed head when it started (deletes older than
-      that cannot concern the client, so they are skipped)
+      changes after pos and at or before upto (None: as far as the feed goes)
+      before the main feed continues
+  i   during an initial sync, the feed position when it started (deletes
+      older than that cannot concern the client, so they are skipped)
   m   the sorted models filter it was issued for, or None for all models
   r   the estimate of rows still to come, counted once and carried along
   u   the user it was issued to (another account's cursor is refused)
@@ -16,6 +17,9 @@ A cursor holds:
   a   issued for a scope over every object (an unrestricted service account)
   f   not bound to a models filter yet: a push's cursor for a device that has
       never pulled; its first pull binds it to that pull's filter
+
+Cursors issued before positions were pairs hold plain sequence numbers; they
+read as `(0, seq)`, which is exactly where those rows still are.
 """
 
 from __future__ import annotations
@@ -26,15 +30,19 @@ from typing import Any
 
 from django.core import signing
 
+from .feed import ORIGIN, Position
+
 _SALT = "sync.cursor.v1"
+
+Backfill = tuple[str, Position | None, Position]
 
 
 @dataclass(frozen=True)
 class Cursor:
-    s: int = 0
+    s: Position = ORIGIN
     g: int = 0
-    b: tuple[tuple[str, int, int], ...] = ()
-    i: int | None = None
+    b: tuple[Backfill, ...] = ()
+    i: Position | None = None
     m: tuple[str, ...] | None = None
     r: int | None = None
     u: int = 0
@@ -44,10 +52,10 @@ class Cursor:
 
     def encode(self) -> str:
         payload = {
-            "s": self.s,
+            "s": list(self.s),
             "g": self.g,
-            "b": [list(x) for x in self.b],
-            "i": self.i,
+            "b": [[c, list(u) if u is not None else None, list(p)] for c, u, p in self.b],
+            "i": list(self.i) if self.i is not None else None,
             "m": list(self.m) if self.m is not None else None,
             "r": self.r,
             "u": self.u,
@@ -69,14 +77,28 @@ class BadCursor(Exception):
     pass
 
 
+def _position(value: Any) -> Position:
+    if isinstance(value, list):
+        tx, seq = value
+        return (int(tx), int(seq))
+    return (0, int(value))  # a cursor from before positions were pairs
+
+
+def _backfill(entry: Any) -> Backfill:
+    channel, upto, pos = entry
+    # Old cursors said "unbounded" with -1.
+    bound = None if upto is None or upto == -1 else _position(upto)
+    return (str(channel), bound, _position(pos))
+
+
 def decode(token: str) -> Cursor:
     try:
         payload = signing.loads(token, salt=_SALT)
         return Cursor(
-            s=int(payload["s"]),
+            s=_position(payload["s"]),
             g=int(payload["g"]),
-            b=tuple((str(c), int(u), int(p)) for c, u, p in payload["b"]),
-            i=None if payload["i"] is None else int(payload["i"]),
+            b=tuple(_backfill(entry) for entry in payload["b"]),
+            i=None if payload["i"] is None else _position(payload["i"]),
             m=None if payload["m"] is None else tuple(payload["m"]),
             r=None if payload.get("r") is None else int(payload["r"]),
             u=int(payload["u"]),

@@ -1,53 +1,186 @@
-"""Writing to the change feed and reading its positions."""
+"""Writing to the change feed and reading its positions, with no global lock.
+
+The trap: a row's number is handed out at insert, but transactions commit in
+any order, so a reader could see row 11 committed while row 10 is still in
+flight, move its cursor past 10 and skip it forever.
+
+The way out without serialising writers: every row records the id of the
+transaction that wrote it (`pg_current_xact_id()`), and a row's position is
+`(tx, seq)`. A reader only takes rows whose transaction is older than every
+transaction still in flight (the *frontier*, from the reader's snapshot).
+Those transactions have all ended, so no row will ever appear below the
+frontier again: positions a reader hands out are final, whatever order
+writers commit in. The price is that a committed row waits while an older
+transaction is still running (writes are short: the feed rows are the last
+thing a write transaction inserts).
+
+SQLite serialises writers itself (BEGIN IMMEDIATE, see settings): there every
+row's tx is 0, so positions are plain insert order and nothing is in flight.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from .models import Change, FeedState, GrantEvent
 
-# Key of the transaction-scoped advisory lock that serialises the tail of every
-# transaction that appends to the feed (any 64-bit constant of our own).
-FEED_LOCK_KEY = 0x53594E43_46454544  # "SYNCFEED"
+Position = tuple[int, int]  # (tx, seq)
+ORIGIN: Position = (0, 0)
+# Where the database serialises writers, every transaction has ended.
+NOTHING_IN_FLIGHT = 1 << 62
+
+# Key of the transaction-scoped advisory lock that numbers grant events in
+# commit order (any 64-bit constant of our own). Grants are rare.
+GRANT_LOCK_KEY = 0x53594E43_47524E54  # "SYNCGRNT"
 
 
-def lock_tail() -> None:
-    """Take the feed lock until this transaction ends.
+@dataclass(frozen=True)
+class Written:
+    """Where one transaction's rows went: all of them at `tx`, seq first..last."""
 
-    Sequence numbers are handed out at insert, but transactions commit in any
-    order: without this lock a reader could see seq 11 committed while seq 10
-    is still in flight, move its cursor to 11 and skip 10 forever. Holding one
-    advisory lock from the first feed insert until commit makes seq order equal
-    commit order, so everything below a visible seq is visible too. Callers take
-    it as late as possible (the feed insert is the last write of a push), so it
-    is held only for that insert and the commit. On SQLite the database-wide
-    write lock (BEGIN IMMEDIATE, see settings) already serialises writers.
+    tx: int
+    first: int
+    last: int
+
+    @property
+    def start(self) -> Position:
+        return (self.tx, self.first)
+
+    @property
+    def end(self) -> Position:
+        return (self.tx, self.last)
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def current_tx() -> int:
+    """This transaction's id (assigning one if it has none yet)."""
+    if not _postgres():
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()::text::bigint")
+        return int(cursor.fetchone()[0])
+
+
+# The oldest transaction of THIS database still in flight, other than the
+# caller's own (xids are cluster-wide: a long write in another database of the
+# same cluster must not hold our feed back). The snapshot is the statement's,
+# taken before pg_stat_activity is read, so a transaction running at snapshot
+# time is either still listed there or has ended by the time rows are read.
+# backend_xid is 32 bits wide; matched on the low 32 bits of the snapshot's
+# 64-bit ids (two running transactions never share them).
+_HORIZON_SQL = """
+SELECT
+  COALESCE(
+    (SELECT min(x::text::bigint)
+       FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+      WHERE (x::text::bigint & 4294967295) IN (
+            SELECT backend_xid::text::bigint
+              FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND backend_xid IS NOT NULL
+               AND pid <> pg_backend_pid())),
+    -- None in flight: everything below the snapshot's xmax has ended, and so
+    -- has everything up to our own id but ourselves (xmax may not be past it).
+    GREATEST(pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+             COALESCE(pg_current_xact_id_if_assigned()::text::bigint + 1, 0))),
+  pg_current_xact_id_if_assigned()::text::bigint,
+  CASE WHEN pg_current_xact_id_if_assigned() IS NULL THEN NULL
+       ELSE (SELECT max(seq) FROM sync_change) END
+"""
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """What a reader may take from the feed right now.
+
+    `frontier`: the oldest transaction id still in flight in this database,
+    other than the reader's own: every row with a lower tx has ended for good.
+    `own`: the reader's own transaction id, when it has one: a request that
+    pulls runs in autocommit and has none, but a test (or a command) that
+    writes and reads in one transaction reads its own rows, and may write more
+    of them after, with the same tx and higher seqs.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FEED_LOCK_KEY])
+
+    frontier: int
+    own: int | None = None
+    own_last_seq: int = 0
+
+    def settled(self) -> Q:
+        """Rows whose transaction has ended for good (or is the reader's)."""
+        return Q(tx__lt=self.frontier)
+
+    def caught_up(self) -> Position:
+        """The position of a reader that has every settled row."""
+        if self.own is not None and self.frontier > self.own:
+            return (self.own, self.own_last_seq)  # its own later rows still come
+        return (self.frontier, 0)
 
 
-def append(rows: list[Change]) -> tuple[int, int] | None:
-    """Append `rows` under the feed lock; returns the (first, last) seq written.
+def horizon() -> Horizon:
+    """Every process that writes synced data must connect as the same database
+    role (or one granted pg_read_all_stats): pg_stat_activity hides other
+    roles' transaction ids."""
+    if not _postgres():
+        return Horizon(NOTHING_IN_FLIGHT)
+    with connection.cursor() as cursor:
+        cursor.execute(_HORIZON_SQL)
+        frontier, own, last = cursor.fetchone()
+    return Horizon(int(frontier), None if own is None else int(own), int(last or 0))
 
-    Must run inside the writing transaction, after its other writes.
-    """
+
+def after(position: Position) -> Q:
+    """Rows after `position`. The plain `tx >= t` lets the (channel, tx, seq)
+    index bound the scan; the OR alone would not."""
+    tx, seq = position
+    return Q(tx__gte=tx) & (Q(tx__gt=tx) | Q(seq__gt=seq))
+
+
+def upto(position: Position) -> Q:
+    """Rows at or before `position`."""
+    tx, seq = position
+    return Q(tx__lte=tx) & (Q(tx__lt=tx) | Q(seq__lte=seq))
+
+
+def before(position: Position) -> Q:
+    """Rows strictly before `position`."""
+    tx, seq = position
+    return Q(tx__lte=tx) & (Q(tx__lt=tx) | Q(seq__lt=seq))
+
+
+def append(rows: list[Change]) -> Written | None:
+    """Insert this transaction's feed rows; no lock, no wait for other writers."""
     if not rows:
         return None
-    lock_tail()
+    tx = current_tx()
+    for row in rows:
+        row.tx = tx
     Change.objects.bulk_create(rows)
-    return rows[0].seq, rows[-1].seq
+    return Written(tx, rows[0].seq, rows[-1].seq)
 
 
 def head() -> int:
+    """The highest seq written (a mark for push messages, not a position)."""
     return Change.objects.aggregate(m=Max("seq"))["m"] or 0
 
 
-def purged_through() -> int:
-    """The highest seq of a tombstone compaction has dropped (0 if none)."""
-    return FeedState.objects.filter(pk=1).values_list("purged_seq", flat=True).first() or 0
+def purged_through() -> Position:
+    """The highest position of a tombstone compaction has dropped."""
+    row = FeedState.objects.filter(pk=1).values_list("purged_tx", "purged_seq").first()
+    return (int(row[0]), int(row[1])) if row else ORIGIN
+
+
+def lock_grants() -> None:
+    """Number grant events in commit order: a reader that saw event N has seen
+    every earlier one. Held until the granting transaction ends."""
+    if _postgres():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [GRANT_LOCK_KEY])
 
 
 def last_grant_event(user_id: int) -> int:

@@ -42,9 +42,11 @@ class SyncedModel(models.Model):
 class Change(models.Model):
     """The change feed: one row per (write, channel), append-only.
 
-    `seq` is handed out under a feed-wide lock held until commit (see
-    `sync.feed.append`), so seq order is commit order and a reader never sees
-    seq N+1 before seq N.
+    A row's place in the feed is its position `(tx, seq)`: the writing
+    transaction's id, then the insert order. Readers only take rows whose
+    transaction is older than every transaction still in flight (see
+    `sync.feed`), so no row can ever appear at a position a reader has passed,
+    and no writer waits for another to commit.
     """
 
     class Op(models.IntegerChoices):
@@ -52,6 +54,9 @@ class Change(models.Model):
         DELETE = 2, "delete"
 
     seq = models.BigAutoField(primary_key=True)
+    # pg_current_xact_id() of the writing transaction (0 where the database
+    # serialises writers anyway: SQLite, and rows written before this column).
+    tx = models.BigIntegerField(default=0)
     channel = models.CharField(max_length=120)
     model = models.CharField(max_length=120)
     object_id = models.UUIDField()
@@ -61,7 +66,7 @@ class Change(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["channel", "seq"], name="sync_change_channel_seq"),
+            models.Index(fields=["channel", "tx", "seq"], name="sync_change_channel_pos"),
             models.Index(fields=["object_id", "channel"], name="sync_change_object"),
             models.Index(fields=["created_at"], name="sync_change_created"),
         ]
@@ -71,20 +76,25 @@ class Change(models.Model):
             f"#{self.seq} {self.get_op_display()} {self.model}:{self.object_id} in {self.channel}"
         )
 
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.tx, self.seq)
+
 
 class FeedState(models.Model):
     """A single row: how far compaction has purged tombstones.
 
-    A cursor positioned before `purged_seq` may have missed a delete, so pull
-    answers it with 410 resync_required.
+    A cursor positioned before `(purged_tx, purged_seq)` may have missed a
+    delete, so pull answers it with 410 resync_required.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    purged_tx = models.BigIntegerField(default=0)
     purged_seq = models.BigIntegerField(default=0)
     compacted_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"feed purged through #{self.purged_seq}"
+        return f"feed purged through ({self.purged_tx}, {self.purged_seq})"
 
 
 class ChannelGrant(models.Model):

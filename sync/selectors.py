@@ -16,6 +16,7 @@ from . import feed, registry
 from .batch import Batch
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
+from .feed import ORIGIN, Position
 from .models import Change, Conflict, GrantEvent
 from .registry import SyncedType
 from .renderers import rendered_size
@@ -24,8 +25,6 @@ from .scope import Scope, user_channels
 # `remaining` counts at most this many feed rows: it is a progress-bar estimate,
 # and counting further would make every page of a huge initial sync slower.
 REMAINING_COUNT_CAP = 100_000
-# Backfill bound meaning "up to whatever the feed holds when the page is read".
-UNBOUNDED = -1
 
 
 @dataclass
@@ -59,8 +58,8 @@ def resolve_models(labels: str | None) -> list[SyncedType] | None:
     return types
 
 
-def _start_cursor(user_id: int, models: tuple[str, ...] | None, head: int) -> Cursor:
-    return Cursor(s=0, g=feed.last_grant_event(user_id), i=head, m=models, u=user_id)
+def _start_cursor(user_id: int, models: tuple[str, ...] | None, start: Position) -> Cursor:
+    return Cursor(g=feed.last_grant_event(user_id), i=start, m=models, u=user_id)
 
 
 def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cursor:
@@ -91,7 +90,7 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
     # Compaction dropped tombstones up to `purged`: a client positioned before
     # them may have missed a delete. During an initial sync only deletes after
     # its start (i) matter; backfills only need live rows, which are never purged.
-    if feed.purged_through() > max(cur.s, cur.i or 0):
+    if feed.purged_through() > max(cur.s, cur.i or ORIGIN):
         raise _resync()
     return cur
 
@@ -107,8 +106,8 @@ def _grant_events(cur: Cursor, user_id: int) -> list[tuple[int, str]]:
 def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[str]) -> Cursor:
     """Channels granted since this cursor: backfill what they held up to the
     cursor (later changes come with the main feed). Channels revoked: go through
-    everything they hold, up to the head at each page, which pull turns into
-    deletes (UNBOUNDED, since the main feed no longer reads them)."""
+    everything they hold, as far as the feed goes at each page, which pull
+    turns into deletes (unbounded, since the main feed no longer reads them)."""
     if not events:
         return cur
     changed = dict.fromkeys(c for _, c in events)
@@ -117,7 +116,7 @@ def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[st
     # sent again in their new light.
     backfill = [entry for entry in cur.b if entry[0] not in changed]
     for channel in changed:
-        backfill.append((channel, cur.s if channel in channels else UNBOUNDED, 0))
+        backfill.append((channel, cur.s if channel in channels else None, ORIGIN))
     return cur.evolve(b=tuple(backfill), g=events[-1][0], r=None)
 
 
@@ -141,14 +140,15 @@ def pull_page(
     """One page of the change feed for a user's channels, or, with `everything`
     (an unrestricted service account), for every object."""
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
+    # Only rows of transactions that have ended for good are read: positions
+    # handed out below this horizon are final (see sync.feed).
+    horizon = feed.horizon()
     # Grant events are read before the channels: a grant or revoke committing in
     # between is then seen in the channels now and as a new event next time,
     # which backfills (or deletes) it; the other order could miss it for good.
-    head: int | None = None
     channels: set[str] | None = None
     if cursor is None:
-        head = feed.head()
-        cur = _start_cursor(user_id, labels, head).evolve(a=everything)
+        cur = _start_cursor(user_id, labels, horizon.caught_up()).evolve(a=everything)
         if not everything:
             channels = user_channels(user_id)
     else:
@@ -161,38 +161,36 @@ def pull_page(
             cur = _with_backfills(cur, events, channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
     in_scope = by_model & (Q(channel__in=channels) if channels is not None else Q())
-    columns = ("seq", "model", "object_id", "version", "op")
+    settled = horizon.settled()
+    main = Change.objects.filter(in_scope, settled, feed.after(cur.s))
     if cur.b:
         channel, upto, pos = cur.b[0]
-        backfill = _backfill_rows(by_model, channel, upto, pos)
-        rows = list(backfill.order_by("seq").values_list(*columns)[: limit + 1])
+        backfill = _backfill_rows(by_model, channel, upto, pos).filter(settled)
+        rows = list(backfill.order_by("tx", "seq").values_list(*COLUMNS)[: limit + 1])
         more_here = len(rows) > limit
         rows = rows[:limit]
-        page = backfill.filter(seq__lte=rows[-1][0]) if rows else backfill
-        rest = ((channel, upto, rows[-1][0]),) if more_here else ()
+        last = _position(rows[-1]) if rows else pos
+        page = backfill.filter(feed.upto(last))
+        rest = ((channel, upto, last),) if more_here else ()
         nxt = cur.evolve(b=rest + cur.b[1:])
-        main = Change.objects.filter(in_scope, seq__gt=cur.s)
         has_more = bool(nxt.b) or main.exists()
     else:
-        # Every row up to this head has committed (the feed lock makes seq order
-        # commit order), so a short read below proves the caller is up to date
-        # through it, and the cursor may move there even if none of those rows
-        # were theirs: idle clients then stay ahead of compaction.
-        head = feed.head() if head is None else head
-        main = Change.objects.filter(in_scope, seq__gt=cur.s)
-        rows = list(main.order_by("seq").values_list(*columns)[: limit + 1])
+        rows = list(main.order_by("tx", "seq").values_list(*COLUMNS)[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
-        last = rows[-1][0] if rows else cur.s
-        page = main.filter(seq__lte=last)
-        nxt = cur.evolve(s=last if has_more else max(last, head, cur.s))
-        main = main.filter(seq__gt=nxt.s)
+        last = _position(rows[-1]) if rows else cur.s
+        page = main.filter(feed.upto(last))
+        # A short read means the caller has everything below the frontier, so
+        # the cursor moves there even if none of those rows were theirs: idle
+        # clients then stay ahead of compaction.
+        nxt = cur.evolve(s=last if has_more else max(last, horizon.caught_up(), cur.s))
+        main = main.filter(feed.after(nxt.s))
     scope = Scope(None, frozenset(channels) if channels is not None else None)
     # During an initial sync the client holds only what this sync brought: an
     # object that is gone, and whose change here predates the sync, was never
     # sent, so it needs no delete. Backfill pages still send every delete: a
     # revoked channel's objects may have come earlier in this same sync.
-    staged = _materialise(rows, page, scope, initial_head=None if cur.b else cur.i)
+    staged = _materialise(rows, page, scope, initial=None if cur.b else cur.i)
     changes, cut = _within_budget(staged, settings.SYNC_PULL_MAX_BYTES)
     if cut is not None:  # the page filled up: continue after its last change
         has_more = True
@@ -201,7 +199,7 @@ def pull_page(
             nxt = cur.evolve(b=((channel, upto, cut), *cur.b[1:]))
         else:
             nxt = cur.evolve(s=cut)
-            main = Change.objects.filter(in_scope, seq__gt=cut)
+            main = Change.objects.filter(in_scope, settled, feed.after(cut))
     remaining = 0
     if not has_more:
         nxt = nxt.evolve(i=None, r=None).stamped()
@@ -213,23 +211,32 @@ def pull_page(
     else:
         remaining = main[:REMAINING_COUNT_CAP].count()
         for channel, upto, pos in nxt.b:
-            remaining += _backfill_rows(by_model, channel, upto, pos)[:REMAINING_COUNT_CAP].count()
+            rest_rows = _backfill_rows(by_model, channel, upto, pos).filter(settled)
+            remaining += rest_rows[:REMAINING_COUNT_CAP].count()
         nxt = nxt.evolve(r=remaining)
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
 
 
-def _backfill_rows(by_model: Q, channel: str, upto: int, pos: int) -> Any:
-    rows = Change.objects.filter(by_model, channel=channel, seq__gt=pos)
-    return rows if upto == UNBOUNDED else rows.filter(seq__lte=upto)
+COLUMNS = ("tx", "seq", "model", "object_id", "version", "op")
+Row = tuple[int, int, str, uuid.UUID, int, int]
+
+
+def _position(row: Row) -> Position:
+    return (row[0], row[1])
+
+
+def _backfill_rows(by_model: Q, channel: str, upto: Position | None, pos: Position) -> Any:
+    rows = Change.objects.filter(by_model, feed.after(pos), channel=channel)
+    return rows if upto is None else rows.filter(feed.upto(upto))
 
 
 def _materialise(
-    rows: list[tuple[int, str, uuid.UUID, int, int]],
+    rows: list[Row],
     page: Any,
     scope: Scope,
     *,
-    initial_head: int | None,
-) -> list[tuple[int, dict[str, Any]]]:
+    initial: Position | None,
+) -> list[tuple[Position, dict[str, Any]]]:
     """Feed rows → the latest state of each object, once, in order of its last
     change, each with the feed position of that change.
 
@@ -237,11 +244,11 @@ def _materialise(
     as a subquery rather than an IN list of up to 1,000 ids, which PostgreSQL
     answers about twice as fast as it parses the literal list.
     """
-    latest: dict[tuple[str, uuid.UUID], tuple[int, int, int]] = {}
-    for seq, label, object_id, version, op in rows:
+    latest: dict[tuple[str, uuid.UUID], tuple[Position, int]] = {}
+    for tx, seq, label, object_id, version, _ in rows:
         key = (label, object_id)
         latest.pop(key, None)  # re-insert so dict order is order of the last change
-        latest[key] = (seq, version, op)
+        latest[key] = ((tx, seq), version)
     states: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
     for label in dict.fromkeys(label for label, _ in latest):
         stype = registry.get(label)
@@ -252,8 +259,8 @@ def _materialise(
         # values_list + zip: the same dicts as values(), noticeably cheaper per row.
         for values in stype.model._default_manager.filter(pk__in=in_page).values_list(*names):
             states[(label, values[0])] = dict(zip(names, values, strict=True))
-    out: list[tuple[int, dict[str, Any]]] = []
-    for (label, object_id), (seq, version, _op) in latest.items():
+    out: list[tuple[Position, dict[str, Any]]] = []
+    for (label, object_id), (position, version) in latest.items():
         stype = registry.get(label)
         if stype is None:
             continue  # a model that is no longer registered
@@ -261,7 +268,7 @@ def _materialise(
         if row is not None and row["deleted_at"] is None and scope.sees(stype, row):
             out.append(
                 (
-                    seq,
+                    position,
                     {
                         "model": label,
                         "id": str(object_id),
@@ -274,11 +281,11 @@ def _materialise(
             continue
         # Not visible (deleted, or out of the caller's scope). During an initial
         # sync a delete that happened before it started cannot concern the client.
-        if initial_head is not None and seq <= initial_head:
+        if initial is not None and position <= initial:
             continue
         out.append(
             (
-                seq,
+                position,
                 {
                     "model": label,
                     "id": str(object_id),
@@ -292,8 +299,8 @@ def _materialise(
 
 
 def _within_budget(
-    staged: list[tuple[int, dict[str, Any]]], budget: int
-) -> tuple[list[dict[str, Any]], int | None]:
+    staged: list[tuple[Position, dict[str, Any]]], budget: int
+) -> tuple[list[dict[str, Any]], Position | None]:
     """The changes that fit in `budget` bytes as rendered, and, if some did not,
     the feed position to continue after. Changes are in order of their last
     feed position, so everything up to that position has gone out or belongs to

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BatchOutcome:
     results: list[MutationResult]
-    feed_range: tuple[int, int] | None
+    feed_range: feed.Written | None
     # The channels the batch wrote in (set when feed_range is; empty for a
     # scope over everything).
     channels: frozenset[str] = frozenset()
@@ -162,7 +162,7 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
     writes). Never moves past a change of anyone else: always safe to adopt."""
     start = _device_cursor(user, device, token)
     own = outcome.feed_range
-    if own is None or start.s >= own[1]:
+    if own is None or start.s >= own.end:
         return start.encode()  # nothing of ours to skip
     if outcome.side_effects:
         # The results do not describe everything written (a delete's cascade),
@@ -174,12 +174,18 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
     if catching_up or feed.purged_through() > start.s:
         # Behind compaction: its next pull must get a 410, not skip it.
         return start.encode()
-    others = Change.objects.filter(channel__in=outcome.channels, seq__gt=start.s, seq__lt=own[0])
+    if feed.horizon().frontier <= own.tx:
+        # An older transaction is still in flight: it may yet commit rows that
+        # come before ours, which the device must not skip.
+        return start.encode()
+    others = Change.objects.filter(
+        feed.after(start.s), feed.before(own.start), channel__in=outcome.channels
+    )
     if start.m is not None:
         others = others.filter(model__in=start.m)
     if others.exists():
         return start.encode()
-    return start.evolve(s=own[1]).encode()
+    return start.evolve(s=own.end).encode()
 
 
 def _device_cursor(user: Any, device: Any, token: str | None) -> Cursor:
@@ -195,7 +201,8 @@ def _device_cursor(user: Any, device: Any, token: str | None) -> Cursor:
         if cur.u == user.pk:
             return cur
     # No filter yet: the device's first pull binds it (see `Cursor.f`).
-    return Cursor(s=0, g=feed.last_grant_event(user.pk), i=feed.head(), u=user.pk, f=True)
+    start = feed.horizon().caught_up()
+    return Cursor(g=feed.last_grant_event(user.pk), i=start, u=user.pk, f=True)
 
 
 # --- conflicts -----------------------------------------------------------------------
@@ -479,7 +486,7 @@ def channel_grant(*, user: Any, channel: str) -> bool:
     with transaction.atomic():
         _, created = ChannelGrant.objects.get_or_create(user_id=user.pk, channel=channel)
         if created:
-            feed.lock_tail()  # grant events are numbered in commit order, like the feed
+            feed.lock_grants()  # grant events are numbered in commit order
             GrantEvent.objects.create(user_id=user.pk, channel=channel, granted=True)
             _wake_user(user)  # their devices have the channel's objects to pull
     return created
@@ -490,7 +497,7 @@ def channel_revoke(*, user: Any, channel: str) -> bool:
     with transaction.atomic():
         deleted, _ = ChannelGrant.objects.filter(user_id=user.pk, channel=channel).delete()
         if deleted:
-            feed.lock_tail()
+            feed.lock_grants()
             GrantEvent.objects.create(user_id=user.pk, channel=channel, granted=False)
             _wake_user(user)  # their devices have deletes to pull
     return bool(deleted)
