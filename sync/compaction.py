@@ -46,7 +46,10 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
         if highest is not None:
             tombstones = expired.delete()[0]
             state.purged_seq = max(state.purged_seq, highest)
-        state.compacted_at = now
+        # The furthest point reached, never moved back (by a clock stepping back
+        # or a run with an earlier `now`): `sync_check` excuses the tombstones
+        # missing from before compacted_at - SYNC_RETENTION.
+        state.compacted_at = max(state.compacted_at or now, now)
         state.save()
     records, _ = MutationRecord.objects.filter(
         created_at__lt=now - settings.SYNC_MUTATION_LOG_RETENTION

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
+import pytest
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 
@@ -32,3 +35,14 @@ def wire_datetime(value: dt.datetime) -> str:
     """A datetime as the protocol writes it: UTC with a `Z` suffix, microseconds when
     non-zero (docs/protocol.md, "Wire types and encoding")."""
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def sync_check_passes() -> str:
+    """`manage.py sync_check` on the test database; fails the test with its list."""
+    out = io.StringIO()
+    try:
+        call_command("sync_check", stdout=out)
+    except CommandError as exc:
+        pytest.fail(f"sync_check: {exc}\n{out.getvalue()}", pytrace=False)
+    assert out.getvalue().startswith("sync_check ok"), out.getvalue()
+    return out.getvalue()
