@@ -144,15 +144,29 @@ DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Seconds to wait for Redis (the cache) to connect or answer.
+CACHE_TIMEOUT = env.float("CACHE_TIMEOUT_SECONDS", default=1.0)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                # Nothing a sync request keeps in the cache is needed for
+                # correctness (throttle counters, push counters): with Redis
+                # down or hung, reads miss and writes are dropped (logged)
+                # instead of failing the request. Throttling is then off
+                # until Redis is back. Coalescing, which needs Redis, talks
+                # to it directly and fails its task (the outbox row waits).
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": CACHE_TIMEOUT,
+                "SOCKET_TIMEOUT": CACHE_TIMEOUT,
+            },
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="sync"),
         }
     }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -301,6 +315,13 @@ CELERY_BEAT_SCHEDULE = {
 # A broker that is down must not hang a sync request: give up enqueueing fast
 # (the outbox row waits for the sweep).
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+# Nor a broker that is up but does not answer (hung, or gone without closing
+# the connection): without a socket timeout a publish waits forever. Longer
+# than the workers' BRPOP poll (1 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
+}
 CELERY_TASK_PUBLISH_RETRY = False
 
 # --- Push notifications (devices.push, devices.tasks) ---

@@ -48,7 +48,10 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
             # Feed positions are (tx, seq) pairs (sync.feed); keep the larger.
             purged = max((state.purged_tx, state.purged_seq), (highest[0], highest[1]))
             state.purged_tx, state.purged_seq = purged
-        state.compacted_at = now
+        # The furthest point reached, never moved back (by a clock stepping back
+        # or a run with an earlier `now`): `sync_check` excuses the tombstones
+        # missing from before compacted_at - SYNC_RETENTION.
+        state.compacted_at = max(state.compacted_at or now, now)
         state.save()
     records, _ = MutationRecord.objects.filter(
         created_at__lt=now - settings.SYNC_MUTATION_LOG_RETENTION

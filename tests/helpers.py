@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
+import pytest
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 
@@ -44,3 +47,14 @@ def push_as_one_batch(actor: Any, *mutations: dict[str, Any]) -> list[dict[str, 
     body = actor.push(*mutations, cursor=cursor)
     assert actor.pull(cursor=body["cursor"])["changes"] == [], "not written as one batch"
     return body["results"]
+
+
+def sync_check_passes() -> str:
+    """`manage.py sync_check` on the test database; fails the test with its list."""
+    out = io.StringIO()
+    try:
+        call_command("sync_check", stdout=out)
+    except CommandError as exc:
+        pytest.fail(f"sync_check: {exc}\n{out.getvalue()}", pytrace=False)
+    assert out.getvalue().startswith("sync_check ok"), out.getvalue()
+    return out.getvalue()

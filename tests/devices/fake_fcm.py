@@ -62,11 +62,21 @@ INVALID_TOKEN = (
 
 
 class FakeFCM:
-    """Records every message; answers per token from a script (default: success)."""
+    """Records every message; answers per token from a script (default: success).
+
+    `messages` has every send attempt, `delivered` only those answered 200.
+    `hold(token)` keeps the next send to `token` waiting (the sender is then
+    mid-request, for as long as a test needs) until `release()`, and then
+    answers it UNAVAILABLE: a held message is never delivered.
+    """
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.delivered: list[dict[str, Any]] = []
+        self.held: list[dict[str, Any]] = []
         self.token_requests = 0
+        self._holds: dict[str, threading.Event] = {}
+        self._release = threading.Event()
         self.script: dict[str, deque[tuple[int, dict[str, Any], dict[str, str]]]] = defaultdict(
             deque
         )
@@ -92,9 +102,18 @@ class FakeFCM:
                 message = json.loads(body)["message"]
                 with fake._lock:
                     fake.messages.append(message)
+                    arrived = fake._holds.pop(message.get("token", ""), None)
                     queued = fake.script.get(message.get("token", ""))
-                    scripted = queued.popleft() if queued else None
-                if scripted is None:
+                    scripted = queued.popleft() if queued and arrived is None else None
+                if arrived is not None:
+                    with fake._lock:
+                        fake.held.append(message)
+                    arrived.set()
+                    fake._release.wait(60)
+                    self._answer(*UNAVAILABLE)
+                elif scripted is None:
+                    with fake._lock:
+                        fake.delivered.append(message)
                     self._answer(200, {"name": f"projects/{PROJECT}/messages/{len(fake.messages)}"})
                 else:
                     self._answer(*scripted)
@@ -125,6 +144,7 @@ class FakeFCM:
         return self
 
     def stop(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()
 
@@ -136,6 +156,20 @@ class FakeFCM:
     def sent_to(self, token: str) -> list[dict[str, Any]]:
         with self._lock:
             return [m for m in self.messages if m.get("token") == token]
+
+    def delivered_to(self, token: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [m for m in self.delivered if m.get("token") == token]
+
+    def hold(self, token: str) -> threading.Event:
+        """Keep the next send to `token` waiting; the event is set once it arrives."""
+        arrived = threading.Event()
+        with self._lock:
+            self._holds[token] = arrived
+        return arrived
+
+    def release(self) -> None:
+        self._release.set()
 
     def service_account(self) -> dict[str, Any]:
         """A service-account key whose token exchange goes to this fake."""

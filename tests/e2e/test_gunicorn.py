@@ -29,6 +29,7 @@ from accounts.services import token_issue
 from devices.services import device_register
 from fieldwork.services import team_member_add
 from tests.factories import TeamFactory, UserFactory, customer
+from tests.helpers import sync_check_passes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -153,3 +154,6 @@ def test_concurrent_writers_across_processes_never_make_a_reader_skip(server):
     missing = set(created) - seen
     assert not missing, f"{len(missing)} objects were never pulled"
     assert pulls > 3  # the reader really pulled while writers were committing
+    # What three processes wrote concurrently holds together: versions,
+    # history, feed, stored push results.
+    sync_check_passes()
