@@ -224,6 +224,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # Throttling, authentication, parsing and size limits answer on every path.
+        "sync.openapi.add_common_responses",
+    ],
     # One named component per choice set (several serializers share them).
     "ENUM_NAME_OVERRIDES": {
         "ChangeOpEnum": [("upsert", "upsert"), ("delete", "delete")],
