@@ -28,6 +28,15 @@ class TokenAuthentication(KnoxAuthentication):
       forward while it is in use.
     """
 
+    def authenticate_credentials(self, token: bytes) -> tuple[Any, Token]:
+        # Our tokens are hexadecimal. Knox decodes whatever was sent as UTF-8
+        # and looks its prefix up in the database: a byte that is not UTF-8
+        # (headers are Latin-1) or a NUL (which PostgreSQL refuses in a query)
+        # made that a 500. Neither can be a token.
+        if not token.isascii() or b"\x00" in token:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(token)
+
     def _cleanup_token(self, auth_token: Any) -> bool:
         return False  # expiry is checked in validate_user; old tokens are purged by a task
 

@@ -52,6 +52,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.services import token_issue  # noqa: E402
+from devices.models import Device  # noqa: E402
 from devices.services import device_register  # noqa: E402
 from sync import registry  # noqa: E402
 from sync.services import mutations_apply  # noqa: E402
@@ -130,6 +131,9 @@ def generate(users: int, per_user: int, big: int) -> tuple[object, list[dict]]:
 def client_for(user: object) -> tuple[Client, str]:
     _, secret = token_issue(user=user, name="bench")
     device_id = uuid.uuid4()
+    # A reused data set keeps earlier runs' devices, which count against the
+    # per-user device limit.
+    Device.objects.filter(user=user).delete()
     device_register(user=user, device_id=device_id, data={"platform": "android"})
     client = Client(HTTP_AUTHORIZATION=f"Token {secret}", HTTP_X_DEVICE_ID=str(device_id))
     return client, str(device_id)

@@ -278,6 +278,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # Throttling, authentication, parsing and size limits answer on every path.
+        "sync.openapi.add_common_responses",
+    ],
     # One named component per choice set (several serializers share them).
     "ENUM_NAME_OVERRIDES": {
         "ChangeOpEnum": [("upsert", "upsert"), ("delete", "delete")],
@@ -347,9 +352,15 @@ SYNC_MAX_JSON_BYTES = env.int("SYNC_MAX_JSON_BYTES", default=64 * 1024)
 # A pull page stops early once its changes reach this many bytes (one object
 # larger than that still goes out, alone).
 SYNC_PULL_MAX_BYTES = env.int("SYNC_PULL_MAX_BYTES", default=4 * 1024 * 1024)
+# Devices one user may register: each is a push fan-out target and a row the
+# wake-ups read, so an account (or a stolen token) cannot register without end.
+SYNC_MAX_DEVICES_PER_USER = env.int("SYNC_MAX_DEVICES_PER_USER", default=50)
 SYNC_PULL_DEFAULT_LIMIT = 500
 SYNC_PULL_MAX_LIMIT = 1000
 SYNC_PUSH_MAX_MUTATIONS = 500
+# The conflicts list answers the newest this many: conflicts are never deleted,
+# and a client must not be able to grow one answer without bound.
+SYNC_CONFLICTS_LIST_MAX = 1000
 # Stored push results (for idempotent replays) are kept this long.
 SYNC_MUTATION_LOG_RETENTION = timedelta(days=env.int("SYNC_MUTATION_LOG_DAYS", default=30))
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -25,6 +27,7 @@ def device_register(
     if device is None:
         try:
             with transaction.atomic():
+                _check_room_for_a_device(user)
                 created = Device.objects.create(
                     id=device_id, user=user, created_at=now, updated_at=now, **values
                 )
@@ -39,6 +42,21 @@ def device_register(
             status_code=409,
         )
     return device_update(device=device, data=data), False
+
+
+def _check_room_for_a_device(user: Any) -> None:
+    """At most SYNC_MAX_DEVICES_PER_USER devices per user (re-registering one
+    of them is always fine). The user's row is locked so that registrations
+    racing each other count one after the other and cannot overshoot together."""
+    limit = settings.SYNC_MAX_DEVICES_PER_USER
+    get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
+    if Device.objects.filter(user_id=user.pk).count() >= limit:
+        raise SyncError(
+            "too_many_devices",
+            f"This account already has {limit} devices, the most it may have; delete one "
+            "it no longer uses (DELETE /api/v1/devices/<id>/) and register again.",
+            status_code=409,
+        )
 
 
 def device_update(*, device: Device, data: dict[str, Any]) -> Device:

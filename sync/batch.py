@@ -33,7 +33,7 @@ from .choices import ConflictStatus, OnStale, Op, Status
 from .codecs import error_messages
 from .metrics import ConflictEvent
 from .models import Change, Conflict, MutationRecord, SyncedModel
-from .mutations import Malformed, Mutation, MutationResult, Parsed
+from .mutations import Malformed, Mutation, MutationResult, Parsed, echo
 from .registry import SyncedType
 from .scope import Scope
 
@@ -242,7 +242,7 @@ class Batch:
         for name, raw in data.items():
             codec = stype.codecs.get(name)
             if codec is None:
-                errors[name] = ["Unknown field."]
+                errors[echo(name)] = ["Unknown field."]
                 continue
             if not self._writable(stype, name):
                 errors[name] = ["This field is read-only."]

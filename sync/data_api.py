@@ -30,6 +30,7 @@ from django.http import Http404
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_view,
 )
@@ -72,6 +73,17 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
         "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
     }
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if getattr(view, "action", None) == "bulk" and request.user.is_authenticated:
+            # A bulk POST may only update or delete: any write permission lets
+            # it in, and `DataViewSet._bulk_item` checks each item's own.
+            meta = view.stype.model._meta
+            return any(
+                request.user.has_perm(f"{meta.app_label}.{action}_{meta.model_name}")
+                for action in OP_PERMISSION.values()
+            )
+        return super().has_permission(request, view)
 
 
 OP_PERMISSION: dict[str, str] = {Op.CREATE: "add", Op.UPDATE: "change", Op.DELETE: "delete"}
@@ -433,6 +445,29 @@ class DataViewSet(viewsets.GenericViewSet):
         return item
 
 
+def _listing(stype: SyncedType, serializer: type[serializers.Serializer]) -> Any:
+    """The list's answer: a page of objects, or with `since` the pull response's
+    shape. One or the other, told apart by `results` / `changes`."""
+    name = _component_name(stype)
+    page = type(
+        f"Paginated{name}List",
+        (serializers.Serializer,),
+        {
+            "next": serializers.URLField(
+                allow_null=True, help_text="The next page; null at the end."
+            ),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )
+    return PolymorphicProxySerializer(
+        component_name=f"{name}ListOrChanges",
+        serializers=[page, PullResponseSerializer],
+        resource_type_field_name=None,
+        many=False,  # already the page: not to be wrapped in the paginator's schema again
+    )
+
+
 def _schema(stype: SyncedType, viewset: type[DataViewSet]) -> type[DataViewSet]:
     """OpenAPI descriptions of the generated viewset."""
     serializer = serializer_for(stype)
@@ -470,7 +505,7 @@ def _schema(stype: SyncedType, viewset: type[DataViewSet]) -> type[DataViewSet]:
                 ),
                 OpenApiParameter("limit", int, description="With since: 1..1000, default 100."),
             ],
-            responses={200: serializer(many=True), **errors},
+            responses={200: _listing(stype, serializer), **errors},
             description=f"Live {stype.label} objects (cursor pagination), or with `since` the "
             "changes after a cursor (the same feed devices pull).",
         ),
@@ -501,7 +536,10 @@ def _schema(stype: SyncedType, viewset: type[DataViewSet]) -> type[DataViewSet]:
             responses={200: serializer, 412: ErrorSerializer, **errors},
         ),
         "destroy": extend_schema(
-            tags=tag, parameters=[etag, idem], responses={204: None, 412: ErrorSerializer, **errors}
+            tags=tag,
+            parameters=[etag, idem],
+            # 409 `protected`: objects whose reference forbids the delete still point at it.
+            responses={204: None, 409: ErrorSerializer, 412: ErrorSerializer, **errors},
         ),
         "bulk": extend_schema(
             tags=tag,

@@ -40,9 +40,11 @@ class APIErrorMiddleware:
             and is_valid_path(f"{path}/")
         ):
             # A redirect would drop the body of a POST/PATCH/DELETE; say what to fix.
-            return JsonResponse(
-                {"code": "not_found", "detail": f"No such endpoint; did you mean {path}/ ?"},
-                status=404,
+            return _hardened(
+                JsonResponse(
+                    {"code": "not_found", "detail": f"No such endpoint; did you mean {path}/ ?"},
+                    status=404,
+                )
             )
         response = self.get_response(request)
         if (
@@ -50,7 +52,7 @@ class APIErrorMiddleware:
             and response.status_code >= 400
             and not response.get("Content-Type", "").startswith("application/json")
         ):
-            return _error(response.status_code)
+            return _replacing(response, _error(response.status_code))
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -58,6 +60,28 @@ class APIErrorMiddleware:
             return None
         logger.exception("Unhandled error under /api/", exc_info=exception)
         return _error(500)
+
+
+# What the replaced response said about its body; every other header stays.
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding", "content-language"}
+
+
+def _replacing(original: HttpResponse, replacement: HttpResponse) -> HttpResponse:
+    """Keep the original's headers: this middleware runs outside
+    SecurityMiddleware and XFrameOptionsMiddleware, so a fresh response would
+    lose HSTS, nosniff and frame denial (and Allow, WWW-Authenticate...). An
+    error raised before those middlewares ran has none to keep: nosniff and
+    frame denial suit any JSON error, so `_hardened` sets them regardless."""
+    for name, value in original.items():
+        if name.lower() not in _BODY_HEADERS:
+            replacement[name] = value
+    return _hardened(replacement)
+
+
+def _hardened(response: HttpResponse) -> HttpResponse:
+    response.setdefault("X-Content-Type-Options", "nosniff")
+    response.setdefault("X-Frame-Options", "DENY")
+    return response
 
 
 def _error(status: int) -> JsonResponse:

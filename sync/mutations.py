@@ -117,4 +117,11 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else echo(str(value))
+
+
+def echo(text: str) -> str:
+    """Client text that a result repeats (an id that is not a UUID, an unknown
+    field's name). Results are stored for replays in PostgreSQL's jsonb, which
+    cannot hold NUL: one there would fail the whole push, so it is replaced."""
+    return text.replace("\x00", "\ufffd")

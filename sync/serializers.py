@@ -94,7 +94,10 @@ class ConflictSerializer(serializers.ModelSerializer):
     object_id = serializers.UUIDField()
     fields = serializers.JSONField(help_text="Fields at stake.")  # type: ignore[assignment]
     resolved_by = serializers.SlugRelatedField(  # type: ignore[var-annotated]
-        slug_field="username", read_only=True, help_text="Username of who resolved it."
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Username of who resolved it; null while open.",
     )
 
     class Meta:

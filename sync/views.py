@@ -162,8 +162,8 @@ class ConflictsView(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=CONFLICT_STATUSES)],
         responses={200: ConflictSerializer(many=True), **ERRORS},
-        description="Your own conflicts, newest first, with base / server / client values "
-        "and, once settled, the outcome.",
+        description="Your own conflicts, newest first (the newest 1,000 at most), with "
+        "base / server / client values and, once settled, the outcome.",
     )
     def get(self, request: Request) -> Response:
         status = request.query_params.get("status") or None
@@ -175,7 +175,8 @@ class ConflictsView(APIView):
                 errors={"status": [f"Must be one of {listed}."]},
             )
         qs = conflicts_for_user(user_id=user_id_of(request), status=status)
-        return Response(ConflictSerializer(qs, many=True).data)
+        newest = qs[: settings.SYNC_CONFLICTS_LIST_MAX]
+        return Response(ConflictSerializer(newest, many=True).data)
 
 
 class ConflictDetailView(APIView):

@@ -72,6 +72,27 @@ def test_nul_characters_are_rejected_per_mutation(alice):
     assert "NUL" in results[0]["errors"]["name"][0]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["id", "field name"])
+def test_nul_in_an_echoed_value_is_rejected_not_a_500(alice, where):
+    """Found by schemathesis: a rejected result echoes the client's id (when not
+    a UUID) and names unknown fields; with a NUL in either, storing the result
+    for replays failed in PostgreSQL's jsonb and the whole push answered 500."""
+    bad = customer()
+    if where == "id":
+        bad["id"] = "a\x00b"
+    else:
+        bad["data"]["na\x00me"] = "x"
+    good = customer("fine")
+    results = alice.push(bad, good)["results"]
+    assert [r["status"] for r in results] == ["rejected", "applied"]
+    echoed = results[0]["id"] if where == "id" else next(iter(results[0]["errors"]))
+    assert "\x00" not in echoed and echoed.startswith("a" if where == "id" else "na")
+    # The rejection was recorded like any other: a retry replays it.
+    assert alice.push(bad)["results"][0] == results[0]
+    assert Customer.objects.filter(pk=good["id"]).exists()
+
+
 def test_infinite_and_nan_literals_are_a_400(alice):
     for literal in (b"NaN", b"Infinity", b"-Infinity"):
         body = b'{"mutations": [], "x": %s}' % literal

@@ -1,0 +1,80 @@
+"""A real gunicorn serving the test database, for tests that go over the network
+(tests/e2e, tests/fuzz). The caller's test must be `django_db(transaction=True)`
+so that what it writes is committed and the server's processes can see it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterator[str]:
+    """Serve the app on a free loopback port; yields its base URL. `env`
+    overrides the server's environment (production settings otherwise: DEBUG
+    off; only the HTTPS redirect is off, since the loopback speaks plain HTTP).
+    The server's output goes to `log` if given, else to the test's."""
+    db = connection.settings_dict
+    port = _free_port()
+    server_env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DEBUG": "0",
+        **env,
+    }
+    binary = Path(sys.executable).with_name("gunicorn")
+    output = log.open("ab") if log is not None else None
+    proc = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
+        [
+            str(binary),
+            "config.wsgi",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=server_env,
+        stdout=output,
+        stderr=output,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/v1/sync/models/", timeout=2)  # noqa: S310
+            except urllib.error.HTTPError:
+                break  # 401: it answers
+            except OSError:
+                assert proc.poll() is None, "gunicorn exited"
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if output is not None:
+            output.close()
