@@ -38,12 +38,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy sync devices accounts
 
-# Benchmarks on PostgreSQL (see bench/run.py); BENCH_ARGS="--objects 20000" for a quick run.
+# Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
+# and the raw floor), bench/run.py (in process), fan-out and compression.
+# QUICK=1 runs small versions of each in a few minutes.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
 bench: install
 	psql "$(dir $(BENCH_DATABASE_URL))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_DATABASE_URL))'" | grep -q 1 \
 	  || createdb -h 127.0.0.1 -U postgres $(notdir $(BENCH_DATABASE_URL))
-	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/run.py $(BENCH_ARGS)
+	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/http_bench.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/run.py $(if $(QUICK),--objects 20000) $(BENCH_ARGS)
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/fanout.py
 	$(PY) bench/compression.py
 

@@ -127,11 +127,22 @@ def horizon() -> Horizon:
     role (or one granted pg_read_all_stats): pg_stat_activity hides other
     roles' transaction ids."""
     if not _postgres():
-        return Horizon(NOTHING_IN_FLIGHT)
+        # One writer at a time, every row at tx 0: a reader is caught up at the
+        # last row written, and later rows come after it.
+        return Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=_last_seq())
     with connection.cursor() as cursor:
         cursor.execute(_HORIZON_SQL)
         frontier, own, last = cursor.fetchone()
-    return Horizon(int(frontier), None if own is None else int(own), int(last or 0))
+    if own is None:
+        return Horizon(int(frontier))
+    return Horizon(int(frontier), int(own), max(int(last or 0), purged_through()[1]))
+
+
+def _last_seq() -> int:
+    """The highest seq written, or compaction's mark if it dropped the newest
+    rows (old tombstones): a cursor placed below that mark would get a 410
+    resync_required at once, and again at every initial sync."""
+    return max(head(), purged_through()[1])
 
 
 def after(position: Position) -> Q:
