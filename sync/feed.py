@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.db import connection
-from django.db.models import Max
+from django.db.models import BigIntegerField, Max, Subquery
+from django.db.models.functions import Coalesce, Greatest
 
 from .models import Change, FeedState, GrantEvent
 
@@ -42,7 +43,22 @@ def append(rows: list[Change]) -> tuple[int, int] | None:
 
 
 def head() -> int:
-    return Change.objects.aggregate(m=Max("seq"))["m"] or 0
+    """The feed position cursors move to once they have read everything.
+
+    The highest seq present, but never below the purge mark: compaction may
+    drop the newest rows (old tombstones), and a head moved back below
+    `purged_seq` would start every initial sync behind the purge, to be
+    answered 410 from its next page on, for as long as nothing new is written.
+    One query: it runs for every pull page.
+    """
+    purged = FeedState.objects.filter(pk=1).values("purged_seq")[:1]
+    top = Change.objects.aggregate(
+        m=Greatest(
+            Coalesce(Max("seq"), 0, output_field=BigIntegerField()),
+            Coalesce(Subquery(purged), 0, output_field=BigIntegerField()),
+        )
+    )
+    return top["m"] or 0
 
 
 def purged_through() -> int:
