@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTHON ?= python3
 
-.PHONY: install run worker beat test lint format bench clean
+.PHONY: install run demo worker beat test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	DEBUG=$${DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-plain} $(PY) manage.py runserver 0.0.0.0:$(PORT)
+
+# Three devices of the reference client (client/) against the server of `make run`:
+# offline edits, a merge, a conflict resolved from the app, convergence.
+demo: install
+	SYNC_URL=$${SYNC_URL:-http://127.0.0.1:$(PORT)} $(PY) -m client.demo
 
 # The real background processes (need REDIS_URL; see README "Push notifications").
 worker: install
@@ -36,7 +41,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sync devices accounts
+	$(VENV)/bin/mypy sync devices accounts client
 
 # Benchmarks on PostgreSQL (see bench/run.py); BENCH_ARGS="--objects 20000" for a quick run.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench

@@ -10,78 +10,26 @@ tests/sync/test_concurrency.py.)
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from accounts.services import token_issue
 from devices.services import device_register
 from fieldwork.services import team_member_add
+from tests.e2e.live import gunicorn
 from tests.factories import TeamFactory, UserFactory, customer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def server():
-    db = connection.settings_dict
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "THROTTLE_USER": "100000/min",
-        "DEBUG": "0",
-    }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
-        [
-            str(gunicorn),
-            "config.wsgi",
-            "-w",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/v1/sync/models/", timeout=2)  # noqa: S310
-        except urllib.error.HTTPError:
-            break  # 401: it answers
-        except OSError:
-            assert proc.poll() is None, "gunicorn exited"
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    with gunicorn() as base:
+        yield base
 
 
 class Device:
