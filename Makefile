@@ -23,7 +23,7 @@ run: install
 # Three devices of the reference client (client/) against the server of `make run`:
 # offline edits, a merge, a conflict resolved from the app, convergence.
 demo: install
-	SYNC_URL=$${SYNC_URL:-http://127.0.0.1:$(PORT)} $(PY) -m client.demo
+	@SYNC_URL=$${SYNC_URL:-http://127.0.0.1:$(PORT)} $(PY) -m client.demo
 
 # The real background processes (need REDIS_URL; see README "Push notifications").
 worker: install

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ApiError, ClientError, NetworkError
+from .http import RetryPolicy
 from .sync import SyncClient
 
 # The demo logins `make run` prints (fieldwork/management/commands/seed_demo.py).
@@ -52,7 +53,8 @@ def run(server: str, tmp: Path) -> None:
     print(f"Sync demo against {server}")
     devices: dict[str, SyncClient] = {}
     for name, user in (("demo-phone", "demo"), ("demo-tablet", "demo"), ("alice-phone", "alice")):
-        client = SyncClient(tmp / name, base_url=server)
+        # Few retries: a demo without a server should say so at once.
+        client = SyncClient(tmp / name, base_url=server, retry=RetryPolicy(attempts=2))
         client.login(user, DEMO_LOGINS[user])
         client.register_device(platform="android", name=f"{name} (make demo)")
         report = client.sync()
@@ -62,10 +64,8 @@ def run(server: str, tmp: Path) -> None:
 
     order_id, order = _shared_work_order(phone, alice)
     base = order["title"].split(":")[0]
-    print(
-        f'\nWork order "{order["title"]}" (version {_version(phone, order_id)}), '
-        "seen by all three. Offline, each edits it:"
-    )
+    version = _version(phone, order_id)
+    print(f'\nWork order "{order["title"]}" (version {version}) is on all three. Offline:')
     edits: list[tuple[SyncClient, str, dict[str, Any]]] = [
         (phone, "demo-phone", {"title": f"{base}: replace valve"}),
         (
@@ -88,9 +88,8 @@ def run(server: str, tmp: Path) -> None:
         now = client.get(ORDER, order_id) or {}
         line = {
             "applied": "written as sent",
-            "merged": f'merged with the phone\'s title: "{now.get("title")}", '
-            f"priority {now.get('priority')}",
-            "conflict": "the title was changed on both sides: nothing written, queued for a person",
+            "merged": f"the phone's title kept, priority {now.get('priority')} added",
+            "conflict": "title changed on both sides: nothing written, queued for a person",
         }.get(status, str(report.rejected))
         print(f"  {name:<12} {status:<9} {line} (version {_version(client, order_id)})")
         if report.conflicts:
@@ -113,8 +112,8 @@ def run(server: str, tmp: Path) -> None:
         now = client.get(ORDER, order_id) or {}
         version = _version(client, order_id)
         print(
-            f"  {name:<12} pulled {report.pulled} change(s); "
-            f'"{now.get("title")}", priority {now.get("priority")} (version {version})'
+            f'  {name:<12} pulled {report.pulled}: "{now.get("title")}", '
+            f"{now.get('priority')}, version {version}"
         )
     print(_converged(devices))
 

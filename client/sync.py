@@ -272,9 +272,9 @@ class SyncClient:
             current = self.store.local(spec.label, object_id)
             if current is None:
                 raise NotFound(f"No {spec.label} {object_id} here.")
-            # Only what the user changed: a field sent with its base value
-            # counts as unchanged in the server's three-way merge anyway, but
-            # an unchanged field sent would hide a concurrent change to it.
+            # Only the fields that differ from what the user sees (an update
+            # carries the fields the client changed); an edit that changes
+            # nothing queues nothing.
             changed = {k: v for k, v in changes.items() if current.get(k, _MISSING) != v}
             if not changed:
                 return None
