@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTHON ?= python3
 
-.PHONY: install run worker beat test lint format bench clean
+.PHONY: install run demo worker beat test lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ run: install
 	$(PY) manage.py seed_demo
 	DEBUG=$${DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-plain} $(PY) manage.py runserver 0.0.0.0:$(PORT)
 
+# Three devices of the reference client (client/) against the server of `make run`:
+# offline edits, a merge, a conflict resolved from the app, convergence.
+demo: install
+	@SYNC_URL=$${SYNC_URL:-http://127.0.0.1:$(PORT)} $(PY) -m client.demo
+
 # The real background processes (need REDIS_URL; see README "Push notifications").
 worker: install
 	$(VENV)/bin/celery -A config worker --loglevel=INFO --concurrency=$${CELERY_CONCURRENCY:-4}
@@ -34,9 +39,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
+	@! git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . || { echo "merge conflict markers left in the files above" >&2; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sync devices accounts
+	$(VENV)/bin/mypy sync devices accounts client
 
 # Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
 # and the raw floor), bench/run.py (in process), fan-out and compression.

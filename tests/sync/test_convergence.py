@@ -11,26 +11,22 @@ the server's current data.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from fieldwork.models import Customer, Note, WorkOrder
 from fieldwork.services import team_member_add, team_member_remove
 from sync.compaction import feed_compact
 from tests.factories import TeamFactory, delete, mutation, update
-from tests.helpers import wire_datetime
+from tests.oracle import CUSTOMER, MODELS, NOTE, ORDER, server_view
 
 pytestmark = pytest.mark.django_db
 
-CUSTOMER, ORDER, NOTE = "fieldwork.customer", "fieldwork.workorder", "fieldwork.note"
 SEEDS = int(os.environ.get("CONVERGENCE_SEEDS", "10"))
 
 
@@ -85,65 +81,6 @@ class Device:
                 self.state[key] = result["data"]
         if self.cursor:
             self.cursor = body["cursor"]  # documented as always safe to adopt
-
-
-# The oracle below is written from the demo domain's own facts, independently of
-# the sync layer's scope and encoding code (sync.feed, SyncedType.channels_of and
-# encode), so that a bug there cannot cancel out in the comparison.
-
-MODELS = {CUSTOMER: Customer, ORDER: WorkOrder, NOTE: Note}
-# The wire fields of each model (fieldwork/sync_registration.py), plus the system
-# fields every synced model carries.
-SYSTEM_FIELDS = ["owner", "created_at", "updated_at"]
-WIRE_FIELDS = {
-    CUSTOMER: ["name", "email", "phone", "address", "team", *SYSTEM_FIELDS],
-    ORDER: [
-        "customer",
-        "title",
-        "description",
-        "status",
-        "priority",
-        "scheduled_for",
-        "due_at",
-        "estimated_hours",
-        "follow_up_of",
-        "team",
-        *SYSTEM_FIELDS,
-    ],
-    NOTE: ["work_order", "body", "pinned", "team", *SYSTEM_FIELDS],
-}
-# Foreign keys travel as the referenced id.
-REFERENCES = {"owner", "team", "customer", "work_order", "follow_up_of"}
-
-
-def wire_value(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return wire_datetime(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value  # None, str, int, float and bool are JSON as they are
-
-
-def wire_data(label: str, obj) -> dict[str, Any]:
-    return {
-        name: wire_value(getattr(obj, f"{name}_id" if name in REFERENCES else name))
-        for name in WIRE_FIELDS[label]
-    }
-
-
-def server_view(user, member: dict) -> dict[tuple[str, str], dict]:
-    """The live objects `user` may see: their own, and their teams' objects."""
-    teams = {
-        team_id for (user_id, team_id), joined in member.items() if joined and user_id == user.pk
-    }
-    return {
-        (label, str(obj.pk)): wire_data(label, obj)
-        for label, model in MODELS.items()
-        for obj in model.objects.filter(deleted_at__isnull=True)
-        if obj.owner_id == user.pk or obj.team_id in teams
-    }
 
 
 EDITS = {

@@ -339,6 +339,22 @@ def test_initial_sync_resumes_after_compaction_purged_older_tombstones(alice, bo
     assert len(page["changes"]) + len(rest) == 4
 
 
+def test_an_initial_sync_after_the_newest_row_was_compacted_is_not_sent_back(alice, bob, settings):
+    # Found by the client's end-to-end property test: purging the feed's newest
+    # row (a tombstone) moved the head back below the purge, so every initial
+    # sync started behind it and was answered 410 on its next page, forever.
+    alice.push(*[customer(f"c{i}") for i in range(3)])
+    gone = customer("bob's")
+    bob.push(gone)
+    bob.push(delete(CUSTOMER, gone["id"], 1))  # the newest row of the feed is a tombstone
+    feed_compact(now=timezone.now() + settings.SYNC_RETENTION + timedelta(days=1))
+    page = alice.pull(limit=2)
+    assert page["has_more"]
+    rest, cursor = alice.pull_all(page["cursor"], limit=2)
+    assert len(page["changes"]) + len(rest) == 3
+    assert alice.pull(cursor=cursor)["changes"] == []
+
+
 def test_idle_cursor_moves_with_the_feed_so_compaction_does_not_force_a_resync(
     alice, bob, settings
 ):

@@ -1,0 +1,42 @@
+"""A reference offline-first client of the sync protocol (docs/protocol.md).
+
+Small on purpose, and written to be ported: a mobile team should be able to
+read it top to bottom and rebuild it in Kotlin or Swift.
+
+- `store.py`: the local SQLite store (server copies, the outbox of pending
+  mutations, conflicts, rejections, the cursor).
+- `sync.py`: `SyncClient`, the sync loop and the local edit API.
+- `schema.py`: discovery's field metadata and offline validation.
+- `http.py`: JSON over HTTP with gzip, retries, backoff and jitter.
+- `cli.py` (`python -m client`): a command line for people; `demo.py`: `make demo`.
+
+The sync loop, step by step, is in `client/README.md`.
+"""
+
+from .errors import (
+    ApiError,
+    ClientError,
+    ConflictSettled,
+    NetworkError,
+    NotFound,
+    NotLoggedIn,
+    StaleResolution,
+    ValidationError,
+)
+from .http import RetryPolicy
+from .sync import Progress, SyncClient, SyncReport
+
+__all__ = [
+    "ApiError",
+    "ClientError",
+    "ConflictSettled",
+    "NetworkError",
+    "NotFound",
+    "NotLoggedIn",
+    "Progress",
+    "RetryPolicy",
+    "StaleResolution",
+    "SyncClient",
+    "SyncReport",
+    "ValidationError",
+]

@@ -1,0 +1,160 @@
+"""`make demo`: three devices edit one work order offline, and converge.
+
+Run against the server of `make run` (`SYNC_URL`, default
+http://127.0.0.1:8000). Two devices of `demo` and one of `alice` (both in the
+"North crew" team of the demo data) sync, go offline and edit the same team
+work order; then they sync one after the other:
+
+- the first edit is applied;
+- the second (another field, made on the old version) is merged by the server;
+- the third (the same field as the first, to another value) is a conflict: it
+  waits in the staff queue in the admin, and here its author resolves it from
+  the app through the API instead;
+
+and every device ends identical to a fresh sync of its user's data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ApiError, ClientError, NetworkError
+from .http import RetryPolicy
+from .sync import SyncClient
+
+# The demo logins `make run` prints (fieldwork/management/commands/seed_demo.py).
+DEMO_LOGINS = {"demo": "demo-pass-1234", "alice": "alice-pass-1234"}
+ORDER = "fieldwork.workorder"
+
+
+def main() -> int:
+    server = os.environ.get("SYNC_URL", "http://127.0.0.1:8000").rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="sync-demo-") as tmp:
+        try:
+            run(server, Path(tmp))
+        except NetworkError:
+            print(f"No server at {server}. Start one with `make run` (or set SYNC_URL).")
+            return 1
+        except ApiError as exc:
+            print(f"The server refused: {exc.detail} ({exc.code}). Is it `make run`'s demo data?")
+            return 1
+        except ClientError as exc:
+            print(f"Demo failed: {exc}")
+            return 1
+    return 0
+
+
+def run(server: str, tmp: Path) -> None:
+    print(f"Sync demo against {server}")
+    devices: dict[str, SyncClient] = {}
+    for name, user in (("demo-phone", "demo"), ("demo-tablet", "demo"), ("alice-phone", "alice")):
+        # Few retries: a demo without a server should say so at once.
+        client = SyncClient(tmp / name, base_url=server, retry=RetryPolicy(attempts=2))
+        client.login(user, DEMO_LOGINS[user])
+        client.register_device(platform="android", name=f"{name} (make demo)")
+        report = client.sync()
+        print(f"  {name:<12} ({user}) initial sync: {report.pulled} changes")
+        devices[name] = client
+    phone, tablet, alice = devices["demo-phone"], devices["demo-tablet"], devices["alice-phone"]
+
+    order_id, order = _shared_work_order(phone, alice)
+    base = order["title"].split(":")[0]
+    version = _version(phone, order_id)
+    print(f'\nWork order "{order["title"]}" (version {version}) is on all three. Offline:')
+    edits: list[tuple[SyncClient, str, dict[str, Any]]] = [
+        (phone, "demo-phone", {"title": f"{base}: replace valve"}),
+        (
+            tablet,
+            "demo-tablet",
+            {"priority": "high" if order["priority"] == "urgent" else "urgent"},
+        ),
+        (alice, "alice-phone", {"title": f"{base}: check pressure"}),
+    ]
+    for client, name, change in edits:
+        client.update(ORDER, order_id, change)
+        ((field, value),) = change.items()
+        print(f'  {name:<12} {field} → "{value}"')
+
+    print("\nBack online, they sync one after the other:")
+    conflict_id = None
+    for client, name, _ in edits:
+        report = client.sync()
+        status = next(iter(report.pushed))
+        now = client.get(ORDER, order_id) or {}
+        line = {
+            "applied": "written as sent",
+            "merged": f"the phone's title kept, priority {now.get('priority')} added",
+            "conflict": "title changed on both sides: nothing written, queued for a person",
+        }.get(status, str(report.rejected))
+        print(f"  {name:<12} {status:<9} {line} (version {_version(client, order_id)})")
+        if report.conflicts:
+            conflict_id = report.conflicts[0]
+    if conflict_id is None:
+        raise ClientError("expected a conflict; none came")
+
+    print(
+        f"\nStaff would resolve it in the admin: {server}/admin/sync/conflict/{conflict_id}/change/"
+    )
+    combined = f"{base}: replace valve, check pressure"
+    answer = alice.resolve(conflict_id, "fields", {"title": combined}, note="make demo")
+    endpoint = f"POST /api/v1/sync/conflicts/{conflict_id}/resolve/"
+    print(f"Instead alice resolves it from the app ({endpoint}):")
+    print(f'  title "{combined}" → version {answer["object"]["version"]}')
+
+    print("\nEveryone syncs again:")
+    for name, client in devices.items():
+        report = client.sync()
+        now = client.get(ORDER, order_id) or {}
+        version = _version(client, order_id)
+        print(
+            f'  {name:<12} pulled {report.pulled}: "{now.get("title")}", '
+            f"{now.get('priority')}, version {version}"
+        )
+    print(_converged(devices))
+
+
+def _shared_work_order(phone: SyncClient, alice: SyncClient) -> tuple[str, dict[str, Any]]:
+    """A team work order that both users see, the same one on every run."""
+    theirs = alice.all(ORDER)
+    shared = sorted(
+        (object_id, data)
+        for (_, object_id), data in phone.all(ORDER).items()
+        if data.get("team") and (ORDER, object_id) in theirs
+    )
+    if not shared:
+        raise ClientError("no work order shared by demo and alice; is this the demo data?")
+    return shared[0]
+
+
+def _version(client: SyncClient, object_id: str) -> int | None:
+    copy = client.store.server_copy(ORDER, object_id)
+    return copy.version if copy else None
+
+
+def _converged(devices: Mapping[str, SyncClient]) -> str:
+    """Each device's store must equal what a fresh initial sync of its user
+    brings now: the same objects, versions and data."""
+    counts: dict[str, int] = {}
+    for name, client in devices.items():
+        held = {
+            key: (copy.version, copy.data) for key, copy in client.store.server_copies().items()
+        }
+        fresh = client.fetch_all()
+        if held != fresh or client.store.pending():
+            differ = [k for k in held.keys() | fresh.keys() if held.get(k) != fresh.get(k)]
+            raise ClientError(f"{name} did not converge: {len(differ)} objects differ")
+        counts[client.username or name] = len(held)
+    per_user = sorted(set(counts.values()))
+    if len(per_user) == 1:
+        return f"converged: {len(devices)} devices, {per_user[0]} objects each"
+    listed = ", ".join(f"{user} {n}" for user, n in counts.items())
+    return f"converged: {len(devices)} devices ({listed} objects)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

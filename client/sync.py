@@ -1,0 +1,550 @@
+"""`SyncClient`: one device, its store, and the sync loop.
+
+    client = SyncClient("~/.fieldwork/phone", base_url="https://sync.example.com")
+    client.login("alice", "…")            # once; the token is kept in the store
+    client.register_device(platform="android", name="Pixel 8")
+    order = client.create("fieldwork.workorder", {"customer": cid, "title": "Fix boiler"})
+    client.update("fieldwork.workorder", order, {"status": "done"})   # offline is fine
+    report = client.sync(progress=print)  # push the outbox, then pull
+
+The loop and how each answer is handled are explained step by step in
+`client/README.md`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .errors import (
+    ApiError,
+    ConflictSettled,
+    NotFound,
+    NotLoggedIn,
+    StaleResolution,
+    ValidationError,
+)
+from .http import Api, Response, RetryPolicy, TransferStats
+from .schema import Errors, ModelSpec
+from .store import Data, LocalConflict, Mutation, Rejection, Store
+
+PUSH_BATCH = 500  # the server's maximum per push (docs/protocol.md, "Push")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Handed to the progress callback after each pulled page."""
+
+    pulled: int  # changes received so far in this sync
+    remaining: int  # the server's estimate of what is still to come (approximate)
+    initial: bool  # an initial sync: the one worth a progress bar
+
+    @property
+    def total(self) -> int:
+        return self.pulled + self.remaining
+
+
+@dataclass
+class SyncReport:
+    pushed: Counter[str] = field(default_factory=Counter)  # results by status
+    pulled: int = 0  # changes received
+    initial: bool = False  # this sync (re)built the store from scratch
+    resynced: bool = False  # because the cursor was refused (410 / bad_cursor)
+    conflicts: list[str] = field(default_factory=list)  # conflict ids opened
+    rejected: list[str] = field(default_factory=list)  # mutation ids rejected
+
+
+@dataclass(frozen=True)
+class Status:
+    server: str
+    username: str | None
+    device_id: str | None
+    last_sync: str | None
+    initial_sync_done: bool
+    objects: int
+    pending: list[Mutation]
+    open_conflicts: list[LocalConflict]
+    rejections: list[Rejection]
+
+
+ResultHook = Callable[[Mutation, Mapping[str, Any]], None]
+
+
+class SyncClient:
+    """A device: its local store (under `state_dir`) and its conversation with
+    the server. Safe to drop at any moment and reopen from the same directory."""
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        base_url: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        page_size: int = 500,
+        on_result: ResultHook | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).expanduser()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.state_dir / "store.sqlite3")
+        if base_url:
+            self.store.set("base_url", base_url.rstrip("/"))
+        self.page_size = page_size
+        self.on_result = on_result
+        self.api = Api(
+            self.server,
+            token=self.store.get("token"),
+            device_id=self.store.get("device_id"),
+            transport=transport,
+            retry=retry,
+            sleep=sleep,
+        )
+        self._specs: dict[str, ModelSpec] | None = None
+        # One sync at a time (a push timer and a push notification may both
+        # start one); local edits need no lock of their own (store.py).
+        self._syncing = threading.Lock()
+
+    def close(self) -> None:
+        self.api.close()
+        self.store.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def server(self) -> str:
+        return self.store.get("base_url") or DEFAULT_URL
+
+    @property
+    def username(self) -> str | None:
+        return self.store.get("username")
+
+    @property
+    def device_id(self) -> str | None:
+        return self.store.get("device_id")
+
+    @property
+    def stats(self) -> TransferStats:
+        return self.api.stats
+
+    # --- account and device ----------------------------------------------
+
+    def login(self, username: str, password: str) -> None:
+        """Get a token and keep it (a phone keeps it in the Keystore/Keychain).
+
+        Raises `ApiError` with code `invalid_credentials` (400) or `throttled`
+        (429, with `retry_after`) for the app to show.
+        """
+        response = self.api.request(
+            "POST", "/api/v1/auth/token/", json_body={"username": username, "password": password}
+        )
+        self.use_token(username, response.body["token"])
+
+    def use_token(self, username: str, token: str) -> None:
+        """Sign in with a token obtained elsewhere (a test, a provisioning tool)."""
+        if self.username not in (None, username):
+            # A cursor and the local data belong to one account
+            # (docs/protocol.md, "Cursors"): another user starts afresh, on a
+            # device id of their own.
+            self.store.forget_account()
+            self.api.device_id = None
+        self.store.set("username", username)
+        self.store.set("token", token)
+        self.api.token = token
+
+    def register_device(self, *, platform: str = "android", name: str | None = None) -> str:
+        """Register this installation; idempotent. Returns the device id.
+
+        The id is generated once and kept; `409 device_taken` (someone else
+        registered it) makes a new one (docs/protocol.md, "Writing a client").
+        """
+        body: dict[str, Any] = {"platform": platform}
+        if name:
+            body["name"] = name
+        for _ in range(3):
+            device_id = self.device_id or str(uuid.uuid4())
+            try:
+                self._call("POST", "/api/v1/devices/", json_body={"id": device_id, **body})
+            except ApiError as exc:
+                if exc.code != "device_taken":
+                    raise
+                self.store.set("device_id", None)
+                continue
+            self.store.set("device_id", device_id)
+            self.store.set("platform", platform)
+            self.api.device_id = device_id
+            return device_id
+        raise RuntimeError("could not find a free device id")  # three UUID4 collisions
+
+    # --- discovery and validation -----------------------------------------
+
+    def refresh_models(self) -> dict[str, ModelSpec]:
+        """Fetch discovery's field metadata and keep it for offline validation."""
+        self.store.save_models(self._call("GET", "/api/v1/sync/models/").body)
+        self._specs = None
+        return self.specs()
+
+    def specs(self) -> dict[str, ModelSpec]:
+        if self._specs is None:
+            self._specs = {d["model"]: ModelSpec.from_wire(d) for d in self.store.models()}
+        return self._specs
+
+    def spec(self, model: str) -> ModelSpec:
+        specs = self.specs() or self.refresh_models()
+        label = self.label(model, specs)
+        return specs[label]
+
+    def label(self, name: str, specs: Mapping[str, ModelSpec] | None = None) -> str:
+        """`fieldwork.workorder`, or just `workorder` when that is unambiguous."""
+        specs = specs if specs is not None else (self.specs() or self.refresh_models())
+        name = name.lower()
+        if name in specs:
+            return name
+        matches = [label for label in specs if label.split(".", 1)[1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(sorted(specs))
+        raise NotFound(f"No synced model {name!r}; the server has {known}.")
+
+    def _check(self, spec: ModelSpec, data: Mapping[str, Any], *, creating: bool) -> None:
+        errors: Errors = spec.validate(data, creating=creating)
+        for name, value in data.items():
+            field_spec = spec.fields.get(name)
+            if (
+                field_spec is not None
+                and field_spec.type == "reference"
+                and field_spec.model in self.specs()
+                and isinstance(value, str)
+                and name not in errors
+                and self.store.local(field_spec.model, value) is None
+            ):
+                # The server takes a reference only to a live object in our
+                # scope, which we would hold; one we do not is refused there.
+                errors[name] = [f"No {field_spec.model} with this id in your scope."]
+        if errors:
+            raise ValidationError(errors)
+
+    # --- local data (works offline) ----------------------------------------
+
+    def get(self, model: str, object_id: str) -> Data | None:
+        return self.store.local(self.label(model), _uuid(object_id))
+
+    def all(self, model: str | None = None) -> dict[tuple[str, str], Data]:
+        return self.store.local_all(self.label(model) if model else None)
+
+    def create(self, model: str, data: Mapping[str, Any], *, object_id: str | None = None) -> str:
+        """Create an object offline; returns its id (chosen here, a UUID)."""
+        spec = self.spec(model)
+        self._check(spec, data, creating=True)
+        object_id = _uuid(object_id) if object_id else str(uuid.uuid4())
+        with self.store.transaction():
+            if (
+                self.store.local(spec.label, object_id) is not None
+                or self.store.server_copy(spec.label, object_id) is not None
+            ):
+                raise ValidationError({"id": ["An object with this id already exists."]})
+            # The defaults discovery announces, so the local view shows what the
+            # server will store; sending them is harmless.
+            self.store.queue(spec.label, object_id, "create", {**spec.defaults(), **data})
+        return object_id
+
+    def update(self, model: str, object_id: str, changes: Mapping[str, Any]) -> str | None:
+        """Change fields offline; returns the mutation id carrying the edit
+        (None when nothing actually changed)."""
+        spec = self.spec(model)
+        object_id = _uuid(object_id)
+        self._check(spec, changes, creating=False)
+        with self.store.transaction():
+            current = self.store.local(spec.label, object_id)
+            if current is None:
+                raise NotFound(f"No {spec.label} {object_id} here.")
+            # Only the fields that differ from what the user sees (an update
+            # carries the fields the client changed); an edit that changes
+            # nothing queues nothing.
+            changed = {k: v for k, v in changes.items() if current.get(k, _MISSING) != v}
+            if not changed:
+                return None
+            return self.store.queue(spec.label, object_id, "update", changed)
+
+    def delete(self, model: str, object_id: str) -> str | None:
+        spec = self.spec(model)
+        object_id = _uuid(object_id)
+        with self.store.transaction():
+            if self.store.local(spec.label, object_id) is None:
+                raise NotFound(f"No {spec.label} {object_id} here.")
+            return self.store.queue(spec.label, object_id, "delete", None)
+
+    # --- the sync loop -----------------------------------------------------
+
+    def sync(self, *, progress: Callable[[Progress], None] | None = None) -> SyncReport:
+        """Push the outbox, then pull until up to date. Safe to interrupt at any
+        point and to call again: nothing is lost or applied twice."""
+        with self._syncing:
+            return self._sync(progress)
+
+    def _sync(self, progress: Callable[[Progress], None] | None) -> SyncReport:
+        if self.api.token is None:
+            raise NotLoggedIn("Log in first.")
+        if self.device_id is None:
+            self.register_device(platform=self.store.get("platform") or "android")
+        if not self.specs():
+            self.refresh_models()
+        report = SyncReport()
+        self.push(report)
+        self.pull(report, progress=progress)
+        if self.store.conflicts("open"):
+            self.refresh_conflicts()
+        self.store.prune_tombstones()
+        self.store.set("last_sync", _now())
+        return report
+
+    def push(self, report: SyncReport | None = None) -> SyncReport:
+        """Send the outbox oldest first, in batches, and settle every result."""
+        report = report or SyncReport()
+        while batch := self.store.next_batch(PUSH_BATCH):
+            # Frozen before the request leaves: if we crash or the answer is
+            # lost, the next push resends exactly these mutation ids.
+            self.store.mark_sent(batch)
+            sent_cursor = self.store.cursor
+            body: dict[str, Any] = {"mutations": [m.wire() for m in batch]}
+            if sent_cursor is not None:
+                body["cursor"] = sent_cursor
+            response = self._call("POST", "/api/v1/sync/push/", json_body=body, device=True)
+            results = response.body["results"]
+            with self.store.transaction():
+                for entry, result in zip(batch, results, strict=True):
+                    self.store.settle(entry, result)
+                self.store.adopt_push_cursor(sent_cursor, response.body["cursor"])
+            for entry, result in zip(batch, results, strict=True):
+                report.pushed[result["status"]] += 1
+                if result["status"] == "conflict":
+                    report.conflicts.append(result["conflict_id"])
+                elif result["status"] == "rejected":
+                    report.rejected.append(entry.mutation_id)
+                if self.on_result is not None:
+                    self.on_result(entry, result)
+        return report
+
+    def pull(
+        self,
+        report: SyncReport | None = None,
+        *,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> SyncReport:
+        """Pull pages until `has_more` is false, each stored with its cursor."""
+        report = report or SyncReport()
+        started_over = False
+        while True:
+            cursor = self.store.cursor
+            params: dict[str, Any] = {"limit": self.page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            try:
+                page = self._call("GET", "/api/v1/sync/pull/", params=params, device=True).body
+            except ApiError as exc:
+                # 410: the cursor is older than the tombstones kept; 400
+                # bad_cursor: it cannot be read (another account, a rotated
+                # server secret). Both: start over with an initial sync. The
+                # local rows stay until it has brought their replacements, and
+                # the outbox is untouched (it was pushed just before).
+                if exc.code in ("resync_required", "bad_cursor") and cursor and not started_over:
+                    self.store.start_over()
+                    started_over = report.resynced = True
+                    continue
+                raise
+            initial = cursor is None or self.store.get("initial_sync") is not None
+            report.initial = report.initial or initial
+            self.store.apply_page(page["changes"], page["cursor"], has_more=page["has_more"])
+            report.pulled += len(page["changes"])
+            if progress is not None:
+                progress(Progress(report.pulled, page["remaining"], initial))
+            if not page["has_more"]:
+                return report
+
+    def fetch_all(self) -> dict[tuple[str, str], tuple[int, Data]]:
+        """What an initial sync would bring right now, `(model, id) → (version,
+        data)`, without touching the store: to check that a device converged."""
+        found: dict[tuple[str, str], tuple[int, Data]] = {}
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": self.page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = self._call("GET", "/api/v1/sync/pull/", params=params, device=True).body
+            for change in page["changes"]:
+                key = (change["model"], change["id"])
+                if change["op"] == "upsert":
+                    found[key] = (change["version"], change["data"])
+                else:
+                    found.pop(key, None)
+            cursor = page["cursor"]
+            if not page["has_more"]:
+                return found
+
+    # --- conflicts and rejections -------------------------------------------
+
+    def conflicts(self, status: str | None = "open") -> list[LocalConflict]:
+        return self.store.conflicts(status)
+
+    def refresh_conflicts(self) -> list[LocalConflict]:
+        """Bring the local conflict list up to date with the server: conflicts
+        raised on this user's other devices, and those settled elsewhere (by
+        staff in the admin, or superseded by a later edit)."""
+        open_now = self._call("GET", "/api/v1/sync/conflicts/", params={"status": "open"}).body
+        for described in open_now:
+            self.store.record_conflict(described)
+        still_open = {c["id"] for c in open_now}
+        for local in self.store.conflicts("open"):
+            if local.conflict_id not in still_open:
+                try:
+                    described = self._call(
+                        "GET", f"/api/v1/sync/conflicts/{local.conflict_id}/"
+                    ).body
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    self.store.conflict_closed(local.conflict_id, "gone")
+                else:
+                    self.store.record_conflict(described)
+        return self.store.conflicts("open")
+
+    def conflict_details(self, conflict_id: str) -> dict[str, Any]:
+        """The server's account of a conflict: fields at stake, base / server /
+        client values (what a resolve screen shows)."""
+        return self._call("GET", f"/api/v1/sync/conflicts/{_uuid(conflict_id)}/").body
+
+    def resolve(
+        self,
+        conflict_id: str,
+        choice: str,
+        values: Mapping[str, Any] | None = None,
+        *,
+        note: str = "",
+    ) -> dict[str, Any]:
+        """Settle one of this user's conflicts from the app.
+
+        `choice` is `server` (keep the server's values), `client` (take the
+        values the user pushed) or `fields` (`values` gives each field at
+        stake). The resolution is checked against the version we hold; the
+        resulting object is stored at once (every other device pulls it).
+        Raises `StaleResolution` (412: the object moved on; its new state is
+        stored) and `ConflictSettled` (409).
+        """
+        conflict_id = _uuid(conflict_id)
+        local = self.store.conflict(conflict_id)
+        if local is None:
+            self.store.record_conflict(self.conflict_details(conflict_id))
+            local = self.store.conflict(conflict_id)
+            assert local is not None  # noqa: S101 - just stored
+        held = self.store.server_copy(local.model, local.object_id)
+        expected = held.version if held is not None else local.server_version
+        body: dict[str, Any] = {"choice": choice, "expected_version": expected}
+        if values is not None:
+            body["values"] = dict(values)
+        if note:
+            body["note"] = note
+        path = f"/api/v1/sync/conflicts/{conflict_id}/resolve/"
+        try:
+            answer = self._call("POST", path, json_body=body, device=True).body
+        except ApiError as exc:
+            if exc.status == 412:
+                current = exc.body.get("object")
+                if current:
+                    self._adopt(current)
+                raise StaleResolution(current) from exc
+            if exc.status == 409:
+                status = str(exc.body.get("status") or "resolved")
+                self.store.conflict_closed(conflict_id, status)
+                raise ConflictSettled(status) from exc
+            if exc.status == 404:
+                self.store.conflict_closed(conflict_id, "gone")
+            raise
+        self._adopt(answer["object"])
+        self.store.conflict_closed(
+            conflict_id, "resolved", answer["conflict"].get("resolved_version")
+        )
+        return answer
+
+    def _adopt(self, obj: Mapping[str, Any]) -> None:
+        self.store.adopt_result(obj["model"], obj["id"], obj["version"], obj["data"])
+
+    def rejections(self) -> list[Rejection]:
+        return self.store.rejections()
+
+    def dismiss_rejection(self, mutation_id: str) -> None:
+        self.store.dismiss_rejection(mutation_id)
+
+    # --- status -------------------------------------------------------------
+
+    def status(self) -> Status:
+        return Status(
+            server=self.server,
+            username=self.username,
+            device_id=self.device_id,
+            last_sync=self.store.get("last_sync"),
+            initial_sync_done=self.store.cursor is not None
+            and self.store.get("initial_sync") is None,
+            objects=len(self.store.server_copies()),
+            pending=self.store.pending(),
+            open_conflicts=self.store.conflicts("open"),
+            rejections=self.store.rejections(),
+        )
+
+    # --- plumbing -----------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        device: bool = False,
+    ) -> Response:
+        """One API call; a refused token becomes `NotLoggedIn`, and a device the
+        server no longer knows (deleted in the admin) is registered again."""
+        for attempt in range(2):
+            try:
+                return self.api.request(
+                    method, path, json_body=json_body, params=params, device=device
+                )
+            except ApiError as exc:
+                if exc.status == 401:
+                    raise NotLoggedIn(exc.detail) from exc
+                if exc.code == "device_forbidden" and attempt == 0:
+                    self.register_device(platform=self.store.get("platform") or "android")
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError as exc:
+        raise NotFound(f"{value!r} is not an object id (a UUID).") from exc
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

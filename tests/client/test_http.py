@@ -1,0 +1,139 @@
+"""The client's HTTP layer: retries, backoff with jitter, Retry-After, gzip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from client import ApiError, NetworkError, RetryPolicy
+from client.http import Api
+
+POLICY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=8.0, max_retry_after=60.0)
+
+
+def api(*answers: httpx.Response | Exception, seen: list | None = None) -> tuple[Api, list]:
+    queue = list(answers)
+    slept: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        answer = queue.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    client = Api(
+        "https://sync.test",
+        token="t",
+        device_id="d",
+        transport=httpx.MockTransport(handler),
+        retry=POLICY,
+        sleep=slept.append,
+        rng=random.Random(1),
+    )
+    return client, slept
+
+
+def error(status: int, code: str, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json={"code": code, "detail": code}, headers=headers)
+
+
+def test_5xx_and_network_errors_are_retried_with_growing_jittered_waits():
+    client, slept = api(
+        error(503, "error"),
+        httpx.ConnectError("refused"),
+        error(502, "error"),
+        httpx.Response(200, json={"ok": True}),
+    )
+    assert client.request("GET", "/x").body == {"ok": True}
+    assert len(slept) == 3
+    for attempt, wait in enumerate(slept):
+        assert 0 <= wait <= min(8.0, 2**attempt)  # full jitter under the exponential cap
+    assert len(set(slept)) == 3  # jittered, not a fixed schedule
+    assert client.stats.retries == 3 and client.stats.requests == 4
+
+
+def test_it_gives_up_after_the_last_attempt():
+    client, slept = api(*[httpx.ReadTimeout("slow")] * 4)
+    with pytest.raises(NetworkError):
+        client.request("GET", "/x")
+    assert len(slept) == 3
+    client, _ = api(*[error(500, "server_error")] * 4)
+    with pytest.raises(ApiError) as caught:
+        client.request("GET", "/x")
+    assert caught.value.code == "server_error"
+
+
+def test_429_waits_at_least_retry_after():
+    client, slept = api(error(429, "throttled", **{"Retry-After": "7"}), httpx.Response(200))
+    client.request("POST", "/x", json_body={})
+    assert 7 <= slept[0] <= 7 + POLICY.base_delay
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    client, slept = api(error(429, "throttled", **{"Retry-After": later}), httpx.Response(200))
+    client.request("GET", "/x")
+    assert 28 <= slept[0] <= 31
+
+
+def test_a_retry_after_too_long_to_sleep_through_goes_to_the_app():
+    client, slept = api(error(429, "throttled", **{"Retry-After": "900"}))
+    with pytest.raises(ApiError) as caught:
+        client.request("POST", "/api/v1/auth/token/", json_body={})
+    assert caught.value.code == "throttled" and caught.value.retry_after == 900
+    assert slept == []
+
+
+def test_other_4xx_are_not_retried_and_keep_the_error_body():
+    body = {"code": "invalid", "detail": "Bad.", "errors": {"name": ["Required."]}}
+    client, slept = api(httpx.Response(400, json=body))
+    with pytest.raises(ApiError) as caught:
+        client.request("POST", "/x", json_body={})
+    assert (caught.value.status, caught.value.code, caught.value.errors) == (
+        400,
+        "invalid",
+        {"name": ["Required."]},
+    )
+    assert slept == []
+
+
+def test_a_proxy_error_page_is_still_an_error_with_a_code():
+    client, _ = api(*[httpx.Response(502, text="<html>Bad gateway</html>")] * 4)
+    with pytest.raises(ApiError) as caught:
+        client.request("GET", "/x")
+    assert caught.value.code == "error" and "502" in caught.value.detail
+
+
+def test_gzip_is_asked_for_and_a_compressed_answer_is_decoded():
+    payload = {"changes": [{"id": str(i)} for i in range(200)], "has_more": False}
+    raw = json.dumps(payload).encode()
+    seen: list[httpx.Request] = []
+    client, _ = api(
+        httpx.Response(
+            200,
+            content=gzip.compress(raw),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        ),
+        httpx.Response(200, json=payload),  # a server that does not compress
+        seen=seen,
+    )
+    assert client.request("GET", "/pull").body == payload
+    assert client.request("GET", "/pull").body == payload
+    assert all(r.headers["Accept-Encoding"] == "gzip" for r in seen)
+    assert client.stats.compressed_responses == 1
+    assert client.stats.bytes_on_wire < client.stats.bytes_decoded
+
+
+def test_the_token_and_device_headers():
+    seen: list[httpx.Request] = []
+    client, _ = api(httpx.Response(200), httpx.Response(200), seen=seen)
+    client.request("GET", "/api/v1/sync/pull/", device=True)
+    client.request("GET", "/api/v1/sync/models/")
+    assert seen[0].headers["Authorization"] == "Token t"
+    assert seen[0].headers["X-Device-Id"] == "d"
+    assert "X-Device-Id" not in seen[1].headers

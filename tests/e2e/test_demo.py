@@ -1,0 +1,24 @@
+"""`make demo` against a live server loaded with `make run`'s demo data."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import global_settings
+from django.core.management import call_command
+
+from client import demo
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_demo_merges_resolves_and_converges(live_gunicorn, tmp_path, settings, capsys):
+    # The server checks passwords with the real hashers, not the tests' fast one.
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+    call_command("seed_demo")
+    demo.run(live_gunicorn, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("applied   written as sent" in line for line in lines)
+    assert any("merged    the phone's title kept" in line for line in lines)
+    assert any("conflict  title changed on both sides" in line for line in lines)
+    assert any("/admin/sync/conflict/" in line and "/change/" in line for line in lines)
+    assert lines[-1] == "converged: 3 devices, 56 objects each"
