@@ -18,6 +18,7 @@ current version (and is still versioned, recorded and merged like any write).
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
@@ -25,8 +26,10 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -150,6 +153,25 @@ def serializer_for(stype: SyncedType) -> type[serializers.Serializer]:
     return type(_component_name(stype), (serializers.Serializer,), attrs)
 
 
+class _UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 instant, compared in UTC. PostgreSQL takes offsets up to ±15:59
+    only, so `+20:55` (valid ISO) is converted before the query; a value the
+    conversion carries off the calendar is a clean 400."""
+
+    def to_python(self, value: Any) -> dt.datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None or timezone.is_naive(parsed):
+            return parsed
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValidationError("Outside the range of dates.", code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _UtcDateTimeField
+
+
 def filterset_for(stype: SyncedType) -> type[django_filters.FilterSet]:
     names = [
         name
@@ -158,12 +180,8 @@ def filterset_for(stype: SyncedType) -> type[django_filters.FilterSet]:
         and codec.type != "text"
     ]
     attrs: dict[str, Any] = {
-        "updated_after": django_filters.IsoDateTimeFilter(
-            field_name="updated_at", lookup_expr="gt"
-        ),
-        "updated_before": django_filters.IsoDateTimeFilter(
-            field_name="updated_at", lookup_expr="lt"
-        ),
+        "updated_after": UtcDateTimeFilter(field_name="updated_at", lookup_expr="gt"),
+        "updated_before": UtcDateTimeFilter(field_name="updated_at", lookup_expr="lt"),
         "Meta": type("Meta", (), {"model": stype.model, "fields": names}),
     }
     return type(f"{_component_name(stype)}Filter", (django_filters.FilterSet,), attrs)
