@@ -120,6 +120,26 @@ class FieldCodec:
             return float(value)
         return value
 
+    def wire_sql(self, column: str) -> str | None:
+        """This field's wire value computed by PostgreSQL from `column` (quoted),
+        for pull to have the database write each object's JSON: equal, once
+        parsed, to what `encode` gives (tested value by value), without a
+        Python object per value. None where only Python can (a JSON field with
+        its own decoder)."""
+        if self.type == "datetime":
+            # orjson's form: UTC, 'Z', microseconds only when there are some.
+            utc = f"({column} AT TIME ZONE 'UTC')"
+            return (
+                f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+                f"mod(EXTRACT(microseconds FROM {utc})::bigint, 1000000) = 0 THEN '' "
+                f"ELSE to_char({utc}, '.US') END || 'Z'"
+            )
+        if self.type == "number":
+            return f"{column}::float8"  # the wire type of decimals is a JSON number
+        if self.type == "json" and getattr(self.field, "decoder", None) is not None:
+            return None
+        return column
+
     def decode(self, value: Any) -> Any:
         """JSON value → Python value, or ValidationError with the messages for this field."""
         if value is None:

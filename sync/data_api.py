@@ -282,14 +282,7 @@ class DataViewSet(viewsets.GenericViewSet):
             models=[self.stype],
             everything=self._scope().channels is None,
         )
-        return Response(
-            {
-                "changes": page.changes,
-                "cursor": page.cursor,
-                "has_more": page.has_more,
-                "remaining": page.remaining,
-            }
-        )
+        return Response(page.body())
 
     def retrieve(self, request: Request, pk: str) -> Response:
         obj = self._object(pk)

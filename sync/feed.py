@@ -91,7 +91,10 @@ SELECT
              COALESCE(pg_current_xact_id_if_assigned()::text::bigint + 1, 0))),
   pg_current_xact_id_if_assigned()::text::bigint,
   CASE WHEN pg_current_xact_id_if_assigned() IS NULL THEN NULL
-       ELSE (SELECT max(seq) FROM sync_change) END
+       ELSE (SELECT max(seq) FROM sync_change) END,
+  -- compaction's mark, read in the same round trip (see purged_through)
+  (SELECT purged_tx FROM sync_feedstate WHERE id = 1),
+  (SELECT purged_seq FROM sync_feedstate WHERE id = 1)
 """
 
 
@@ -105,11 +108,13 @@ class Horizon:
     pulls runs in autocommit and has none, but a test (or a command) that
     writes and reads in one transaction reads its own rows, and may write more
     of them after, with the same tx and higher seqs.
+    `purged`: compaction's mark (`purged_through()`) when the horizon was read.
     """
 
     frontier: int
     own: int | None = None
     own_last_seq: int = 0
+    purged: Position = ORIGIN
 
     def settled(self) -> Q:
         """Rows whose transaction has ended for good (or is the reader's)."""
@@ -128,21 +133,18 @@ def horizon() -> Horizon:
     roles' transaction ids."""
     if not _postgres():
         # One writer at a time, every row at tx 0: a reader is caught up at the
-        # last row written, and later rows come after it.
-        return Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=_last_seq())
+        # last row written, and later rows come after it; or at compaction's
+        # mark if it dropped the newest rows (old tombstones): a cursor placed
+        # below it would get a 410 resync_required at every initial sync.
+        purged = purged_through()
+        return Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=max(head(), purged[1]), purged=purged)
     with connection.cursor() as cursor:
         cursor.execute(_HORIZON_SQL)
-        frontier, own, last = cursor.fetchone()
+        frontier, own, last, purged_tx, purged_seq = cursor.fetchone()
+    purged = (int(purged_tx), int(purged_seq)) if purged_tx is not None else ORIGIN
     if own is None:
-        return Horizon(int(frontier))
-    return Horizon(int(frontier), int(own), max(int(last or 0), purged_through()[1]))
-
-
-def _last_seq() -> int:
-    """The highest seq written, or compaction's mark if it dropped the newest
-    rows (old tombstones): a cursor placed below that mark would get a 410
-    resync_required at once, and again at every initial sync."""
-    return max(head(), purged_through()[1])
+        return Horizon(int(frontier), purged=purged)
+    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged)
 
 
 def after(position: Position) -> Q:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from django.db import models
+import orjson
+from django.db import connection, models
 
 from .choices import Policy, ResolvedBy
 from .codecs import FieldCodec, codec_for
@@ -81,6 +83,38 @@ class SyncedType:
         datetimes to the orjson renderer, which writes them exactly as `encode` does
         (UTC datetimes with a Z suffix), at a fraction of the cost."""
         return {name: row[attname] for name, attname in self._pairs}
+
+    @cached_property
+    def wire_sql(self) -> str | None:
+        """SQL (PostgreSQL) for the wire form of `data` as compact JSON text, the
+        same fields in the same order as `encode_for_render`; None if a field
+        needs Python. Concatenated rather than json_build_object, which writes
+        " : " between names and values and takes at most 50 of them."""
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        parts = []
+        for name, codec in self.codecs.items():
+            expression = codec.wire_sql(f"{table}.{connection.ops.quote_name(codec.attname)}")
+            if expression is None:
+                return None
+            # Names are Python identifiers: nothing in them to escape.
+            value = f"COALESCE(to_json({expression})::text, 'null')"
+            parts.append(f"'{orjson.dumps(name).decode()}:' || {value}")
+        return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"
+
+    @cached_property
+    def change_sql(self) -> str | None:
+        """SQL (PostgreSQL) for this model's upsert change as a pull response
+        carries it (PROTOCOL.md, "Pull"): the bytes `render` would write for
+        it; None if a field needs Python."""
+        if self.wire_sql is None:
+            return None
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        # A label is app_label.model_name: nothing to escape, in JSON or SQL.
+        head = orjson.dumps({"model": self.label}).decode()[:-1]
+        return (
+            f"""'{head},"id":"' || {table}.id::text || '","op":"upsert","version":' """
+            f"""|| {table}.version::text || ',"data":' || {self.wire_sql} || '}}'"""
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

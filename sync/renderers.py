@@ -9,9 +9,10 @@ from rest_framework.renderers import JSONRenderer
 OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 
 
-def rendered_size(data: Any) -> int:
-    """How many bytes `data` takes in a response body."""
-    return len(orjson.dumps(data, default=_default, option=OPTIONS))
+def render(data: Any) -> bytes:
+    """`data` as a response body carries it (to measure it, or to embed it
+    pre-rendered with `orjson.Fragment`)."""
+    return orjson.dumps(data, default=_default, option=OPTIONS)
 
 
 class ORJSONRenderer(JSONRenderer):
@@ -23,7 +24,7 @@ class ORJSONRenderer(JSONRenderer):
     ) -> bytes:  # noqa: ANN001
         if data is None:
             return b""
-        return orjson.dumps(data, default=_default, option=OPTIONS)
+        return render(data)
 
 
 def _default(value: Any) -> Any:

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import BooleanField, Case, CharField, Q, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast
 
 from . import feed, registry
 from .batch import Batch
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
 from .feed import ORIGIN, Position
-from .models import Change, Conflict, GrantEvent
+from .models import Change, ChannelGrant, Conflict, GrantEvent
 from .registry import SyncedType
-from .renderers import rendered_size
-from .scope import Scope, user_channels
+from .renderers import render
+from .scope import Scope, own_channel, user_channels
 
 # `remaining` counts at most this many feed rows: it is a progress-bar estimate,
 # and counting further would make every page of a huge initial sync slower.
@@ -29,10 +31,25 @@ REMAINING_COUNT_CAP = 100_000
 
 @dataclass
 class PullPage:
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    # Each change rendered once (its size counts against the page's byte
+    # budget), and embedded in the response body as it is.
+    changes: list[bytes] = field(default_factory=list)
     cursor: str = ""
     has_more: bool = False
     remaining: int = 0
+
+    def body(self) -> dict[str, Any]:
+        """The response body (PROTOCOL.md, "Pull"), for the orjson renderer."""
+        return {
+            "changes": [orjson.Fragment(change) for change in self.changes],
+            "cursor": self.cursor,
+            "has_more": self.has_more,
+            "remaining": self.remaining,
+        }
+
+    def decoded(self) -> list[dict[str, Any]]:
+        """The changes as Python values (for callers in process)."""
+        return [orjson.loads(change) for change in self.changes]
 
 
 def resolve_models(labels: str | None) -> list[SyncedType] | None:
@@ -62,7 +79,9 @@ def _start_cursor(user_id: int, models: tuple[str, ...] | None, start: Position)
     return Cursor(g=feed.last_grant_event(user_id), i=start, m=models, u=user_id)
 
 
-def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cursor:
+def _decode_for(
+    token: str, user_id: int, models: tuple[str, ...] | None, purged: Position
+) -> Cursor:
     try:
         cur = decode(token)
     except BadCursor:
@@ -90,17 +109,31 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
     # Compaction dropped tombstones up to `purged`: a client positioned before
     # them may have missed a delete. During an initial sync only deletes after
     # its start (i) matter; backfills only need live rows, which are never purged.
-    if feed.purged_through() > max(cur.s, cur.i or ORIGIN):
+    if purged > max(cur.s, cur.i or ORIGIN):
         raise _resync()
     return cur
 
 
-def _grant_events(cur: Cursor, user_id: int) -> list[tuple[int, str]]:
-    return list(
-        GrantEvent.objects.filter(user_id=user_id, id__gt=cur.g)
-        .order_by("id")
-        .values_list("id", "channel")
+def _grants_since(cur: Cursor, user_id: int) -> tuple[list[tuple[int, str]], set[str]]:
+    """The user's grant events after the cursor's, and their channels now, in
+    one statement, so from one snapshot: a grant or revoke committing
+    meanwhile is in both or in neither (then it comes as a new event next
+    time, which backfills or deletes it); never in the channels only, which
+    would lose its backfill for good."""
+    events = GrantEvent.objects.filter(user_id=user_id, id__gt=cur.g).values_list("id", "channel")
+    granted = (
+        ChannelGrant.objects.filter(user_id=user_id)
+        .annotate(event=Value(0))  # event ids start at 1
+        .values_list("event", "channel")
     )
+    found: list[tuple[int, str]] = []
+    channels = {own_channel(user_id)}
+    for event, channel in events.union(granted, all=True):
+        if event:
+            found.append((event, channel))
+        else:
+            channels.add(channel)
+    return sorted(found), channels
 
 
 def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[str]) -> Cursor:
@@ -143,21 +176,17 @@ def pull_page(
     # Only rows of transactions that have ended for good are read: positions
     # handed out below this horizon are final (see sync.feed).
     horizon = feed.horizon()
-    # Grant events are read before the channels: a grant or revoke committing in
-    # between is then seen in the channels now and as a new event next time,
-    # which backfills (or deletes) it; the other order could miss it for good.
     channels: set[str] | None = None
     if cursor is None:
         cur = _start_cursor(user_id, labels, horizon.caught_up()).evolve(a=everything)
         if not everything:
             channels = user_channels(user_id)
     else:
-        cur = _decode_for(cursor, user_id, labels)
+        cur = _decode_for(cursor, user_id, labels, horizon.purged)
         if cur.a != everything:
             raise _resync()  # the caller's scope changed kind: start over
         if not everything:
-            events = _grant_events(cur, user_id)
-            channels = user_channels(user_id)
+            events, channels = _grants_since(cur, user_id)
             cur = _with_backfills(cur, events, channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
     in_scope = by_model & (Q(channel__in=channels) if channels is not None else Q())
@@ -166,7 +195,7 @@ def pull_page(
     if cur.b:
         channel, upto, pos = cur.b[0]
         backfill = _backfill_rows(by_model, channel, upto, pos).filter(settled)
-        rows = list(backfill.order_by("tx", "seq").values_list(*COLUMNS)[: limit + 1])
+        rows = _read(backfill, limit)
         more_here = len(rows) > limit
         rows = rows[:limit]
         last = _position(rows[-1]) if rows else pos
@@ -175,7 +204,7 @@ def pull_page(
         nxt = cur.evolve(b=rest + cur.b[1:])
         has_more = bool(nxt.b) or main.exists()
     else:
-        rows = list(main.order_by("tx", "seq").values_list(*COLUMNS)[: limit + 1])
+        rows = _read(main, limit)
         has_more = len(rows) > limit
         rows = rows[:limit]
         last = _position(rows[-1]) if rows else cur.s
@@ -217,8 +246,23 @@ def pull_page(
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
 
 
-COLUMNS = ("tx", "seq", "model", "object_id", "version", "op")
-Row = tuple[int, int, str, uuid.UUID, int, int]
+COLUMNS = ("tx", "seq", "model", "object_id", "version")
+# (tx, seq, model, object id as text, version). On PostgreSQL the id comes as
+# text: a page of 1,000 rows spent more time building and printing UUID
+# objects than PostgreSQL spent finding the rows.
+Row = tuple[int, int, str, str, int]
+
+
+def _read(rows: Any, limit: int) -> list[Row]:
+    """Up to `limit` + 1 feed rows of a queryset, in feed order."""
+    rows = rows.order_by("tx", "seq")
+    if connection.vendor == "postgresql":
+        rows = rows.annotate(oid=Cast("object_id", CharField()))
+        return list(rows.values_list("tx", "seq", "model", "oid", "version")[: limit + 1])
+    return [
+        (tx, seq, model, str(object_id), version)
+        for tx, seq, model, object_id, version in rows.values_list(*COLUMNS)[: limit + 1]
+    ]
 
 
 def _position(row: Row) -> Position:
@@ -230,90 +274,126 @@ def _backfill_rows(by_model: Q, channel: str, upto: Position | None, pos: Positi
     return rows if upto is None else rows.filter(feed.upto(upto))
 
 
+def _states(
+    stype: SyncedType, ids: list[str], page: Any, scope: Scope
+) -> Iterator[tuple[str, int, bool, bytes]]:
+    """(id, version, visible, the upsert change as the response carries it) of
+    the objects of one model with these ids (`page`: the feed queryset that
+    named them); visible: live and in `scope`.
+
+    On PostgreSQL the database decides visibility (`Scope.filter`, the same
+    rule as `Scope.sees`) and renders each change (`SyncedType.change_sql`),
+    which goes into the response as it is: building a Python object for every
+    value, then encoding it again, was most of a page's time. Elsewhere (and
+    for models whose fields need Python) the values are read and encoded here."""
+    sql = stype.change_sql if connection.vendor == "postgresql" else None
+    if sql is not None:
+        # One array literal: PostgreSQL probes the primary key once per id. A
+        # subquery of the feed is estimated at thousands of rows and answered
+        # with a scan of the whole table (O(table) per page); an IN list of
+        # 1,000 literals costs more to quote and parse than to look up.
+        table = connection.ops.quote_name(stype.model._meta.db_table)
+        visible = Case(
+            When(Q(deleted_at__isnull=True) & scope.filter(stype), then=Value(True)),
+            default=Value(False),
+        )
+        rows = (
+            stype.model._default_manager.filter(
+                RawSQL(  # noqa: S611 - a quoted table name; the ids are a parameter
+                    f"{table}.id = ANY(%s::uuid[])",
+                    ("{" + ",".join(ids) + "}",),
+                    output_field=BooleanField(),
+                )
+            )
+            .annotate(
+                _id=Cast("id", CharField()),
+                _visible=visible,
+                _change=RawSQL(sql, ()),  # noqa: S611 - built from the registry only
+            )
+            .values_list("_id", "version", "_visible", "_change")
+        )
+        for object_id, version, seen, change in rows:
+            yield object_id, version, seen, change.encode()
+        return
+    names = stype.row_attnames
+    objects = stype.model._default_manager.filter(
+        pk__in=page.filter(model=stype.label).values("object_id")
+    )
+    # values_list + zip: the same dicts as values(), noticeably cheaper per row.
+    for values in objects.values_list(*names):
+        row = dict(zip(names, values, strict=True))
+        change = {
+            "model": stype.label,
+            "id": str(values[0]),
+            "op": "upsert",
+            "version": row["version"],
+            "data": stype.encode_for_render(row),
+        }
+        seen = row["deleted_at"] is None and scope.sees(stype, row)
+        yield change["id"], row["version"], seen, render(change)
+
+
 def _materialise(
     rows: list[Row],
     page: Any,
     scope: Scope,
     *,
     initial: Position | None,
-) -> list[tuple[Position, dict[str, Any]]]:
+) -> list[tuple[Position, bytes]]:
     """Feed rows → the latest state of each object, once, in order of its last
-    change, each with the feed position of that change.
-
-    `page` is the feed queryset that selected `rows`; objects are fetched with it
-    as a subquery rather than an IN list of up to 1,000 ids, which PostgreSQL
-    answers about twice as fast as it parses the literal list.
+    change, each rendered as the response will carry it, with the feed
+    position of that change. `page` is the feed queryset that selected `rows`.
     """
-    latest: dict[tuple[str, uuid.UUID], tuple[Position, int]] = {}
-    for tx, seq, label, object_id, version, _ in rows:
+    latest: dict[tuple[str, str], tuple[Position, int]] = {}
+    for tx, seq, label, object_id, version in rows:
         key = (label, object_id)
         latest.pop(key, None)  # re-insert so dict order is order of the last change
         latest[key] = ((tx, seq), version)
-    states: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
-    for label in dict.fromkeys(label for label, _ in latest):
+    ids_of: dict[str, list[str]] = {}
+    for label, object_id in latest:
+        ids_of.setdefault(label, []).append(object_id)
+    states: dict[tuple[str, str], tuple[int, bool, bytes]] = {}
+    for label, ids in ids_of.items():
         stype = registry.get(label)
         if stype is None:
             continue
-        names = stype.row_attnames
-        in_page = page.filter(model=label).values("object_id")
-        # values_list + zip: the same dicts as values(), noticeably cheaper per row.
-        for values in stype.model._default_manager.filter(pk__in=in_page).values_list(*names):
-            states[(label, values[0])] = dict(zip(names, values, strict=True))
-    out: list[tuple[Position, dict[str, Any]]] = []
-    for (label, object_id), (position, version) in latest.items():
-        stype = registry.get(label)
-        if stype is None:
+        for object_id, version, seen, upsert in _states(stype, ids, page, scope):
+            states[(label, object_id)] = (version, seen, upsert)
+    out: list[tuple[Position, bytes]] = []
+    for key, (position, version) in latest.items():
+        state = states.get(key)
+        if state is not None:
+            current, seen, upsert = state
+            if seen:
+                out.append((position, upsert))
+                continue
+            version = current
+        elif registry.get(key[0]) is None:
             continue  # a model that is no longer registered
-        row = states.get((label, object_id))
-        if row is not None and row["deleted_at"] is None and scope.sees(stype, row):
-            out.append(
-                (
-                    position,
-                    {
-                        "model": label,
-                        "id": str(object_id),
-                        "op": "upsert",
-                        "version": row["version"],
-                        "data": stype.encode_for_render(row),
-                    },
-                )
-            )
-            continue
         # Not visible (deleted, or out of the caller's scope). During an initial
         # sync a delete that happened before it started cannot concern the client.
         if initial is not None and position <= initial:
             continue
-        out.append(
-            (
-                position,
-                {
-                    "model": label,
-                    "id": str(object_id),
-                    "op": "delete",
-                    "version": row["version"] if row is not None else version,
-                    "data": None,
-                },
-            )
-        )
+        change = {"model": key[0], "id": key[1], "op": "delete", "version": version}
+        out.append((position, render({**change, "data": None})))
     return out
 
 
 def _within_budget(
-    staged: list[tuple[Position, dict[str, Any]]], budget: int
-) -> tuple[list[dict[str, Any]], Position | None]:
+    staged: list[tuple[Position, bytes]], budget: int
+) -> tuple[list[bytes], Position | None]:
     """The changes that fit in `budget` bytes as rendered, and, if some did not,
     the feed position to continue after. Changes are in order of their last
     feed position, so everything up to that position has gone out or belongs to
     an object whose newer change comes later. The first change always goes,
     however large: a page is never empty."""
-    changes: list[dict[str, Any]] = []
+    changes: list[bytes] = []
     total = 0
     for i, (_, change) in enumerate(staged):
-        size = rendered_size(change)
-        if changes and total + size > budget:
+        if changes and total + len(change) > budget:
             return changes, staged[i - 1][0]
         changes.append(change)
-        total += size
+        total += len(change)
     return changes, None
 
 

@@ -171,10 +171,11 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
     # A client in an initial sync (i) or a backfill (b) keeps exactly what that
     # brings, so its own writes must come with it.
     catching_up = bool(start.b) or start.i is not None
-    if catching_up or feed.purged_through() > start.s:
+    horizon = feed.horizon()
+    if catching_up or horizon.purged > start.s:
         # Behind compaction: its next pull must get a 410, not skip it.
         return start.encode()
-    if feed.horizon().frontier <= own.tx:
+    if horizon.frontier <= own.tx:
         # An older transaction is still in flight: it may yet commit rows that
         # come before ours, which the device must not skip.
         return start.encode()

@@ -100,14 +100,7 @@ class PullView(APIView):
             device_seen(device_id=device.pk, cursor=page.cursor)
         metrics.pull_counted(changes=len(page.changes))
         request_log.annotate(request, changes=len(page.changes), has_more=page.has_more)
-        return Response(
-            {
-                "changes": page.changes,
-                "cursor": page.cursor,
-                "has_more": page.has_more,
-                "remaining": page.remaining,
-            }
-        )
+        return Response(page.body())
 
 
 class PushView(APIView):

@@ -60,7 +60,7 @@ def test_readers_never_miss_a_change_from_writers_committing_out_of_order(make_a
         def page() -> bool:
             nonlocal cursor, pages
             result = pull_page(user_id=user_id, cursor=cursor, limit=7, models=None)
-            for change in result.changes:
+            for change in result.decoded():
                 if change["op"] == "upsert":
                     state[change["id"]] = {"version": change["version"], **change["data"]}
                 else:
@@ -114,10 +114,10 @@ def test_a_committed_row_waits_for_an_older_transaction_still_in_flight(alice):
     newer = customer("newer")
     mutations_apply(user=alice.user, mutations=[newer])  # commits first
     first = pull_page(user_id=alice.user.pk, cursor=None, limit=100, models=None)
-    assert first.changes == [] and first.has_more is False
+    assert first.decoded() == [] and first.has_more is False
     release.set()
     holder.outcome()
     later = pull_page(user_id=alice.user.pk, cursor=first.cursor, limit=100, models=None)
-    assert sorted(c["data"]["name"] for c in later.changes) == ["newer", "older"]
+    assert sorted(c["data"]["name"] for c in later.decoded()) == ["newer", "older"]
     connection.close()
     assert uuid.UUID(newer["id"])
