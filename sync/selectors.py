@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from .registry import SyncedType
 from .renderers import render
 from .scope import Scope, own_channel, user_channels
 
-# `remaining` counts at most this many feed rows: it is a progress-bar estimate,
-# and counting further would make every page of a huge initial sync slower.
+# `remaining` is a progress-bar estimate: it counts up to this many feed rows
+# exactly, and beyond that takes PostgreSQL's estimate of the rest. Counting a
+# 100,000-row channel took 20-37 ms on the first page of every initial sync.
+REMAINING_EXACT = 10_000
+# ...and never says more than this.
 REMAINING_COUNT_CAP = 100_000
 
 
@@ -238,12 +242,23 @@ def pull_page(
         remaining = cur.r - len(rows)
         nxt = nxt.evolve(r=remaining)
     else:
-        remaining = main[:REMAINING_COUNT_CAP].count()
+        remaining = _estimate(main)
         for channel, upto, pos in nxt.b:
-            rest_rows = _backfill_rows(by_model, channel, upto, pos).filter(settled)
-            remaining += rest_rows[:REMAINING_COUNT_CAP].count()
+            remaining += _estimate(_backfill_rows(by_model, channel, upto, pos).filter(settled))
         nxt = nxt.evolve(r=remaining)
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
+
+
+def _estimate(rows: Any) -> int:
+    """How many feed rows `rows` holds: exact up to REMAINING_EXACT, then the
+    planner's estimate (from the table's statistics, in well under a
+    millisecond; a large channel is among their most common values), never
+    below what was counted nor above REMAINING_COUNT_CAP."""
+    counted = rows[:REMAINING_EXACT].count()
+    if counted < REMAINING_EXACT or connection.vendor != "postgresql":
+        return counted
+    plan = json.loads(rows.explain(format="json"))
+    return min(max(counted, int(plan[0]["Plan"]["Plan Rows"])), REMAINING_COUNT_CAP)
 
 
 COLUMNS = ("tx", "seq", "model", "object_id", "version")

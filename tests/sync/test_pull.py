@@ -461,3 +461,22 @@ def test_push_cursor_never_jumps_over_compacted_tombstones(alice, make_actor, se
     body = alice.push(customer("new"), cursor=cursor)
     # Adopting the push cursor must not hide the purge: the next pull says resync.
     assert alice.pull(expect=410, cursor=body["cursor"])["code"] == "resync_required"
+
+
+@pytest.mark.postgres
+def test_remaining_past_the_exact_count_is_the_planners_estimate(alice, monkeypatch):
+    from django.db import connection
+
+    from sync import selectors
+
+    alice.push(*[customer(f"c{i}") for i in range(12)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE sync_change")
+    monkeypatch.setattr(selectors, "REMAINING_EXACT", 4)
+    first = alice.pull(limit=2)
+    # Estimated (not counted) past 4 rows, never below what was counted.
+    assert 4 < first["remaining"] <= 40, first["remaining"]
+    monkeypatch.setattr(selectors, "REMAINING_COUNT_CAP", 5)
+    assert alice.pull(limit=2)["remaining"] == 5  # capped
+    changes, _ = alice.pull_all(limit=5)  # ends with remaining 0 (asserted there)
+    assert len(changes) == 12
