@@ -36,7 +36,7 @@ def device_from_request(request: Request) -> Device:
         raise SyncError("bad_device_id", f"{HEADER} must be a UUID.") from None
     device = (
         Device.objects.filter(pk=device_id, user_id=user_id_of(request))
-        .only("id", "user_id", "last_cursor")
+        .only("id", "user_id", "last_cursor", "last_seen")
         .first()
     )
     if device is None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -8,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from sync.cursor import BadCursor, decode
 from sync.errors import SyncError
 
 from .models import Device
@@ -78,8 +80,33 @@ def device_delete(*, device: Device) -> None:
     device.delete()
 
 
-def device_seen(*, device_id: uuid.UUID, cursor: str | None = None) -> None:
-    values: dict[str, Any] = {"last_seen": timezone.now()}
+# A device's last_seen (and the cursor of its last finished pull) is written at
+# most this often when nothing new reached it: an up-to-date device polling
+# would otherwise commit a write for every empty pull.
+SEEN_EVERY = dt.timedelta(minutes=1)
+
+
+def _same_filter(old: str, new: str) -> bool:
+    """Whether two cursors are for the same `models` filter (a push hands the
+    stored one back, and a pull refuses a cursor of another filter)."""
+    try:
+        return decode(old).m == decode(new).m
+    except BadCursor:
+        return False
+
+
+def device_seen(*, device: Device, cursor: str | None = None, moved: bool = False) -> None:
+    """Record that the device synced: `cursor` is where a pull left it up to
+    date, `moved` says that pull brought changes. A stale `last_cursor` only
+    makes a push without a cursor hand back an older position (the device pulls
+    some changes again); it never skips one."""
+    now = timezone.now()
+    keep = cursor is not None and (
+        moved or not device.last_cursor or not _same_filter(device.last_cursor, cursor)
+    )
+    if not keep and device.last_seen is not None and now - device.last_seen < SEEN_EVERY:
+        return
+    values: dict[str, Any] = {"last_seen": now}
     if cursor is not None:
         values["last_cursor"] = cursor
-    Device.objects.filter(pk=device_id).update(**values)
+    Device.objects.filter(pk=device.pk).update(**values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from . import registry
@@ -23,7 +23,9 @@ class MutationResult:
     errors: dict[str, list[str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: dataclasses.asdict deep-copies every value, which cost a
+        # seventh of a push; the result's dicts are never changed once made.
+        return dict(vars(self))
 
 
 @dataclass

@@ -97,7 +97,7 @@ class PullView(APIView):
         if not page.has_more:
             # Once per sync rather than per page: a write per page would slow a
             # large initial sync, and only an up-to-date cursor is worth keeping.
-            device_seen(device_id=device.pk, cursor=page.cursor)
+            device_seen(device=device, cursor=page.cursor, moved=bool(page.changes))
         metrics.pull_counted(changes=len(page.changes))
         request_log.annotate(request, changes=len(page.changes), has_more=page.has_more)
         return Response(page.body())
@@ -125,7 +125,7 @@ class PushView(APIView):
             mutations=body["mutations"],
             cursor=cursor if isinstance(cursor, str) else None,
         )
-        device_seen(device_id=device.pk)
+        device_seen(device=device)
         statuses = Counter(r.status for r in outcome.results)
         # On the request's one log line (sync.request_log), e.g. "mutations=2 applied=1 rejected=1".
         request_log.annotate(

@@ -422,3 +422,44 @@ def test_concurrent_registration_by_the_same_user_is_one_201_and_one_200():
             r.content for r in responses
         ]
         assert Device.objects.filter(pk=device_id, user=user).count() == 1
+
+
+def _device_writes(actor, **params: Any) -> tuple[dict, int]:
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        page = actor.pull(**params)
+    writes = [q for q in queries if q["sql"].startswith('UPDATE "devices_device"')]
+    return page, len(writes)
+
+
+def test_an_up_to_date_device_polling_writes_at_most_once_a_minute(alice):
+    from devices.services import SEEN_EVERY
+
+    alice.push(customer("Acme"))
+    page, writes = _device_writes(alice)
+    assert writes == 1 and page["changes"]  # brought changes: its cursor is kept
+    kept = Device.objects.get(pk=alice.device_id)
+    assert kept.last_cursor == page["cursor"]
+    page, writes = _device_writes(alice, cursor=page["cursor"])
+    assert writes == 0 and page["changes"] == []  # nothing new, seen a moment ago
+    assert Device.objects.get(pk=alice.device_id).last_seen == kept.last_seen
+    Device.objects.filter(pk=alice.device_id).update(last_seen=kept.last_seen - SEEN_EVERY)
+    _, writes = _device_writes(alice, cursor=page["cursor"])
+    assert writes == 1  # a minute later it is recorded again
+    assert Device.objects.get(pk=alice.device_id).last_seen > kept.last_seen - SEEN_EVERY
+    alice.push(customer("Other"))
+    page, writes = _device_writes(alice, cursor=page["cursor"])
+    assert writes == 1 and len(page["changes"]) == 1  # changes: kept at once
+
+
+def test_a_pull_with_another_filter_keeps_its_cursor_for_pushes_without_one(alice):
+    alice.push(customer("Acme"))
+    alice.pull(models="fieldwork.customer")
+    # Nothing to bring under the new filter, a moment later: still kept, because a
+    # push without a cursor hands the stored one back, and this filter must take it.
+    page = alice.pull(models="fieldwork.note")
+    assert page["changes"] == []
+    body = alice.push(customer("Mine"))
+    again = alice.pull(models="fieldwork.note", cursor=body["cursor"])
+    assert again["changes"] == []
