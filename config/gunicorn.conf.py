@@ -1,7 +1,7 @@
 """gunicorn settings: `gunicorn -c config/gunicorn.conf.py config.wsgi`.
 
-Only what the metrics need; everything else is gunicorn's defaults or its
-command-line options (workers, bind, timeouts).
+Only what the metrics and JSON errors need; everything else is gunicorn's
+defaults or its command-line options (workers, bind, timeouts).
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker process keeps its metrics in
 files there and /metrics adds them up (see sync/metrics.py). Files left by a
@@ -34,3 +34,10 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    # Requests gunicorn refuses itself get the API's JSON error body too.
+    from config.gunicorn_errors import install
+
+    install()

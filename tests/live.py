@@ -47,6 +47,8 @@ def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterat
     proc = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
         [
             str(binary),
+            "-c",
+            "config/gunicorn.conf.py",  # production's hooks (JSON errors, metrics)
             "config.wsgi",
             "-w",
             str(workers),

@@ -105,3 +105,35 @@ def test_concurrent_writers_across_processes_never_make_a_reader_skip(server):
     # What three processes wrote concurrently holds together: versions,
     # history, feed, stored push results.
     sync_check_passes()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        # Found by the fuzzer: a pull whose query string passed gunicorn's
+        # 4,094-byte request line limit got gunicorn's HTML page.
+        ("/api/v1/sync/pull/?" + "&".join(["limit=1"] * 1200), {}, 400, "bad_request"),
+        (
+            "/api/v1/sync/pull/",
+            {f"X-Filler-{i}": "x" for i in range(120)},
+            431,
+            "headers_too_large",
+        ),
+        ("/api/v1/sync/pull/", {"X-Big": "x" * 9000}, 431, "headers_too_large"),
+    ],
+)
+def test_requests_gunicorn_refuses_itself_get_the_json_error_body(
+    server, path, headers, status, code
+):
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    assert response.status == status
+    assert response.getheader("Content-Type") == "application/json"
+    error = json.loads(body)
+    assert error["code"] == code and error["detail"]
