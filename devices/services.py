@@ -101,10 +101,11 @@ def device_seen(*, device: Device, cursor: str | None = None, moved: bool = Fals
     makes a push without a cursor hand back an older position (the device pulls
     some changes again); it never skips one."""
     now = timezone.now()
-    keep = cursor is not None and (
-        moved or not device.last_cursor or not _same_filter(device.last_cursor, cursor)
-    )
-    if not keep and device.last_seen is not None and now - device.last_seen < SEEN_EVERY:
+    recent = device.last_seen is not None and now - device.last_seen < SEEN_EVERY
+    if recent and not (
+        cursor is not None
+        and (moved or not device.last_cursor or not _same_filter(device.last_cursor, cursor))
+    ):
         return
     values: dict[str, Any] = {"last_seen": now}
     if cursor is not None:

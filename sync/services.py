@@ -170,9 +170,10 @@ def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcom
         return start.encode()
     # A client in an initial sync (i) or a backfill (b) keeps exactly what that
     # brings, so its own writes must come with it.
-    catching_up = bool(start.b) or start.i is not None
+    if start.b or start.i is not None:
+        return start.encode()
     horizon = feed.horizon()
-    if catching_up or horizon.purged > start.s:
+    if horizon.purged > start.s:
         # Behind compaction: its next pull must get a 410, not skip it.
         return start.encode()
     if horizon.frontier <= own.tx:
