@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from devices.wakeups import wakeup_record
 
-from . import feed, merge, metrics, registry
+from . import bulk, feed, merge, metrics, registry
 from .choices import ConflictStatus, OnStale, Op, Status
 from .codecs import error_messages
 from .metrics import ConflictEvent
@@ -439,7 +439,7 @@ class Batch:
         for key in sorted(self.dirty, key=lambda k: (k[0], k[1])):
             (updates if key in self.in_db else creates)[self.dirty[key]].append(self.objects[key])
         for stype, objs in creates.items():
-            stype.model._default_manager.bulk_create(objs)
+            bulk.insert(stype.model, objs)
         for stype, objs in updates.items():
             # Rows known to exist (locked above) are rewritten with one
             # INSERT ... ON CONFLICT DO UPDATE: Django's bulk_update builds a
@@ -462,7 +462,7 @@ class Batch:
             # Sorted so that two batches inserting overlapping ids wait on each
             # other in the same order instead of deadlocking.
             self.records.sort(key=lambda r: r.mutation_id)
-            MutationRecord.objects.bulk_create(self.records)
+            bulk.insert(MutationRecord, self.records)
         self.feed_range = feed.append(self.changes)
         if self.feed_range is not None:
             # In this transaction: the devices to wake are recorded with the
@@ -497,7 +497,7 @@ class Batch:
                 )
             )
         for history, objs in rows.items():
-            history._default_manager.bulk_create(objs)
+            bulk.insert(history, objs)
 
 
 # --- dispatching one mutation ---------------------------------------------------------

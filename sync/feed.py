@@ -20,12 +20,13 @@ row's tx is 0, so positions are plain insert order and nothing is in flight.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import Max, Q
 
-from .models import Change, FeedState, GrantEvent
+from . import bulk
+from .models import Change, ChannelGrant, FeedState, GrantEvent
 
 Position = tuple[int, int]  # (tx, seq)
 ORIGIN: Position = (0, 0)
@@ -97,6 +98,29 @@ SELECT
   (SELECT purged_seq FROM sync_feedstate WHERE id = 1)
 """
 
+# A reader's grants, read with the horizon (same statement, same snapshot):
+# its newest grant event, the channels granted to it now, and its grant events
+# after a given one (ids and channels, in id order).
+_GRANTS_SQL = """,
+  (SELECT max(id) FROM sync_grantevent WHERE user_id = %(user)s),
+  ARRAY(SELECT channel FROM sync_channelgrant WHERE user_id = %(user)s),
+  ARRAY(SELECT id FROM sync_grantevent WHERE user_id = %(user)s AND id > %(after)s ORDER BY id),
+  ARRAY(SELECT channel FROM sync_grantevent WHERE user_id = %(user)s AND id > %(after)s
+        ORDER BY id)
+"""
+
+
+@dataclass(frozen=True)
+class Grants:
+    """A user's grants as one snapshot saw them: a grant or revoke committing
+    meanwhile is in all of these or in none (then it comes as a new event
+    next time, which backfills or deletes it); never in `channels` only, which
+    would lose its backfill for good."""
+
+    last_event: int  # the newest grant event (0: none)
+    channels: frozenset[str]  # granted now (not the user's own channel)
+    events: tuple[tuple[int, str], ...] = ()  # (id, channel) after the one asked for
+
 
 @dataclass(frozen=True)
 class Horizon:
@@ -115,6 +139,7 @@ class Horizon:
     own: int | None = None
     own_last_seq: int = 0
     purged: Position = ORIGIN
+    grants: Grants | None = field(default=None, compare=False)
 
     def settled(self) -> Q:
         """Rows whose transaction has ended for good (or is the reader's)."""
@@ -127,8 +152,12 @@ class Horizon:
         return (self.frontier, 0)
 
 
-def horizon() -> Horizon:
-    """Every process that writes synced data must connect as the same database
+def horizon(*, grants_of: int | None = None, events_after: int = 0) -> Horizon:
+    """What a reader may take now; with `grants_of` (a user id), also that
+    user's grants (`Horizon.grants`, with the events after `events_after`) in
+    the same round trip.
+
+    Every process that writes synced data must connect as the same database
     role (or one granted pg_read_all_stats): pg_stat_activity hides other
     roles' transaction ids."""
     if not _postgres():
@@ -137,14 +166,38 @@ def horizon() -> Horizon:
         # mark if it dropped the newest rows (old tombstones): a cursor placed
         # below it would get a 410 resync_required at every initial sync.
         purged = purged_through()
-        return Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=max(head(), purged[1]), purged=purged)
+        grants = _grants(grants_of, events_after) if grants_of is not None else None
+        return Horizon(
+            NOTHING_IN_FLIGHT,
+            own=0,
+            own_last_seq=max(head(), purged[1]),
+            purged=purged,
+            grants=grants,
+        )
+    sql, params = _HORIZON_SQL, {}
+    if grants_of is not None:
+        sql, params = sql + _GRANTS_SQL, {"user": grants_of, "after": events_after}
     with connection.cursor() as cursor:
-        cursor.execute(_HORIZON_SQL)
-        frontier, own, last, purged_tx, purged_seq = cursor.fetchone()
+        cursor.execute(sql, params or None)
+        frontier, own, last, purged_tx, purged_seq, *more = cursor.fetchone()
     purged = (int(purged_tx), int(purged_seq)) if purged_tx is not None else ORIGIN
+    grants = None
+    if more:
+        last_event, channels, ids, events = more
+        grants = Grants(last_event or 0, frozenset(channels), tuple(zip(ids, events, strict=True)))
     if own is None:
-        return Horizon(int(frontier), purged=purged)
-    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged)
+        return Horizon(int(frontier), purged=purged, grants=grants)
+    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged, grants)
+
+
+def _grants(user_id: int, events_after: int) -> Grants:
+    """`Grants` read with the ORM, where writers are serialised anyway."""
+    events = GrantEvent.objects.filter(user_id=user_id, id__gt=events_after).order_by("id")
+    return Grants(
+        last_grant_event(user_id),
+        frozenset(ChannelGrant.objects.filter(user_id=user_id).values_list("channel", flat=True)),
+        tuple(events.values_list("id", "channel")),
+    )
 
 
 def after(position: Position) -> Q:
@@ -170,10 +223,22 @@ def append(rows: list[Change]) -> Written | None:
     """Insert this transaction's feed rows; no lock, no wait for other writers."""
     if not rows:
         return None
-    tx = current_tx()
-    for row in rows:
-        row.tx = tx
-    Change.objects.bulk_create(rows)
+    if not _postgres():
+        Change.objects.bulk_create(rows)  # tx 0: writers are serialised
+        return Written(0, rows[0].seq, rows[-1].seq)
+    # The transaction's id and the rows' numbers in one round trip, then the
+    # rows in one COPY (sync.bulk). Numbers are handed out in increasing
+    # order, so the rows keep their order within the transaction.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_current_xact_id()::text::bigint, "
+            "ARRAY(SELECT nextval(pg_get_serial_sequence(%s, 'seq')) FROM generate_series(1, %s))",
+            [Change._meta.db_table, len(rows)],
+        )
+        tx, seqs = cursor.fetchone()
+    for row, seq in zip(rows, sorted(seqs), strict=True):
+        row.tx, row.seq = tx, seq
+    bulk.insert(Change, rows, with_pk=True)
     return Written(tx, rows[0].seq, rows[-1].seq)
 
 

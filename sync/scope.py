@@ -111,6 +111,28 @@ class Scope:
                 q |= Q(**{f"{attname}__in": values[prefix]})
         return q
 
+    def visible_sql(self, stype: SyncedType, table: str) -> tuple[str, list[list[str]]]:
+        """SQL (PostgreSQL) for "a row of `table` (quoted) is live and in this
+        scope", with its parameters: the rule of `sees` and `filter`, for a
+        statement that is not a queryset (the pull page's)."""
+        live = f"{table}.deleted_at IS NULL"
+        if self.channels is None:
+            return live, []
+        values: dict[str, list[str]] = {}
+        for channel in self.channels:
+            prefix, _, value = channel.partition(":")
+            values.setdefault(prefix, []).append(value)
+        tests, params = [], []
+        for prefix, attname in stype.scope_attnames:
+            if prefix in values:
+                # Channel values are text; the comparison runs on rows already
+                # found by primary key, so no index is lost by the cast.
+                tests.append(f'{table}."{attname}"::text = ANY(%s)')
+                params.append(values[prefix])
+        if not tests:
+            return "false", []
+        return f"({live} AND ({' OR '.join(tests)}))", params
+
     def placement_errors(
         self, stype: SyncedType, before: Mapping[str, Any] | None, after: Mapping[str, Any]
     ) -> dict[str, list[str]] | None:

@@ -11,24 +11,23 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, CharField, Q, Value, When
-from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast
+from django.db.models import Q
 
 from . import feed, registry
 from .batch import Batch
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
 from .feed import ORIGIN, Position
-from .models import Change, ChannelGrant, Conflict, GrantEvent
+from .models import Change, Conflict
 from .registry import SyncedType
 from .renderers import render
-from .scope import Scope, own_channel, user_channels
+from .scope import Scope, own_channel
 
 # `remaining` is a progress-bar estimate: it counts up to this many feed rows
 # exactly, and beyond that takes PostgreSQL's estimate of the rest. Counting a
-# 100,000-row channel took 20-37 ms on the first page of every initial sync.
-REMAINING_EXACT = 10_000
+# 100,000-row channel took 20-37 ms on the first page of every initial sync,
+# counting 10,000 of them still 3-7 ms; 1,000 take a fraction of a millisecond.
+REMAINING_EXACT = 1_000
 # ...and never says more than this.
 REMAINING_COUNT_CAP = 100_000
 
@@ -79,13 +78,7 @@ def resolve_models(labels: str | None) -> list[SyncedType] | None:
     return types
 
 
-def _start_cursor(user_id: int, models: tuple[str, ...] | None, start: Position) -> Cursor:
-    return Cursor(g=feed.last_grant_event(user_id), i=start, m=models, u=user_id)
-
-
-def _decode_for(
-    token: str, user_id: int, models: tuple[str, ...] | None, purged: Position
-) -> Cursor:
+def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cursor:
     try:
         cur = decode(token)
     except BadCursor:
@@ -110,34 +103,15 @@ def _decode_for(
         )
     if cur.t < time.time() - settings.SYNC_RETENTION.total_seconds():
         raise _resync()
+    return cur
+
+
+def _check_purged(cur: Cursor, purged: Position) -> None:
     # Compaction dropped tombstones up to `purged`: a client positioned before
     # them may have missed a delete. During an initial sync only deletes after
     # its start (i) matter; backfills only need live rows, which are never purged.
     if purged > max(cur.s, cur.i or ORIGIN):
         raise _resync()
-    return cur
-
-
-def _grants_since(cur: Cursor, user_id: int) -> tuple[list[tuple[int, str]], set[str]]:
-    """The user's grant events after the cursor's, and their channels now, in
-    one statement, so from one snapshot: a grant or revoke committing
-    meanwhile is in both or in neither (then it comes as a new event next
-    time, which backfills or deletes it); never in the channels only, which
-    would lose its backfill for good."""
-    events = GrantEvent.objects.filter(user_id=user_id, id__gt=cur.g).values_list("id", "channel")
-    granted = (
-        ChannelGrant.objects.filter(user_id=user_id)
-        .annotate(event=Value(0))  # event ids start at 1
-        .values_list("event", "channel")
-    )
-    found: list[tuple[int, str]] = []
-    channels = {own_channel(user_id)}
-    for event, channel in events.union(granted, all=True):
-        if event:
-            found.append((event, channel))
-        else:
-            channels.add(channel)
-    return sorted(found), channels
 
 
 def _with_backfills(cur: Cursor, events: list[tuple[int, str]], channels: set[str]) -> Cursor:
@@ -177,29 +151,32 @@ def pull_page(
     """One page of the change feed for a user's channels, or, with `everything`
     (an unrestricted service account), for every object."""
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
+    cur = _decode_for(cursor, user_id, labels) if cursor is not None else None
     # Only rows of transactions that have ended for good are read: positions
-    # handed out below this horizon are final (see sync.feed).
-    horizon = feed.horizon()
-    channels: set[str] | None = None
-    if cursor is None:
-        cur = _start_cursor(user_id, labels, horizon.caught_up()).evolve(a=everything)
-        if not everything:
-            channels = user_channels(user_id)
+    # handed out below this horizon are final (see sync.feed). The user's
+    # grants come in the same round trip, from the same snapshot.
+    horizon = feed.horizon(grants_of=user_id, events_after=cur.g if cur is not None else 0)
+    grants = horizon.grants
+    assert grants is not None  # noqa: S101 - asked for above
+    channels = None if everything else {own_channel(user_id), *grants.channels}
+    if cur is None:
+        start = horizon.caught_up()
+        cur = Cursor(g=grants.last_event, i=start, m=labels, u=user_id, a=everything)
     else:
-        cur = _decode_for(cursor, user_id, labels, horizon.purged)
+        _check_purged(cur, horizon.purged)
         if cur.a != everything:
             raise _resync()  # the caller's scope changed kind: start over
-        if not everything:
-            events, channels = _grants_since(cur, user_id)
-            cur = _with_backfills(cur, events, channels)
+        if channels is not None:
+            cur = _with_backfills(cur, list(grants.events), channels)
     by_model = Q(model__in=labels) if labels is not None else Q()
     in_scope = by_model & (Q(channel__in=channels) if channels is not None else Q())
     settled = horizon.settled()
+    scope = Scope(None, frozenset(channels) if channels is not None else None)
     main = Change.objects.filter(in_scope, settled, feed.after(cur.s))
     if cur.b:
         channel, upto, pos = cur.b[0]
         backfill = _backfill_rows(by_model, channel, upto, pos).filter(settled)
-        rows = _read(backfill, limit)
+        rows, states = _read(backfill, limit, scope)
         more_here = len(rows) > limit
         rows = rows[:limit]
         last = _position(rows[-1]) if rows else pos
@@ -208,7 +185,7 @@ def pull_page(
         nxt = cur.evolve(b=rest + cur.b[1:])
         has_more = bool(nxt.b) or main.exists()
     else:
-        rows = _read(main, limit)
+        rows, states = _read(main, limit, scope)
         has_more = len(rows) > limit
         rows = rows[:limit]
         last = _position(rows[-1]) if rows else cur.s
@@ -218,12 +195,11 @@ def pull_page(
         # clients then stay ahead of compaction.
         nxt = cur.evolve(s=last if has_more else max(last, horizon.caught_up(), cur.s))
         main = main.filter(feed.after(nxt.s))
-    scope = Scope(None, frozenset(channels) if channels is not None else None)
     # During an initial sync the client holds only what this sync brought: an
     # object that is gone, and whose change here predates the sync, was never
     # sent, so it needs no delete. Backfill pages still send every delete: a
     # revoked channel's objects may have come earlier in this same sync.
-    staged = _materialise(rows, page, scope, initial=None if cur.b else cur.i)
+    staged = _materialise(rows, states, page, scope, initial=None if cur.b else cur.i)
     changes, cut = _within_budget(staged, settings.SYNC_PULL_MAX_BYTES)
     if cut is not None:  # the page filled up: continue after its last change
         has_more = True
@@ -266,18 +242,63 @@ COLUMNS = ("tx", "seq", "model", "object_id", "version")
 # text: a page of 1,000 rows spent more time building and printing UUID
 # objects than PostgreSQL spent finding the rows.
 Row = tuple[int, int, str, str, int]
+# An object's current (version, visible, upsert change as the response carries it).
+State = tuple[int, bool, bytes]
+States = dict[tuple[str, str], State]
 
 
-def _read(rows: Any, limit: int) -> list[Row]:
-    """Up to `limit` + 1 feed rows of a queryset, in feed order."""
+def _read(rows: Any, limit: int, scope: Scope) -> tuple[list[Row], States]:
+    """Up to `limit` + 1 feed rows of a queryset, in feed order, and the current
+    state of the objects they name, for the models PostgreSQL renders (others
+    are left to `_materialise`)."""
     rows = rows.order_by("tx", "seq")
     if connection.vendor == "postgresql":
-        rows = rows.annotate(oid=Cast("object_id", CharField()))
-        return list(rows.values_list("tx", "seq", "model", "oid", "version")[: limit + 1])
+        return _read_rendered(rows.values_list(*COLUMNS)[: limit + 1], scope)
     return [
         (tx, seq, model, str(object_id), version)
         for tx, seq, model, object_id, version in rows.values_list(*COLUMNS)[: limit + 1]
-    ]
+    ], {}
+
+
+def _read_rendered(rows: Any, scope: Scope) -> tuple[list[Row], States]:
+    """`_read` on PostgreSQL: the feed rows and their objects in one statement.
+
+    For each model PostgreSQL renders (`SyncedType.change_sql`), the page's
+    feed rows of that model are joined to its table by primary key (one index
+    probe per row), and the database decides visibility (`Scope.visible_sql`)
+    and writes each change as the response carries it: building a Python
+    object for every value, then encoding it again, was most of a page's
+    time; one round trip per model, plus the feed's, most of the rest. Rows of
+    other models come with no state."""
+    feed_sql, feed_params = rows.query.sql_with_params()
+    params: list[Any] = list(feed_params)
+    rendered = [t for t in registry.all_types() if t.change_sql is not None]
+    branches = []
+    for stype in rendered:
+        table = connection.ops.quote_name(stype.model._meta.db_table)
+        visible, visible_params = scope.visible_sql(stype, table)
+        # Names from the registry; every value is a parameter.
+        branches.append(
+            f"SELECT f.tx, f.seq, f.model, f.object_id::text, f.version, {table}.version, "  # noqa: S608
+            f"{visible}, {stype.change_sql} "
+            f"FROM f LEFT JOIN {table} ON {table}.id = f.object_id WHERE f.model = %s"
+        )
+        params += [*visible_params, stype.label]
+    branches.append(
+        "SELECT f.tx, f.seq, f.model, f.object_id::text, f.version, NULL, NULL, NULL "
+        "FROM f WHERE f.model <> ALL(%s)"
+    )
+    params.append([t.label for t in rendered])
+    sql = f"WITH f AS MATERIALIZED ({feed_sql}) {' UNION ALL '.join(branches)} ORDER BY 1, 2"
+    found: list[Row] = []
+    states: States = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for tx, seq, model, object_id, version, current, visible, change in cursor.fetchall():
+            found.append((tx, seq, model, object_id, version))
+            if current is not None:
+                states[(model, object_id)] = (current, visible, change.encode())
+    return found, states
 
 
 def _position(row: Row) -> Position:
@@ -289,47 +310,10 @@ def _backfill_rows(by_model: Q, channel: str, upto: Position | None, pos: Positi
     return rows if upto is None else rows.filter(feed.upto(upto))
 
 
-def _states(
-    stype: SyncedType, ids: list[str], page: Any, scope: Scope
-) -> Iterator[tuple[str, int, bool, bytes]]:
-    """(id, version, visible, the upsert change as the response carries it) of
-    the objects of one model with these ids (`page`: the feed queryset that
-    named them); visible: live and in `scope`.
-
-    On PostgreSQL the database decides visibility (`Scope.filter`, the same
-    rule as `Scope.sees`) and renders each change (`SyncedType.change_sql`),
-    which goes into the response as it is: building a Python object for every
-    value, then encoding it again, was most of a page's time. Elsewhere (and
-    for models whose fields need Python) the values are read and encoded here."""
-    sql = stype.change_sql if connection.vendor == "postgresql" else None
-    if sql is not None:
-        # One array literal: PostgreSQL probes the primary key once per id. A
-        # subquery of the feed is estimated at thousands of rows and answered
-        # with a scan of the whole table (O(table) per page); an IN list of
-        # 1,000 literals costs more to quote and parse than to look up.
-        table = connection.ops.quote_name(stype.model._meta.db_table)
-        visible = Case(
-            When(Q(deleted_at__isnull=True) & scope.filter(stype), then=Value(True)),
-            default=Value(False),
-        )
-        rows = (
-            stype.model._default_manager.filter(
-                RawSQL(  # noqa: S611 - a quoted table name; the ids are a parameter
-                    f"{table}.id = ANY(%s::uuid[])",
-                    ("{" + ",".join(ids) + "}",),
-                    output_field=BooleanField(),
-                )
-            )
-            .annotate(
-                _id=Cast("id", CharField()),
-                _visible=visible,
-                _change=RawSQL(sql, ()),  # noqa: S611 - built from the registry only
-            )
-            .values_list("_id", "version", "_visible", "_change")
-        )
-        for object_id, version, seen, change in rows:
-            yield object_id, version, seen, change.encode()
-        return
+def _states(stype: SyncedType, page: Any, scope: Scope) -> Iterator[tuple[str, State]]:
+    """(id, state) of the objects of one model that `page` (the feed queryset
+    of the page) names, with their values read and encoded here: on SQLite,
+    and for models whose fields need Python."""
     names = stype.row_attnames
     objects = stype.model._default_manager.filter(
         pk__in=page.filter(model=stype.label).values("object_id")
@@ -345,11 +329,12 @@ def _states(
             "data": stype.encode_for_render(row),
         }
         seen = row["deleted_at"] is None and scope.sees(stype, row)
-        yield change["id"], row["version"], seen, render(change)
+        yield change["id"], (row["version"], seen, render(change))
 
 
 def _materialise(
     rows: list[Row],
+    states: States,
     page: Any,
     scope: Scope,
     *,
@@ -357,23 +342,21 @@ def _materialise(
 ) -> list[tuple[Position, bytes]]:
     """Feed rows → the latest state of each object, once, in order of its last
     change, each rendered as the response will carry it, with the feed
-    position of that change. `page` is the feed queryset that selected `rows`.
+    position of that change. `states`: what `_read` found already; `page`:
+    the feed queryset that selected `rows`, for the rest.
     """
     latest: dict[tuple[str, str], tuple[Position, int]] = {}
     for tx, seq, label, object_id, version in rows:
         key = (label, object_id)
         latest.pop(key, None)  # re-insert so dict order is order of the last change
         latest[key] = ((tx, seq), version)
-    ids_of: dict[str, list[str]] = {}
-    for label, object_id in latest:
-        ids_of.setdefault(label, []).append(object_id)
-    states: dict[tuple[str, str], tuple[int, bool, bytes]] = {}
-    for label, ids in ids_of.items():
+    rendered_by_db = connection.vendor == "postgresql"
+    for label in {label for label, _ in latest}:
         stype = registry.get(label)
-        if stype is None:
+        if stype is None or (rendered_by_db and stype.change_sql is not None):
             continue
-        for object_id, version, seen, upsert in _states(stype, ids, page, scope):
-            states[(label, object_id)] = (version, seen, upsert)
+        for object_id, found in _states(stype, page, scope):
+            states[(label, object_id)] = found
     out: list[tuple[Position, bytes]] = []
     for key, (position, version) in latest.items():
         state = states.get(key)

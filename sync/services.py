@@ -203,8 +203,9 @@ def _device_cursor(user: Any, device: Any, token: str | None) -> Cursor:
         if cur.u == user.pk:
             return cur
     # No filter yet: the device's first pull binds it (see `Cursor.f`).
-    start = feed.horizon().caught_up()
-    return Cursor(g=feed.last_grant_event(user.pk), i=start, u=user.pk, f=True)
+    horizon = feed.horizon(grants_of=user.pk)
+    assert horizon.grants is not None  # noqa: S101 - asked for above
+    return Cursor(g=horizon.grants.last_event, i=horizon.caught_up(), u=user.pk, f=True)
 
 
 # --- conflicts -----------------------------------------------------------------------

@@ -194,3 +194,35 @@ def test_a_json_field_with_its_own_decoder_is_left_to_python():
 def test_uuid_values_keep_their_form():
     value = uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e")
     assert through_sql("uuid", value) == through_python("uuid", value) == str(value)
+
+
+def test_the_database_decides_visibility_as_the_python_rule_does(alice, bob, monkeypatch):
+    """Deleted objects, objects moved out of a shared team and a revoked team's
+    objects: the same deletes and upserts whichever side decides."""
+    from fieldwork.services import team_member_remove
+    from tests.factories import delete, team_of
+
+    team, other = team_of(alice.user, bob.user), team_of(bob.user)
+    shared = [customer(f"shared {i}", team=str(team.pk)) for i in range(4)]
+    bob.push(*shared, customer("bob's own"))
+    _, cursor = alice.pull_all()
+    bob.push(
+        delete("fieldwork.customer", shared[0]["id"], 1),
+        update("fieldwork.customer", shared[1]["id"], 1, team=str(other.pk)),
+    )
+    before_revoke = cursor
+    team_member_remove(team=team, user=alice.user)
+
+    def pulls() -> list[Any]:
+        return [
+            alice.pull(limit=1000)["changes"],
+            alice.pull(cursor=before_revoke, limit=1000)["changes"],
+        ]
+
+    by_database = pulls()
+    for stype in registry.all_types():
+        monkeypatch.setattr(stype, "change_sql", None)
+    assert pulls() == by_database
+    initial, after_revoke = by_database
+    assert initial == []  # nothing of Bob's is Alice's any more
+    assert sorted(c["op"] for c in after_revoke) == ["delete"] * 4

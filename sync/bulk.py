@@ -1,0 +1,123 @@
+"""Inserting many new rows at once: PostgreSQL's COPY where it can, Django's
+bulk_create elsewhere.
+
+Written by hand because neither Django nor a maintained library offers it for
+model instances inside the ORM's connection and transaction: Django's
+bulk_create sends every value as a query parameter, and psycopg, binding
+client-side, quotes each element of the UNNEST arrays in Python. Measured on a
+push of 500 creates, that was most of the time of each INSERT (the mutation
+records: 30 ms with bulk_create, 10 ms with COPY). COPY streams the rows in
+psycopg's own (C) row format instead.
+
+What each row holds is what bulk_create would write: `pre_save` then
+`get_db_prep_save` of every concrete field; an auto-incremented primary key
+is left to its sequence. Like bulk_create, it sends no signals, and it marks
+the objects as saved. Django's cursor logs the COPY like any query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from django.db import connection, connections, models
+
+
+def _columns(model: type[models.Model], with_pk: bool) -> list[models.Field]:
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if with_pk or not (f.primary_key and isinstance(f, models.AutoField | models.BigAutoField))
+    ]
+
+
+def insert(
+    model: type[models.Model], objs: Sequence[models.Model], *, with_pk: bool = False
+) -> None:
+    """Insert `objs` (new rows of `model`) in one statement; `with_pk`: their
+    auto-incremented primary keys are set already (taken from the sequence)."""
+    if not objs:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objs)
+        return
+    fields = _columns(model, with_pk)
+    quote = connection.ops.quote_name
+    sql = (
+        f"COPY {quote(model._meta.db_table)} "
+        f"({', '.join(quote(str(f.column)) for f in fields)}) FROM STDIN"
+    )
+    # The connection itself, not the `connection` proxy: its lookups were a
+    # third of the time of preparing the values.
+    conn = connections[connection.alias]
+    prepare = [(f, _prepare(f, conn)) for f in fields]
+    # Raised as Django's errors (IntegrityError, ...), as the ORM's statements are.
+    with conn.wrap_database_errors, conn.cursor() as cursor, cursor.copy(sql) as copy:
+        for obj in objs:
+            copy.write_row([prep(f.pre_save(obj, True)) for f, prep in prepare])
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+# Fields whose values Django sends to PostgreSQL as they are, when they have
+# these exact types (checked on the exact field class: a subclass may convert).
+_AS_IS: dict[type[models.Field], tuple[type, ...]] = {
+    models.CharField: (str,),
+    models.TextField: (str,),
+    models.EmailField: (str,),
+    models.URLField: (str,),
+    models.SlugField: (str,),
+    models.IntegerField: (int,),
+    models.BigIntegerField: (int,),
+    models.SmallIntegerField: (int,),
+    models.PositiveIntegerField: (int,),
+    models.PositiveBigIntegerField: (int,),
+    models.PositiveSmallIntegerField: (int,),
+    models.AutoField: (int,),
+    models.BigAutoField: (int,),
+    models.BooleanField: (bool,),
+    models.UUIDField: (uuid.UUID,),
+    models.DateField: (dt.date,),
+}
+
+
+def _prepare(f: models.Field, conn: Any) -> Callable[[Any], Any]:
+    """How a field's value goes into a COPY row: as bulk_create would send it.
+    Values Django would pass on unchanged skip its conversions (a few
+    microseconds per value, most of the time of a COPY of narrow rows); JSON
+    (with Django's default encoder) is written with orjson, where Django uses
+    the standard library."""
+    target = f.target_field if isinstance(f, models.ForeignKey) else f
+    simple = _AS_IS.get(type(target))
+    if simple is not None:
+
+        def as_is(value: Any) -> Any:
+            if value is None or type(value) in simple:
+                return value
+            return f.get_db_prep_save(value, conn)
+
+        return as_is
+    if type(f) is models.DateTimeField:
+
+        def moment(value: Any) -> Any:
+            if type(value) is dt.datetime and value.tzinfo is not None:
+                return value
+            return f.get_db_prep_save(value, conn)
+
+        return moment
+    if isinstance(f, models.JSONField) and f.encoder is None:
+
+        def as_json(value: Any) -> Any:
+            if value is None:
+                return f.get_db_prep_save(value, conn)
+            try:
+                return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+            except TypeError:  # beyond what orjson writes: the standard way
+                return f.get_db_prep_save(value, conn)
+
+        return as_json
+    return lambda value: f.get_db_prep_save(value, conn)
