@@ -1,0 +1,145 @@
+"""`sync.bulk.insert` (COPY on PostgreSQL) writes exactly what Django's
+bulk_create writes, value for value, and fails as the ORM does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, models, transaction
+from django.utils import timezone
+
+from fieldwork.models import Customer, Note, WorkOrder
+from sync import bulk
+from sync.models import Change, MutationRecord
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=False)]
+
+
+def _row(model: type[models.Model], pk: Any) -> dict[str, Any]:
+    row = model._default_manager.filter(pk=pk).values().get()
+    row.pop(model._meta.pk.attname)
+    # Stamped by defaults (or auto_now) as each instance is made or saved.
+    for stamp in ("created_at", "updated_at"):
+        if stamp in row:
+            assert abs(timezone.now() - row.pop(stamp)) < dt.timedelta(seconds=5)
+    return row
+
+
+def _both(model: type[models.Model], make: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The same values written by bulk_create and by bulk.insert, read back."""
+    by_django, by_copy = make(), make()
+    model._default_manager.bulk_create([by_django])
+    bulk.insert(model, [by_copy])
+    assert not by_copy._state.adding
+    if by_copy.pk is None:  # an auto-incremented key: the newest row
+        by_copy.pk = model._default_manager.order_by("-pk").values_list("pk", flat=True)[0]
+    return _row(model, by_django.pk), _row(model, by_copy.pk)
+
+
+@pytest.fixture
+def user() -> Any:
+    return get_user_model().objects.create(username="bulk")
+
+
+def test_synced_objects_of_every_field_type(user):
+    moment = timezone.now()
+    customer = Customer.objects.create(name="c", owner=user)
+
+    def order() -> WorkOrder:
+        return WorkOrder(
+            id=uuid.uuid4(),
+            owner=user,
+            customer_id=customer.pk,
+            title='Fix 🚲 "boiler"\n\t\\ ünï',
+            description="",
+            scheduled_for=dt.date(2026, 12, 1),
+            due_at=moment,
+            estimated_hours=1e-7,
+        )
+
+    assert_same(*_both(WorkOrder, order))
+    job = WorkOrder.objects.create(owner=user, customer=customer, title="t")
+    assert_same(
+        *_both(
+            Note,
+            lambda: Note(id=uuid.uuid4(), owner=user, work_order=job, body="b", pinned=True),
+        )
+    )
+    # Values of other types than the column's are converted as Django does.
+    assert_same(
+        *_both(
+            WorkOrder,
+            lambda: WorkOrder(
+                id=uuid.uuid4(),
+                owner_id=str(user.pk),
+                customer_id=str(customer.pk),
+                title=123,
+                due_at=dt.datetime(2026, 12, 1, 8, 30, tzinfo=dt.UTC),
+                scheduled_for=dt.datetime(2026, 12, 1, 8, 30, tzinfo=dt.UTC).date(),
+                estimated_hours=Decimal("2.5"),
+            ),
+        )
+    )
+
+
+def assert_same(by_django: dict[str, Any], by_copy: dict[str, Any]) -> None:
+    assert by_copy == by_django
+
+
+def test_json_values_written_with_orjson_read_back_as_with_django(user):
+    results = [
+        {"status": "applied", "object": {"name": "Zoë \u2028", "n": 1.5, "none": None}},
+        {"errors": {"name": ["Too long."]}, "nested": [[1, 2], {"a": True}]},
+        {1: "a key that is not a string"},
+        {"big": 2**70},  # beyond orjson: Django's own encoding
+        [],
+        "text",
+    ]
+    for result in results:
+
+        def record(result: Any = result) -> MutationRecord:
+            return MutationRecord(
+                user=user,
+                mutation_id=uuid.uuid4(),
+                status="applied",
+                result=result,
+                created_at=timezone.now(),
+            )
+
+        by_django, by_copy = _both(MutationRecord, record)
+        by_django.pop("mutation_id"), by_copy.pop("mutation_id")
+        assert by_copy == by_django
+
+
+def test_feed_rows_keep_their_order_and_positions(user):
+    rows = [
+        Change(channel="user:1", model="fieldwork.note", object_id=uuid.uuid4(), version=v, op=1)
+        for v in range(1, 6)
+    ]
+    with transaction.atomic():
+        from sync import feed
+
+        written = feed.append(rows)
+    assert written is not None
+    stored = list(Change.objects.filter(pk__in=[r.seq for r in rows]).order_by("seq"))
+    assert [c.version for c in stored] == [1, 2, 3, 4, 5]
+    assert {c.tx for c in stored} == {written.tx} and written.tx > 0
+    assert (written.first, written.last) == (stored[0].seq, stored[-1].seq)
+
+
+def test_a_duplicate_is_djangos_integrity_error_and_the_transaction_survives(user):
+    mutation_id = uuid.uuid4()
+
+    def record() -> MutationRecord:
+        return MutationRecord(user=user, mutation_id=mutation_id, status="applied", result={})
+
+    bulk.insert(MutationRecord, [record()])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulk.insert(MutationRecord, [record()])
+    assert MutationRecord.objects.filter(mutation_id=mutation_id).count() == 1
+    assert connection.vendor == "postgresql"
