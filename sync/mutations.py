@@ -70,6 +70,10 @@ class Malformed:
 Parsed = Mutation | Malformed
 
 
+# Op.values builds a new list on every use (a few milliseconds per push of 500).
+OPS = frozenset(Op.values)
+
+
 def parse(raw: Any) -> Parsed:
     """Check a mutation's envelope (field values are checked when it is applied)."""
     if not isinstance(raw, dict):
@@ -85,7 +89,7 @@ def parse(raw: Any) -> Parsed:
     if stype is None:
         errors["model"] = [f"Unknown model {label!r}; see GET /api/v1/sync/models/."]
     op = raw.get("op")
-    if op not in Op.values:
+    if op not in OPS:
         errors["op"] = ["Must be one of create, update, delete."]
     object_id = _uuid_or_none(raw.get("id"))
     if object_id is None:
