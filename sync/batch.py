@@ -478,7 +478,7 @@ class Batch:
     def _flush_history(self) -> None:
         # Built by hand rather than with bulk_history_create so that soft deletes
         # are recorded as deletions ("-") in the audit trail.
-        rows: dict[type[models.Model], list[models.Model]] = defaultdict(list)
+        rows: dict[type[models.Model], list[dict[str, Any]]] = defaultdict(list)
         # Looked up once per model: `Model.history` builds a new manager class
         # on every access (a quarter of a push's time when done per row).
         models_of: dict[SyncedType, tuple[type[models.Model], list[str]]] = {}
@@ -487,17 +487,14 @@ class Batch:
                 history = stype.model.history.model
                 models_of[stype] = (history, [f.attname for f in history.tracked_fields])
             history, attnames = models_of[stype]
-            rows[history].append(
-                history(
-                    history_date=self.now,
-                    history_type=history_type,
-                    history_user_id=self.scope.user_id,
-                    history_change_reason=self.reason[:100],
-                    **{name: getattr(snapshot, name) for name in attnames},
-                )
-            )
-        for history, objs in rows.items():
-            bulk.insert(history, objs)
+            row = {name: getattr(snapshot, name) for name in attnames}
+            row["history_date"] = self.now
+            row["history_type"] = history_type
+            row["history_user_id"] = self.scope.user_id
+            row["history_change_reason"] = self.reason[:100]
+            rows[history].append(row)
+        for history, values in rows.items():
+            bulk.insert_values(history, values)
 
 
 # --- dispatching one mutation ---------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -45,6 +45,31 @@ def insert(
         model._default_manager.bulk_create(objs)
         return
     fields = _columns(model, with_pk)
+    _copy(model, fields, ([f.pre_save(obj, True) for f in fields] for obj in objs))
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+def insert_values(model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows given as attname → value mappings (a missing field takes
+    its default), without building model instances (tens of microseconds
+    each): for rows nobody reads back, such as history. Fields' `pre_save`
+    is not applied: not for models with auto_now fields."""
+    if not rows:
+        return
+    fields = _columns(model, False)
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create([model(**row) for row in rows])
+        return
+    _copy(
+        model,
+        fields,
+        ([row[f.attname] if f.attname in row else f.get_default() for f in fields] for row in rows),
+    )
+
+
+def _copy(model: type[models.Model], fields: list[models.Field], rows: Iterable[list[Any]]) -> None:
     quote = connection.ops.quote_name
     sql = (
         f"COPY {quote(model._meta.db_table)} "
@@ -53,14 +78,11 @@ def insert(
     # The connection itself, not the `connection` proxy: its lookups were a
     # third of the time of preparing the values.
     conn = connections[connection.alias]
-    prepare = [(f, _prepare(f, conn)) for f in fields]
+    prepare = [_prepare(f, conn) for f in fields]
     # Raised as Django's errors (IntegrityError, ...), as the ORM's statements are.
     with conn.wrap_database_errors, conn.cursor() as cursor, cursor.copy(sql) as copy:
-        for obj in objs:
-            copy.write_row([prep(f.pre_save(obj, True)) for f, prep in prepare])
-    for obj in objs:
-        obj._state.adding = False
-        obj._state.db = connection.alias
+        for values in rows:
+            copy.write_row([prep(v) for prep, v in zip(prepare, values, strict=True)])
 
 
 # Fields whose values Django sends to PostgreSQL as they are, when they have

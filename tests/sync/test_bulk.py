@@ -143,3 +143,30 @@ def test_a_duplicate_is_djangos_integrity_error_and_the_transaction_survives(use
         bulk.insert(MutationRecord, [record()])
     assert MutationRecord.objects.filter(mutation_id=mutation_id).count() == 1
     assert connection.vendor == "postgresql"
+
+
+def test_rows_given_as_values_are_written_as_instances_would_be(user):
+    history = Customer.history.model
+    moment = timezone.now()
+    values = {
+        "id": uuid.uuid4(),
+        "version": 3,
+        "created_at": moment,
+        "updated_at": moment,
+        "owner_id": user.pk,
+        "name": "Zoë",
+        "email": "z@example.com",
+        "history_date": moment,
+        "history_type": "~",
+        "history_user_id": user.pk,
+        # left out: deleted_at, last_device_id, team_id, phone, address (defaults)
+    }
+    history._default_manager.bulk_create([history(**values, history_change_reason="a")])
+    bulk.insert_values(history, [{**values, "history_change_reason": "b"}])
+    by_django, by_values = (
+        history._default_manager.filter(history_change_reason=r).values().get() for r in "ab"
+    )
+    for row in (by_django, by_values):
+        row.pop("history_id"), row.pop("history_change_reason")
+    assert by_values == by_django
+    assert by_values["phone"] == "" and by_values["deleted_at"] is None
