@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import connection
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 
@@ -34,11 +35,7 @@ def device_from_request(request: Request) -> Device:
         device_id = uuid.UUID(raw)
     except ValueError:
         raise SyncError("bad_device_id", f"{HEADER} must be a UUID.") from None
-    device = (
-        Device.objects.filter(pk=device_id, user_id=user_id_of(request))
-        .only("id", "user_id", "last_cursor", "last_seen")
-        .first()
-    )
+    device = _device_of(device_id, user_id_of(request))
     if device is None:
         raise SyncError(
             "device_forbidden",
@@ -46,6 +43,29 @@ def device_from_request(request: Request) -> Device:
             status_code=403,
         )
     return device
+
+
+# What a sync request needs of its device (the rest is loaded if read).
+_DEVICE_FIELDS = ["id", "user_id", "last_cursor", "last_seen"]
+_DEVICE_SQL = "SELECT {columns} FROM {table} WHERE id = %s AND user_id = %s"
+
+
+def _device_of(device_id: uuid.UUID, user_id: int) -> Device | None:
+    """The same as Device.objects.filter(pk=..., user_id=...).only(...).first(),
+    without building and compiling a queryset: on every pull and push, that
+    took over a millisecond, more than the lookup itself. PostgreSQL only:
+    psycopg returns the columns' Python types, where SQLite needs the ORM's
+    converters."""
+    if connection.vendor != "postgresql":
+        return Device.objects.filter(pk=device_id, user_id=user_id).only(*_DEVICE_FIELDS).first()
+    sql = _DEVICE_SQL.format(
+        columns=", ".join(_DEVICE_FIELDS),
+        table=connection.ops.quote_name(Device._meta.db_table),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [device_id, user_id])
+        row = cursor.fetchone()
+    return Device.from_db(connection.alias, _DEVICE_FIELDS, row) if row is not None else None
 
 
 def devices_for_user(*, user: Any):  # noqa: ANN201
