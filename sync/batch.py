@@ -24,6 +24,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from devices.wakeups import wakeup_record
@@ -45,6 +46,16 @@ CREATED, CHANGED, DELETED = "+", "~", "-"
 # Messages other writers tell apart (the data API answers 404 / 409 for them).
 GONE = "This object has been deleted."
 BLOCKED = "Cannot be deleted while these refer to it: "
+
+
+def _copied(obj: SyncedModel) -> SyncedModel:
+    """A copy of an instance's field values, as copy.copy makes it, without
+    Python's pickling protocol (which cost a sixth of a push of 500)."""
+    clone = obj.__class__.__new__(obj.__class__)
+    clone.__dict__.update(obj.__dict__)
+    state = clone._state = ModelState()
+    state.db, state.adding = obj._state.db, obj._state.adding
+    return clone
 
 
 def not_in_scope(label: str) -> str:
@@ -283,7 +294,7 @@ class Batch:
         key = (stype.label, after.pk)
         self.objects[key] = after
         self.dirty[key] = stype
-        snapshot = copy.copy(after)
+        snapshot = _copied(after)
         self.history.append((stype, snapshot, history_type))
         # A later write of this batch may name this version as its base.
         self.bases[(stype.label, after.pk, after.version)] = snapshot
@@ -318,7 +329,7 @@ class Batch:
         self, stype: SyncedType, current: SyncedModel, values: Mapping[str, Any], *, restore: bool
     ) -> SyncedModel:
         """A copy of `current` with `values` (Python values) set, restored if asked."""
-        after = copy.copy(current)
+        after = _copied(current)
         for name, value in values.items():
             setattr(after, stype.codecs[name].attname, value)
         if restore:
@@ -326,7 +337,7 @@ class Batch:
         return after
 
     def deleted(self, current: SyncedModel) -> SyncedModel:
-        after = copy.copy(current)
+        after = _copied(current)
         after.deleted_at = self.now
         return after
 
@@ -366,7 +377,7 @@ class Batch:
         if plan.blocking:
             return {"id": [_blocked_message(self.scope, plan.blocking)]}
         for ref_type, obj, attname, value in plan.cleared:
-            after = copy.copy(obj)
+            after = _copied(obj)
             setattr(after, attname, value)
             self.write(ref_type, obj, after, CHANGED)
         for doomed_type, before in plan.doomed.values():
