@@ -18,41 +18,35 @@ from pathlib import Path
 
 import http_bench as hb  # the bench beside this file (its sys.path set-up included)
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from sync import registry
+from sync import feed
+from sync.cursor import Cursor
+from sync.selectors import pull_page
 
 
 def explain_middle(user_id: int, objects: int) -> dict[str, list[str]]:
-    """EXPLAIN ANALYZE of the queries of a page halfway through the feed."""
+    """EXPLAIN ANALYZE of the statements of a real page (pull_page, limit
+    1,000) halfway through the user's feed."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT tx, seq FROM sync_change WHERE channel = %s ORDER BY tx, seq OFFSET %s LIMIT 1",
             [f"user:{user_id}", objects // 2],
         )
         tx, seq = cursor.fetchone()
-        feed_sql = (
-            "SELECT tx, seq, model, object_id::text, version FROM sync_change "
-            "WHERE channel IN (%s) AND tx < %s AND tx >= %s AND (tx > %s OR seq > %s) "
-            "ORDER BY tx, seq LIMIT 1001"
-        )
-        params = [f"user:{user_id}", 2**62, tx, tx, seq]
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + feed_sql, params)
-        feed_plan = [r[0] for r in cursor.fetchall()]
-        cursor.execute(
-            "SELECT object_id::text FROM sync_change WHERE channel = %s AND model = %s "
-            "AND (tx, seq) > (%s, %s) ORDER BY tx, seq LIMIT 334",
-            [f"user:{user_id}", hb.CUSTOMER, tx, seq],
-        )
-        ids = "{" + ",".join(r[0] for r in cursor.fetchall()) + "}"
-        stype = registry.get(hb.CUSTOMER)
-        table = stype.model._meta.db_table
-        cursor.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS) SELECT id::text, version, {stype.change_sql} "  # noqa: S608
-            f"FROM {table} WHERE id = ANY(%s::uuid[])",
-            [ids],
-        )
-        objects_plan = [r[0] for r in cursor.fetchall()]
-    return {"feed_page": feed_plan, "objects_of_a_model": objects_plan}
+    halfway = Cursor(s=(tx, seq), g=feed.horizon(grants_of=user_id).grants.last_event, u=user_id)
+    with CaptureQueriesContext(connection) as page:
+        pull_page(user_id=user_id, cursor=halfway.encode(), limit=1000, models=None)
+    plans = {}
+    with connection.cursor() as cursor:
+        for query in page.captured_queries:
+            sql = query["sql"]
+            name = "horizon_and_grants" if "pg_snapshot_xip" in sql else "feed_rows_and_objects"
+            if name == "feed_rows_and_objects" and not sql.startswith("WITH f AS"):
+                continue
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            plans[name] = [r[0] for r in cursor.fetchall()]
+    return plans
 
 
 def main() -> None:
