@@ -89,7 +89,7 @@ def parse(raw: Any) -> Parsed:
     if stype is None:
         errors["model"] = [f"Unknown model {label!r}; see GET /api/v1/sync/models/."]
     op = raw.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         errors["op"] = ["Must be one of create, update, delete."]
     object_id = _uuid_or_none(raw.get("id"))
     if object_id is None:

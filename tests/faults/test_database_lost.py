@@ -31,7 +31,7 @@ from .conftest import raw_connection, wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 CUSTOMER = "fieldwork.customer"
-FEED_INSERT = 'INSERT INTO "sync_change"'
+FEED_INSERT = 'COPY "sync_change"'  # how sync.feed.append writes on PostgreSQL
 HOLD = "LOCK TABLE sync_change IN SHARE MODE"
 
 

@@ -259,6 +259,16 @@ def test_envelope_errors_are_rejected(alice):
     assert "mutation" in results[3]["errors"]
 
 
+@pytest.mark.parametrize("op", [{}, [], None, 1, ["create"]])
+def test_an_op_that_is_not_a_string_is_rejected(alice, op):
+    # Found by the fuzzer: a dict or list op (unhashable) was a 500.
+    result = alice.push_one(
+        mutation(CUSTOMER, "create", str(uuid.uuid4()), {"name": "x"}) | {"op": op}
+    )
+    assert result["status"] == "rejected"
+    assert result["errors"]["op"] == ["Must be one of create, update, delete."]
+
+
 def test_base_version_rules(alice):
     m = customer("Acme")
     alice.push_one(m)
