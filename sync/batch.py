@@ -96,10 +96,11 @@ class Batch:
         # What it will write at flush.
         self.dirty: dict[Key, SyncedType] = {}
         self.history: list[tuple[SyncedType, SyncedModel, str]] = []
-        self.changes: list[Change] = []
+        # Feed rows as `feed.append` takes them (no model instance each).
+        self.changes: list[dict[str, Any]] = []
         self.conflicts: list[Conflict] = []
         self.superseded: dict[uuid.UUID, dict[str, Any]] = {}
-        self.records: list[MutationRecord] = []
+        self.records: list[dict[str, Any]] = []  # MutationRecord values
         self.feed_range: feed.Written | None = None
         # A conflict this batch settles: its device is told once it commits.
         self.resolved: Conflict | None = None
@@ -314,14 +315,14 @@ class Batch:
             *((c, Change.Op.DELETE) for c in sorted(gone)),
         ]:
             self.changes.append(
-                Change(
-                    channel=channel,
-                    model=stype.label,
-                    object_id=after.pk,
-                    version=after.version,
-                    op=op,
-                    created_at=self.now,
-                )
+                {
+                    "channel": channel,
+                    "model": stype.label,
+                    "object_id": after.pk,
+                    "version": after.version,
+                    "op": op,
+                    "created_at": self.now,
+                }
             )
         return after
 
@@ -430,16 +431,16 @@ class Batch:
         if item.mutation_id is None:
             return
         self.records.append(
-            MutationRecord(
-                user_id=self.scope.user_id,
-                mutation_id=item.mutation_id,
-                device_id=self.device_id,
-                model=item.label,
-                object_id=item.id,
-                status=result.status,
-                result=result.as_dict(),
-                created_at=self.now,
-            )
+            {
+                "user_id": self.scope.user_id,
+                "mutation_id": item.mutation_id,
+                "device_id": self.device_id,
+                "model": item.label,
+                "object_id": item.id,
+                "status": result.status,
+                "result": result.as_dict(),
+                "created_at": self.now,
+            }
         )
 
     # --- flushing ------------------------------------------------------------
@@ -472,14 +473,14 @@ class Batch:
         if self.records:
             # Sorted so that two batches inserting overlapping ids wait on each
             # other in the same order instead of deadlocking.
-            self.records.sort(key=lambda r: r.mutation_id)
-            bulk.insert(MutationRecord, self.records)
+            self.records.sort(key=lambda r: r["mutation_id"])
+            bulk.insert_values(MutationRecord, self.records)
         self.feed_range = feed.append(self.changes)
         if self.feed_range is not None:
             # In this transaction: the devices to wake are recorded with the
             # change itself, and sent after commit (devices.wakeups).
             wakeup_record(
-                channels={c.channel for c in self.changes},
+                channels={c["channel"] for c in self.changes},
                 origin_device_id=self.device_id,
                 seq=self.feed_range.last,
                 conflict_id=self.resolved.pk if self.resolved is not None else None,

@@ -51,14 +51,16 @@ def insert(
         obj._state.db = connection.alias
 
 
-def insert_values(model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> None:
+def insert_values(
+    model: type[models.Model], rows: Sequence[Mapping[str, Any]], *, with_pk: bool = False
+) -> None:
     """Insert rows given as attname → value mappings (a missing field takes
     its default), without building model instances (tens of microseconds
     each): for rows nobody reads back, such as history. Fields' `pre_save`
     is not applied: not for models with auto_now fields."""
     if not rows:
         return
-    fields = _columns(model, False)
+    fields = _columns(model, with_pk)
     if connection.vendor != "postgresql":
         model._default_manager.bulk_create([model(**row) for row in rows])
         return

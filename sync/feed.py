@@ -21,6 +21,7 @@ row's tx is 0, so positions are plain insert order and nothing is in flight.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection
 from django.db.models import Max, Q
@@ -219,13 +220,15 @@ def before(position: Position) -> Q:
     return Q(tx__lte=tx) & (Q(tx__lt=tx) | Q(seq__lt=seq))
 
 
-def append(rows: list[Change]) -> Written | None:
-    """Insert this transaction's feed rows; no lock, no wait for other writers."""
+def append(rows: list[dict[str, Any]]) -> Written | None:
+    """Insert this transaction's feed rows (each the values of a `Change`
+    without its position: channel, model, object_id, version, op, created_at);
+    no lock, no wait for other writers."""
     if not rows:
         return None
     if not _postgres():
-        Change.objects.bulk_create(rows)  # tx 0: writers are serialised
-        return Written(0, rows[0].seq, rows[-1].seq)
+        made = Change.objects.bulk_create([Change(**row) for row in rows])  # tx 0: serialised
+        return Written(0, made[0].seq, made[-1].seq)
     # The transaction's id and the rows' numbers in one round trip, then the
     # rows in one COPY (sync.bulk). Numbers are handed out in increasing
     # order, so the rows keep their order within the transaction.
@@ -236,10 +239,13 @@ def append(rows: list[Change]) -> Written | None:
             [Change._meta.db_table, len(rows)],
         )
         tx, seqs = cursor.fetchone()
-    for row, seq in zip(rows, sorted(seqs), strict=True):
-        row.tx, row.seq = tx, seq
-    bulk.insert(Change, rows, with_pk=True)
-    return Written(tx, rows[0].seq, rows[-1].seq)
+    seqs.sort()
+    bulk.insert_values(
+        Change,
+        [{**row, "tx": tx, "seq": seq} for row, seq in zip(rows, seqs, strict=True)],
+        with_pk=True,
+    )
+    return Written(tx, seqs[0], seqs[-1])
 
 
 def head() -> int:
