@@ -128,7 +128,7 @@ def _prepare(f: models.Field, conn: Any) -> Callable[[Any], Any]:
     if type(f) is models.DateTimeField:
 
         def moment(value: Any) -> Any:
-            if type(value) is dt.datetime and value.tzinfo is not None:
+            if value is None or (type(value) is dt.datetime and value.tzinfo is not None):
                 return value
             return f.get_db_prep_save(value, conn)
 

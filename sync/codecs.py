@@ -63,6 +63,11 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
 }
 
 
+# Values the wire form carries as they are (exact types: a subclass, such as
+# a choices enum member, takes the checks below).
+_AS_IS = frozenset({str, int, float, bool})
+
+
 @dataclass(frozen=True)
 class FieldCodec:
     name: str
@@ -108,8 +113,8 @@ class FieldCodec:
         return out
 
     def encode(self, value: Any) -> Any:
-        if value is None:
-            return None
+        if value is None or type(value) in _AS_IS:
+            return value
         if isinstance(value, uuid.UUID):
             return str(value)
         if isinstance(value, dt.datetime):
