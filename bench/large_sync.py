@@ -34,7 +34,7 @@ def explain_middle(user_id: int, objects: int) -> dict[str, list[str]]:
             [f"user:{user_id}", objects // 2],
         )
         tx, seq = cursor.fetchone()
-    halfway = Cursor(s=(tx, seq), g=feed.horizon(grants_of=user_id).grants.last_event, u=user_id)
+    halfway = Cursor(s=(tx, seq), g=feed.horizon_and_grants(user_id)[1].last_event, u=user_id)
     with CaptureQueriesContext(connection) as page:
         pull_page(user_id=user_id, cursor=halfway.encode(), limit=1000, models=None)
     plans = {}

@@ -153,10 +153,19 @@ class Horizon:
         return (self.frontier, 0)
 
 
+def horizon_and_grants(user_id: int, *, events_after: int = 0) -> tuple[Horizon, Grants]:
+    """The horizon, and the user's grants (with their events after
+    `events_after`) read in the same round trip, from the same snapshot."""
+    found = horizon(grants_of=user_id, events_after=events_after)
+    if found.grants is None:  # always read when asked for; narrows the type
+        raise RuntimeError("the horizon was read without the grants asked for")
+    return found, found.grants
+
+
 def horizon(*, grants_of: int | None = None, events_after: int = 0) -> Horizon:
     """What a reader may take now; with `grants_of` (a user id), also that
     user's grants (`Horizon.grants`, with the events after `events_after`) in
-    the same round trip.
+    the same round trip (see `horizon_and_grants`).
 
     Every process that writes synced data must connect as the same database
     role (or one granted pg_read_all_stats): pg_stat_activity hides other

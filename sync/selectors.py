@@ -155,9 +155,7 @@ def pull_page(
     # Only rows of transactions that have ended for good are read: positions
     # handed out below this horizon are final (see sync.feed). The user's
     # grants come in the same round trip, from the same snapshot.
-    horizon = feed.horizon(grants_of=user_id, events_after=cur.g if cur is not None else 0)
-    grants = horizon.grants
-    assert grants is not None  # noqa: S101 - asked for above
+    horizon, grants = feed.horizon_and_grants(user_id, events_after=cur.g if cur is not None else 0)
     channels = None if everything else {own_channel(user_id), *grants.channels}
     if cur is None:
         start = horizon.caught_up()

@@ -203,9 +203,8 @@ def _device_cursor(user: Any, device: Any, token: str | None) -> Cursor:
         if cur.u == user.pk:
             return cur
     # No filter yet: the device's first pull binds it (see `Cursor.f`).
-    horizon = feed.horizon(grants_of=user.pk)
-    assert horizon.grants is not None  # noqa: S101 - asked for above
-    return Cursor(g=horizon.grants.last_event, i=horizon.caught_up(), u=user.pk, f=True)
+    horizon, grants = feed.horizon_and_grants(user.pk)
+    return Cursor(g=grants.last_event, i=horizon.caught_up(), u=user.pk, f=True)
 
 
 # --- conflicts -----------------------------------------------------------------------
