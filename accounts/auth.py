@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import functools
 from hmac import compare_digest
 from typing import Any
 
@@ -23,17 +24,16 @@ from .models import Token
 TOUCH_EVERY = dt.timedelta(minutes=5)
 
 
-def _with_key(key: str) -> list[Token]:
-    """The tokens with this key and their users, as knox's
-    `Token.objects.filter(token_key=key).select_related("user")` finds them,
-    in one prepared statement: on every API request, building and compiling
-    that queryset took 0.7 ms against 0.3 ms for the same rows this way."""
+@functools.cache
+def _token_query() -> tuple[str, list[str], list[str]]:
+    """The statement of `_with_key` and the attnames of its columns (token,
+    then user), built once per process."""
     user_model = get_user_model()
-    token_fields = [f.attname for f in Token._meta.concrete_fields]
-    user_fields = [f.attname for f in user_model._meta.concrete_fields]
+    token_fields = Token._meta.concrete_fields
+    user_fields = user_model._meta.concrete_fields
     quote = connection.ops.quote_name
-    columns = [f"t.{quote(str(f.column))}" for f in Token._meta.concrete_fields] + [
-        f"u.{quote(str(f.column))}" for f in user_model._meta.concrete_fields
+    columns = [f"t.{quote(str(f.column))}" for f in token_fields] + [
+        f"u.{quote(str(f.column))}" for f in user_fields
     ]
     user_pk = quote(str(user_model._meta.pk.column))
     token_user = quote(str(Token._meta.get_field("user").column))
@@ -43,9 +43,19 @@ def _with_key(key: str) -> list[Token]:
     )
     # Names from the models' metadata; the key is a parameter.
     sql = f"SELECT {', '.join(columns)} FROM {tables} WHERE t.token_key = %s"  # noqa: S608
+    return sql, [f.attname for f in token_fields], [f.attname for f in user_fields]
+
+
+def _with_key(key: str) -> list[Token]:
+    """The tokens with this key and their users, as knox's
+    `Token.objects.filter(token_key=key).select_related("user")` finds them,
+    in one prepared statement: on every API request, building and compiling
+    that queryset took 0.7 ms against 0.3 ms for the same rows this way."""
+    sql, token_fields, user_fields = _token_query()
     with connection.cursor() as cursor:
         cursor.execute(sql, [key])
         rows = cursor.fetchall()
+    user_model = get_user_model()
     found = []
     for row in rows:
         token = Token.from_db(connection.alias, token_fields, row[: len(token_fields)])

@@ -142,12 +142,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # instead of 5.2. Behind PgBouncer in transaction mode (before 1.21's
     # max_prepared_statements), set DATABASE_PREPARE_THRESHOLD= (empty: never).
     if env.bool("DATABASE_SERVER_SIDE_BINDING", default=True):
+        threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
-        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
-            env.int("DATABASE_PREPARE_THRESHOLD", default=5)
-            if env.str("DATABASE_PREPARE_THRESHOLD", default="5")
-            else None
-        )
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = int(threshold) if threshold else None
 # django-prometheus' wrapper of the same backend counts queries, their
 # durations and errors, and connections (see /metrics); it behaves as Django's
 # own otherwise (`connection.vendor` is unchanged).

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -47,7 +48,13 @@ def device_from_request(request: Request) -> Device:
 
 # What a sync request needs of its device (the rest is loaded if read).
 _DEVICE_FIELDS = ["id", "user_id", "last_cursor", "last_seen"]
-_DEVICE_SQL = "SELECT {columns} FROM {table} WHERE id = %s AND user_id = %s"
+
+
+@functools.cache
+def _device_query() -> str:
+    table = connection.ops.quote_name(Device._meta.db_table)
+    # Fixed column and table names; the ids are parameters.
+    return f"SELECT {', '.join(_DEVICE_FIELDS)} FROM {table} WHERE id = %s AND user_id = %s"  # noqa: S608
 
 
 def _device_of(device_id: uuid.UUID, user_id: int) -> Device | None:
@@ -58,12 +65,8 @@ def _device_of(device_id: uuid.UUID, user_id: int) -> Device | None:
     converters."""
     if connection.vendor != "postgresql":
         return Device.objects.filter(pk=device_id, user_id=user_id).only(*_DEVICE_FIELDS).first()
-    sql = _DEVICE_SQL.format(
-        columns=", ".join(_DEVICE_FIELDS),
-        table=connection.ops.quote_name(Device._meta.db_table),
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [device_id, user_id])
+        cursor.execute(_device_query(), [device_id, user_id])
         row = cursor.fetchone()
     return Device.from_db(connection.alias, _DEVICE_FIELDS, row) if row is not None else None
 

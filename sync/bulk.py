@@ -60,10 +60,10 @@ def insert_values(
     is not applied: not for models with auto_now fields."""
     if not rows:
         return
-    fields = _columns(model, with_pk)
     if connection.vendor != "postgresql":
         model._default_manager.bulk_create([model(**row) for row in rows])
         return
+    fields = _columns(model, with_pk)
     _copy(
         model,
         fields,

@@ -20,7 +20,7 @@ row's tx is 0, so positions are plain insert order and nothing is in flight.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -140,7 +140,6 @@ class Horizon:
     own: int | None = None
     own_last_seq: int = 0
     purged: Position = ORIGIN
-    grants: Grants | None = field(default=None, compare=False)
 
     def settled(self) -> Q:
         """Rows whose transaction has ended for good (or is the reader's)."""
@@ -153,36 +152,34 @@ class Horizon:
         return (self.frontier, 0)
 
 
-def horizon_and_grants(user_id: int, *, events_after: int = 0) -> tuple[Horizon, Grants]:
-    """The horizon, and the user's grants (with their events after
-    `events_after`) read in the same round trip, from the same snapshot."""
-    found = horizon(grants_of=user_id, events_after=events_after)
-    if found.grants is None:  # always read when asked for; narrows the type
-        raise RuntimeError("the horizon was read without the grants asked for")
-    return found, found.grants
-
-
-def horizon(*, grants_of: int | None = None, events_after: int = 0) -> Horizon:
-    """What a reader may take now; with `grants_of` (a user id), also that
-    user's grants (`Horizon.grants`, with the events after `events_after`) in
-    the same round trip (see `horizon_and_grants`).
+def horizon() -> Horizon:
+    """What a reader may take from the feed right now.
 
     Every process that writes synced data must connect as the same database
     role (or one granted pg_read_all_stats): pg_stat_activity hides other
     roles' transaction ids."""
+    return _read_horizon(None, 0)[0]
+
+
+def horizon_and_grants(user_id: int, *, events_after: int = 0) -> tuple[Horizon, Grants]:
+    """The horizon, and the user's grants (with their events after
+    `events_after`), read in the same round trip, from the same snapshot."""
+    found, grants = _read_horizon(user_id, events_after)
+    if grants is None:  # always read when asked for; narrows the type
+        raise RuntimeError("the horizon was read without the grants asked for")
+    return found, grants
+
+
+def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Grants | None]:
     if not _postgres():
         # One writer at a time, every row at tx 0: a reader is caught up at the
         # last row written, and later rows come after it; or at compaction's
         # mark if it dropped the newest rows (old tombstones): a cursor placed
         # below it would get a 410 resync_required at every initial sync.
         purged = purged_through()
-        grants = _grants(grants_of, events_after) if grants_of is not None else None
-        return Horizon(
-            NOTHING_IN_FLIGHT,
-            own=0,
-            own_last_seq=max(head(), purged[1]),
-            purged=purged,
-            grants=grants,
+        return (
+            Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=max(head(), purged[1]), purged=purged),
+            _grants(grants_of, events_after) if grants_of is not None else None,
         )
     sql, params = _HORIZON_SQL, {}
     if grants_of is not None:
@@ -196,8 +193,8 @@ def horizon(*, grants_of: int | None = None, events_after: int = 0) -> Horizon:
         last_event, channels, ids, events = more
         grants = Grants(last_event or 0, frozenset(channels), tuple(zip(ids, events, strict=True)))
     if own is None:
-        return Horizon(int(frontier), purged=purged, grants=grants)
-    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged, grants)
+        return Horizon(int(frontier), purged=purged), grants
+    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged), grants
 
 
 def _grants(user_id: int, events_after: int) -> Grants:

@@ -101,15 +101,20 @@ class Scope:
         rule as `sees`, for the database to apply)."""
         if self.channels is None:
             return Q()
-        values: dict[str, list[str]] = {}
-        for channel in self.channels:
-            prefix, _, value = channel.partition(":")
-            values.setdefault(prefix, []).append(value)
+        values = self._by_prefix()
         q = Q(pk__in=[])
         for prefix, attname in stype.scope_attnames:
             if prefix in values:
                 q |= Q(**{f"{attname}__in": values[prefix]})
         return q
+
+    def _by_prefix(self) -> dict[str, list[str]]:
+        """The scope's channels grouped by kind: {"user": ["7"], "team": [...]}."""
+        values: dict[str, list[str]] = {}
+        for channel in self.channels or ():
+            prefix, _, value = channel.partition(":")
+            values.setdefault(prefix, []).append(value)
+        return values
 
     def visible_sql(self, stype: SyncedType, table: str) -> tuple[str, list[list[str]]]:
         """SQL (PostgreSQL) for "a row of `table` (quoted) is live and in this
@@ -118,10 +123,7 @@ class Scope:
         live = f"{table}.deleted_at IS NULL"
         if self.channels is None:
             return live, []
-        values: dict[str, list[str]] = {}
-        for channel in self.channels:
-            prefix, _, value = channel.partition(":")
-            values.setdefault(prefix, []).append(value)
+        values = self._by_prefix()
         tests, params = [], []
         for prefix, attname in stype.scope_attnames:
             if prefix in values:
