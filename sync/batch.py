@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -490,23 +490,44 @@ class Batch:
     def _flush_history(self) -> None:
         # Built by hand rather than with bulk_history_create so that soft deletes
         # are recorded as deletions ("-") in the audit trail.
+        fixed = {
+            "history_date": self.now,
+            "history_user_id": self.scope.user_id,
+            "history_change_reason": self.reason[:100],
+        }
+        # An object written once has, once flushed, the state its history row
+        # records: PostgreSQL copies those rows itself (most of a batch). The
+        # snapshots of an object written more than once go from memory.
+        writes = Counter((stype.label, snapshot.pk) for stype, snapshot, _ in self.history)
+        copied: dict[SyncedType, tuple[list[Any], list[str]]] = {}
         rows: dict[type[models.Model], list[dict[str, Any]]] = defaultdict(list)
         # Looked up once per model: `Model.history` builds a new manager class
         # on every access (a quarter of a push's time when done per row).
         models_of: dict[SyncedType, tuple[type[models.Model], list[str]]] = {}
+        by_copy = connection.vendor == "postgresql"
         for stype, snapshot, history_type in self.history:
+            if by_copy and writes[(stype.label, snapshot.pk)] == 1:
+                ids, types = copied.setdefault(stype, ([], []))
+                ids.append(snapshot.pk)
+                types.append(history_type)
+                continue
             if stype not in models_of:
                 history = stype.model.history.model
                 models_of[stype] = (history, [f.attname for f in history.tracked_fields])
             history, attnames = models_of[stype]
             row = {name: getattr(snapshot, name) for name in attnames}
-            row["history_date"] = self.now
-            row["history_type"] = history_type
-            row["history_user_id"] = self.scope.user_id
-            row["history_change_reason"] = self.reason[:100]
+            row.update(fixed, history_type=history_type)
             rows[history].append(row)
         for history, values in rows.items():
             bulk.insert_values(history, values)
+        for stype, (ids, types) in copied.items():
+            bulk.insert_selected(
+                stype.model.history.model,
+                stype.model,
+                ids,
+                fixed=fixed,
+                each={"history_type": types},
+            )
 
 
 # --- dispatching one mutation ---------------------------------------------------------

@@ -71,6 +71,61 @@ def insert_values(
     )
 
 
+def insert_selected(
+    target: type[models.Model],
+    source: type[models.Model],
+    ids: Sequence[Any],
+    *,
+    fixed: Mapping[str, Any],
+    each: Mapping[str, Sequence[Any]],
+) -> None:
+    """Insert one `target` row per id, in the order of `ids`, copying the
+    `source` row of that primary key as this transaction sees it now: every
+    target field takes the source field of the same attname, else its value
+    in `fixed` (the same for all rows) or `each` (one per id). Used for
+    history: the rows a batch has just written are copied by PostgreSQL in
+    one statement and never pass through Python. PostgreSQL only."""
+    if not ids:
+        return
+    conn = connections[connection.alias]
+    quote = conn.ops.quote_name
+    pk = source._meta.pk
+    if pk is None:
+        raise TypeError(f"{source._meta.label} has no primary key")
+    source_columns = {f.attname: str(f.column) for f in source._meta.concrete_fields}
+    columns, exprs, params = [], [], []
+    arrays = [f"%s::{pk.db_type(conn)}[]"]
+    array_params: list[Any] = [list(ids)]
+    aliases = ["pk"]
+    for k, f in enumerate(_columns(target, with_pk=False)):
+        columns.append(quote(str(f.column)))
+        if f.attname in fixed:
+            exprs.append(f"%s::{f.db_type(conn)}")
+            params.append(_prepare(f, conn)(fixed[f.attname]))
+        elif f.attname in each:
+            aliases.append(f"c{k}")
+            exprs.append(f"w.c{k}")
+            arrays.append(f"%s::{f.db_type(conn)}[]")
+            prep = _prepare(f, conn)
+            array_params.append([prep(v) for v in each[f.attname]])
+        else:
+            exprs.append(f"s.{quote(source_columns[f.attname])}")
+    aliases.append("n")
+    # Names from the models' metadata, values as parameters.
+    sql = (
+        f"INSERT INTO {quote(target._meta.db_table)} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT {', '.join(exprs)} "
+        f"FROM unnest({', '.join(arrays)}) WITH ORDINALITY AS w({', '.join(aliases)}) "
+        f"JOIN {quote(source._meta.db_table)} s ON s.{quote(str(pk.column))} = w.pk "
+        "ORDER BY w.n"
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(sql, [*params, *array_params])
+        if cursor.rowcount != len(ids):
+            # A missing source row would silently lose a row of history.
+            raise RuntimeError(f"{target._meta.label}: copied {cursor.rowcount} rows of {len(ids)}")
+
+
 def _copy(model: type[models.Model], fields: list[models.Field], rows: Iterable[list[Any]]) -> None:
     quote = connection.ops.quote_name
     sql = (

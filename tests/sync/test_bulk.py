@@ -178,3 +178,43 @@ def test_rows_given_as_values_are_written_as_instances_would_be(user):
         row.pop("history_id"), row.pop("history_change_reason")
     assert by_values == by_django
     assert by_values["phone"] == "" and by_values["deleted_at"] is None
+
+
+def test_rows_copied_from_their_source_in_the_order_given(user):
+    history = Customer.history.model
+    moment = timezone.now()
+    made = [
+        Customer.objects.create(name=f"c{i}", email=f"{i}@example.com", owner=user)
+        for i in range(3)
+    ]
+    ids = [made[2].pk, made[0].pk, made[1].pk]
+    bulk.insert_selected(
+        history,
+        Customer,
+        ids,
+        fixed={"history_date": moment, "history_user_id": user.pk, "history_change_reason": "r"},
+        each={"history_type": ["+", "~", "-"]},
+    )
+    rows = list(history.objects.filter(history_change_reason="r").order_by("history_id").values())
+    assert [(r["id"], r["history_type"]) for r in rows] == list(zip(ids, "+~-", strict=True))
+    for row in rows:
+        source = Customer.objects.filter(pk=row["id"]).values().get()
+        assert {k: row[k] for k in source} == source
+        assert (row["history_date"], row["history_user_id"]) == (moment, user.pk)
+
+
+def test_a_missing_source_row_fails_rather_than_lose_a_row(user):
+    kept = Customer.objects.create(name="c", owner=user)
+    with pytest.raises(RuntimeError, match="copied 1 rows of 2"), transaction.atomic():
+        bulk.insert_selected(
+            Customer.history.model,
+            Customer,
+            [kept.pk, uuid.uuid4()],
+            fixed={
+                "history_date": timezone.now(),
+                "history_user_id": None,
+                "history_change_reason": "r",
+            },
+            each={"history_type": ["+", "+"]},
+        )
+    assert not Customer.history.filter(history_change_reason="r").exists()

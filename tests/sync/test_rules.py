@@ -387,6 +387,31 @@ def test_each_version_remembers_the_device_that_wrote_it(alice, make_actor):
     ]
 
 
+def test_history_has_every_version_written_in_one_batch_with_its_values(alice, make_actor):
+    once, thrice = customer("Once"), customer("Thrice")
+    alice.push(
+        once,
+        thrice,
+        update(CUSTOMER, thrice["id"], 1, phone="1"),
+        update(CUSTOMER, thrice["id"], 2, phone="2"),
+    )
+    alice.push(update(CUSTOMER, once["id"], 1, name="Once more"), delete(CUSTOMER, thrice["id"], 3))
+    rows = Customer.history.order_by("history_id").values_list(
+        "id", "version", "history_type", "name", "phone", "deleted_at"
+    )
+    by_object = {
+        key: [r[1:5] + (r[5] is not None,) for r in rows if str(r[0]) == key]
+        for key in (once["id"], thrice["id"])
+    }
+    assert by_object[once["id"]] == [(1, "+", "Once", "", False), (2, "~", "Once more", "", False)]
+    assert by_object[thrice["id"]] == [
+        (1, "+", "Thrice", "", False),
+        (2, "~", "Thrice", "1", False),
+        (3, "~", "Thrice", "2", False),
+        (4, "-", "Thrice", "2", True),
+    ]
+
+
 # --- the documented rejection messages, word for word (docs/protocol.md) -----------
 
 
