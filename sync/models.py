@@ -10,6 +10,21 @@ from simple_history.models import HistoricalRecords
 from .choices import ConflictKind, ConflictStatus, Op, Policy
 
 
+class SyncedHistory(HistoricalRecords):
+    """simple-history's records without an index on each copied reference:
+    history is read by object id (and by date and user, which keep theirs),
+    never by what a version pointed at, and every index costs each write of
+    every version. The references stay plain columns, without constraints,
+    as simple-history makes them."""
+
+    def copy_fields(self, model: type[models.Model]) -> dict[str, models.Field]:
+        fields = super().copy_fields(model)
+        for field in fields.values():
+            if field.is_relation:
+                field.db_index = False
+        return fields
+
+
 class SyncedModel(models.Model):
     """Base of every synced model.
 
@@ -29,7 +44,7 @@ class SyncedModel(models.Model):
     # writes from the admin or the back office). Kept in history too.
     last_device_id = models.UUIDField(null=True, blank=True, editable=False)
 
-    history = HistoricalRecords(inherit=True)
+    history = SyncedHistory(inherit=True)
 
     class Meta:
         abstract = True
@@ -137,7 +152,10 @@ class MutationRecord(models.Model):
     """The stored result of each pushed mutation, so a retry applies nothing twice."""
 
     id = models.BigAutoField(primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (user, mutation_id) serves lookups by user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     mutation_id = models.UUIDField()
     device_id = models.UUIDField(null=True, blank=True)
     model = models.CharField(max_length=120, blank=True)
