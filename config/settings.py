@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: one log line per request with its final status and whole duration.
     "sync.request_log.RequestLogMiddleware",
+    # Frees each response once it is back from the view (DRF's cycles).
+    "sync.middleware.ReleaseResponseMiddleware",
     # Outside everything that writes a body: compresses what the client gets.
     "sync.compression.ResponseCompressionMiddleware",
     # django-prometheus: request counts and latencies (its "after" half is last).
