@@ -152,10 +152,7 @@ class MutationRecord(models.Model):
     """The stored result of each pushed mutation, so a retry applies nothing twice."""
 
     id = models.BigAutoField(primary_key=True)
-    # No index of its own: the unique (user, mutation_id) serves lookups by user.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     mutation_id = models.UUIDField()
     device_id = models.UUIDField(null=True, blank=True)
     model = models.CharField(max_length=120, blank=True)
@@ -166,7 +163,9 @@ class MutationRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "mutation_id"], name="sync_mutation_unique"),
+            # Mutation id first: a push looks its ids up with no condition on
+            # the user (see Batch.load), so the planner has one way to go.
+            models.UniqueConstraint(fields=["mutation_id", "user"], name="sync_mutation_unique"),
         ]
         indexes = [models.Index(fields=["created_at"], name="sync_mutation_created")]
 
