@@ -145,6 +145,10 @@ class Horizon:
         """Rows whose transaction has ended for good (or is the reader's)."""
         return Q(tx__lt=self.frontier)
 
+    def settled_sql(self) -> tuple[str, list[int]]:
+        """`settled` as SQL on the feed's columns, with its parameters."""
+        return "tx < %s", [self.frontier]
+
     def caught_up(self) -> Position:
         """The position of a reader that has every settled row."""
         if self.own is not None and self.frontier > self.own:
@@ -212,6 +216,12 @@ def after(position: Position) -> Q:
     index bound the scan; the OR alone would not."""
     tx, seq = position
     return Q(tx__gte=tx) & (Q(tx__gt=tx) | Q(seq__gt=seq))
+
+
+def after_sql(position: Position) -> tuple[str, list[int]]:
+    """`after` as SQL on the feed's columns, with its parameters."""
+    tx, seq = position
+    return "tx >= %s AND (tx > %s OR seq > %s)", [tx, tx, seq]
 
 
 def upto(position: Position) -> Q:
