@@ -293,12 +293,18 @@ def _main_feed_sql(
     later, later_params = feed.after_sql(after)
     where = [settled, later]
     params: list[Any] = [*settled_params, *later_params]
-    if channels is not None:
-        where.append("channel = ANY(%s)")
-        params.append(sorted(channels))
-    if labels is not None:
-        where.append("model = ANY(%s)")
-        params.append(list(labels))
+    # One placeholder per value, as the ORM writes `__in`: PostgreSQL reads a
+    # one-value list as `=`, and only then takes the (channel, tx, seq) index
+    # as already in feed order; `= ANY(array)` made it read a whole channel
+    # and sort it, on every page (a 1,000,000-object sync went from 18 s to
+    # over 3 minutes).
+    for column, values in (("channel", channels), ("model", labels)):
+        if values is not None:
+            ordered = sorted(values)
+            where.append(
+                f"{column} IN ({', '.join(['%s'] * len(ordered))})" if ordered else "false"
+            )
+            params += ordered
     sql = (
         f"SELECT {', '.join(COLUMNS)} FROM {Change._meta.db_table} "  # noqa: S608
         f"WHERE {' AND '.join(where)} ORDER BY tx, seq LIMIT %s"

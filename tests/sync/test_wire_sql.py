@@ -268,3 +268,28 @@ def test_the_main_feed_statement_reads_what_its_queryset_reads(alice, bob):
                     assert got == expected, (channels, labels, start, limit)
                     compared += len(got)
     assert compared > 100  # rows, not just empty reads, were compared
+
+
+def _node_types(plan: dict[str, Any]) -> list[str]:
+    return [plan["Node Type"], *(t for child in plan.get("Plans", []) for t in _node_types(child))]
+
+
+def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
+    """A user with only their own channel (the common case) reads the feed as a
+    range of the (channel, tx, seq) index, already in order: no sort of the
+    channel's rows on any page, however large the channel."""
+    from sync import feed
+    from sync.selectors import _main_feed_sql
+
+    alice.push(*(customer(f"c{i}") for i in range(3)))
+    sql, params = _main_feed_sql({f"user:{alice.user.pk}"}, None, feed.horizon(), feed.ORIGIN, 100)
+    with connection.cursor() as cursor:
+        # A test table is small enough to read whole; ask for the index's plan.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    nodes = _node_types(plan[0]["Plan"])
+    assert "Index Scan" in nodes or "Index Only Scan" in nodes, nodes
+    assert "Sort" not in nodes and "Incremental Sort" not in nodes, nodes
