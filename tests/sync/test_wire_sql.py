@@ -274,6 +274,38 @@ def _node_types(plan: dict[str, Any]) -> list[str]:
     return [plan["Node Type"], *(t for child in plan.get("Plans", []) for t in _node_types(child))]
 
 
+def _feed_reads(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's nodes that read the feed's table or its index."""
+    reads = plan.get("Relation Name") == "sync_change"
+    return [plan] * reads + [n for child in plan.get("Plans", []) for n in _feed_reads(child)]
+
+
+def test_a_page_reads_at_most_a_page_of_rows_from_each_channel(alice, bob):
+    """A user in teams: each channel is read in index order and only as far
+    as the page goes, never the whole channel, wherever the cursor is."""
+    from sync import feed
+    from sync.selectors import _main_feed_sql
+    from tests.factories import team_of
+
+    team = team_of(alice.user, bob.user)
+    bob.push(*(customer(f"team {i}", team=str(team.pk)) for i in range(30)))
+    alice.push(*(customer(f"own {i}") for i in range(12)))
+    channels = {f"user:{alice.user.pk}", f"team:{team.pk}"}
+    limit = 5
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        sql, params = _main_feed_sql(channels, None, feed.horizon(), feed.ORIGIN, limit)
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+        cursor.execute(sql, params)
+        assert len(cursor.fetchall()) == limit + 1
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    reads = _feed_reads(plan[0]["Plan"])
+    assert len(reads) == 2, plan  # one per channel
+    assert all(r["Actual Rows"] <= limit + 1 for r in reads), plan
+
+
 def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
     """A user with only their own channel (the common case) reads the feed as a
     range of the (channel, tx, seq) index, already in order: no sort of the
