@@ -295,7 +295,7 @@ def _main_feed_sql(
     channels' rows are then merged: asked for several channels at once
     (`channel IN (…)`, or `= ANY(…)` even for one), PostgreSQL reads every
     row of those channels after the position and sorts them, on every page
-    (a 1,000,000-object sync took over 3 minutes instead of 18 s)."""
+    (a 1,000,000-object sync took 186 s instead of 27 s)."""
     settled, settled_params = horizon.settled_sql()
     later, later_params = feed.after_sql(after)
     where = [settled, later]
