@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from typing import Any
 
 import pytest
@@ -58,3 +59,21 @@ def sync_check_passes() -> str:
         pytest.fail(f"sync_check: {exc}\n{out.getvalue()}", pytrace=False)
     assert out.getvalue().startswith("sync_check ok"), out.getvalue()
     return out.getvalue()
+
+
+def plan_nodes(sql: str, params: Any = None, *, analyze: bool = False) -> list[dict[str, Any]]:
+    """Every node of PostgreSQL's plan for `sql`, flattened (EXPLAIN, as JSON;
+    with `analyze`, run for its actual row counts)."""
+    from django.db import connection
+
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN ({options}) {sql}", params)
+        found = cursor.fetchone()[0]
+    found = found if isinstance(found, list) else json.loads(found)
+    nodes, pending = [], [found[0]["Plan"]]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        pending += node.get("Plans", [])
+    return nodes

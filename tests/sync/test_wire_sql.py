@@ -23,6 +23,7 @@ from sync import registry
 from sync.codecs import codec_for
 from sync.renderers import render
 from tests.factories import customer, update, work_order
+from tests.helpers import plan_nodes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -270,16 +271,6 @@ def test_the_main_feed_statement_reads_what_its_queryset_reads(alice, bob):
     assert compared > 100  # rows, not just empty reads, were compared
 
 
-def _node_types(plan: dict[str, Any]) -> list[str]:
-    return [plan["Node Type"], *(t for child in plan.get("Plans", []) for t in _node_types(child))]
-
-
-def _feed_reads(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """The plan's nodes that read the feed's table or its index."""
-    reads = plan.get("Relation Name") == "sync_change"
-    return [plan] * reads + [n for child in plan.get("Plans", []) for n in _feed_reads(child)]
-
-
 def test_a_page_reads_at_most_a_page_of_rows_from_each_channel(alice, bob):
     """A user in teams: each channel is read in index order and only as far
     as the page goes, never the whole channel, wherever the cursor is."""
@@ -296,14 +287,12 @@ def test_a_page_reads_at_most_a_page_of_rows_from_each_channel(alice, bob):
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
         sql, params = _main_feed_sql(channels, None, feed.horizon(), feed.ORIGIN, limit)
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
+        nodes = plan_nodes(sql, params, analyze=True)
         cursor.execute(sql, params)
         assert len(cursor.fetchall()) == limit + 1
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    reads = _feed_reads(plan[0]["Plan"])
-    assert len(reads) == 2, plan  # one per channel
-    assert all(r["Actual Rows"] <= limit + 1 for r in reads), plan
+    reads = [n for n in nodes if n.get("Relation Name") == "sync_change"]
+    assert len(reads) == 2, nodes  # one per channel
+    assert all(r["Actual Rows"] <= limit + 1 for r in reads), nodes
 
 
 def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
@@ -319,9 +308,6 @@ def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
         # A test table is small enough to read whole; ask for the index's plan.
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    nodes = _node_types(plan[0]["Plan"])
+        nodes = [n["Node Type"] for n in plan_nodes(sql, params)]
     assert "Index Scan" in nodes or "Index Only Scan" in nodes, nodes
     assert "Sort" not in nodes and "Incremental Sort" not in nodes, nodes
