@@ -84,14 +84,15 @@ class TokenAuthentication(KnoxAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.")
         if connection.vendor != "postgresql":
             return super().authenticate_credentials(token)
-        # Knox's own loop (its `_cleanup_token` is a no-op here and
-        # AUTO_REFRESH is off), over tokens found by `_with_key`.
+        # Knox's own check (its `_cleanup_token` is a no-op here and
+        # AUTO_REFRESH is off), the digest computed once, over the tokens
+        # found by `_with_key`.
         text = token.decode()
+        try:
+            digest = hash_token(text)
+        except (TypeError, binascii.Error):
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
         for auth_token in _with_key(text[: CONSTANTS.TOKEN_KEY_LENGTH]):
-            try:
-                digest = hash_token(text)
-            except (TypeError, binascii.Error):
-                raise exceptions.AuthenticationFailed("Invalid token.") from None
             if compare_digest(digest, auth_token.digest):
                 return self.validate_user(auth_token)
         raise exceptions.AuthenticationFailed("Invalid token.")
