@@ -9,8 +9,10 @@ this process is the client, over keep-alive connections. Measured:
   and the server workers' peak RSS;
 - incremental pulls of a few changes by 1, 8 and 32 concurrent devices:
   p50 / p95 / p99 latency;
-- pushes in batches of 500 (no conflicts, and 10% conflicting), and many small
-  pushes (64 devices pushing 1-5 mutations each): mutations/s and requests/s;
+- pushes in batches of 500 (no conflicts, and 10% conflicting) from one device,
+  the same from four devices at once (with the CPU time of the server's
+  workers and PostgreSQL per batch), and many small pushes (64 devices pushing
+  1-5 mutations each): mutations/s and requests/s;
 - two references on the same data: the hand-rolled baseline (`bench/baseline.py`,
   a DRF ModelViewSet paged by number), and the raw floor: the faster of
   psycopg + orjson and PostgreSQL building each page's JSON, with no HTTP;
@@ -196,7 +198,7 @@ class Server:
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
-    def _workers(self) -> list[int]:
+    def worker_pids(self) -> list[int]:
         out = subprocess.run(  # noqa: S603
             ["/usr/bin/pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
         ).stdout
@@ -204,7 +206,7 @@ class Server:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            for pid in self._workers():
+            for pid in self.worker_pids():
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
@@ -487,6 +489,56 @@ def push_batches(token: str, device: str, batches: list[list[dict]]) -> dict:
     return {"mutations": n, "mutations_per_s": round(n / seconds), "statuses": statuses}
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def postgres_pids() -> list[int]:
+    out = subprocess.run(  # noqa: S603
+        ["/usr/bin/pgrep", "-x", "postgres"], capture_output=True, text=True
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def push_concurrent(server: Server, pushers: list[tuple[str, str, list[list[dict]]]]) -> dict:
+    """Several devices (each its own user) pushing batches at once: what the
+    server, not one device's round trips, sustains; with the CPU time the
+    server's workers and PostgreSQL spent on it."""
+    workers, pg = server.worker_pids(), postgres_pids()
+    before = (cpu_seconds(workers), cpu_seconds(pg), time.process_time())
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(pushers)) as pool:
+        runs = list(pool.map(lambda p: push_batches(*p), pushers))
+    seconds = time.perf_counter() - started
+    after = (cpu_seconds(workers), cpu_seconds(pg), time.process_time())
+    n = sum(r["mutations"] for r in runs)
+    statuses: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    per_500 = {
+        name: round((a - b) / n * 500 * 1000, 1)
+        for name, a, b in zip(("server_workers", "postgres", "client"), after, before, strict=True)
+    }
+    return {
+        "devices": len(pushers),
+        "mutations": n,
+        "mutations_per_s": round(n / seconds),
+        "statuses": statuses,
+        "cpu_ms_per_500": per_500,
+    }
+
+
 def small_pushes(devices: list[tuple[str, str]], seconds: float) -> dict:
     counts = {"requests": 0, "mutations": 0}
     lock = threading.Lock()
@@ -601,6 +653,13 @@ def main() -> None:
         # Creates reference customers of the same batch only when they fit in it.
         batches = [creates[i : i + 500] for i in range(0, len(creates), 500)]
         result["push"] = push_batches(ptoken, pdevice, batches)
+        # The same creates from four devices at once, half as many each.
+        together = []
+        for k in range(4):
+            tok, dev = device_token(user_with(f"httpbench-pusher-{run_id}-{k}", 0))
+            mine = objects_for(len(creates) // 2, random.Random(100 + k))
+            together.append((tok, dev, [mine[i : i + 500] for i in range(0, len(mine), 500)]))
+        result["push_concurrent"] = push_concurrent(server, together)
         made = list(
             registry.get(CUSTOMER)
             .model.objects.filter(owner=pusher)
@@ -651,6 +710,7 @@ def main() -> None:
         "baseline_objects_per_s": result["baseline"]["1000"]["objects_per_s"],
         "push_mutations_per_s": result["push"]["mutations_per_s"],
         "push_conflicting_mutations_per_s": result["push_conflicting"]["mutations_per_s"],
+        "push_concurrent_mutations_per_s": result["push_concurrent"]["mutations_per_s"],
         "small_push_requests_per_s": result["small_pushes"]["requests_per_s"],
         "pull_queries_per_page": result["pull_queries_per_page"],
         "push_queries_per_batch": result["push_queries_per_batch"],
@@ -705,6 +765,14 @@ def main() -> None:
             "push, 500/batch",
             f"{summary['push_mutations_per_s']:,} mutations/s",
             f"10% conflicting: {summary['push_conflicting_mutations_per_s']:,}/s",
+        ),
+        (
+            "push, 4 devices at once",
+            f"{summary['push_concurrent_mutations_per_s']:,} mutations/s",
+            "CPU per 500: "
+            + ", ".join(
+                f"{k} {v} ms" for k, v in result["push_concurrent"]["cpu_ms_per_500"].items()
+            ),
         ),
         (
             "small pushes, 64 devices",

@@ -9,6 +9,7 @@ class SyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import lookups  # noqa: F401 - registers `__any`
         from .request_log import install_record_factory
 
         install_record_factory()

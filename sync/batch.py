@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,7 @@ class Batch:
         replays = {
             mutation_id: result
             for owner, mutation_id, result in MutationRecord.objects.filter(
-                mutation_id__in=mids
+                mutation_id__any=mids
             ).values_list("user_id", "mutation_id", "result")
             if owner == user_id
         }
@@ -137,8 +137,11 @@ class Batch:
             for m in valid
             if m.op != Op.CREATE and m.base_version is not None
         )
-        self.load_references((m.type, m.data) for m in valid)
-        self._load_open_conflicts([m.key for m in valid])
+        # What the batch names itself is locked above: found, or not stored.
+        self.load_references(((m.type, m.data) for m in valid), known={m.key for m in valid})
+        # Conflicts are raised on stored objects: an id not in the database
+        # (a create) has none, and a batch of creates needs no query for them.
+        self._load_open_conflicts([m.key for m in valid if m.key in self.in_db])
         self.load_dependants([(m.type, m.id) for m in valid if m.op == Op.DELETE])
         return replays
 
@@ -147,7 +150,7 @@ class Batch:
         # wait for each other instead of deadlocking.
         for obj in (
             stype.model._default_manager.select_for_update()
-            .filter(pk__in=sorted(ids))
+            .filter(pk__any=sorted(ids))
             .order_by("pk")
         ):
             self._keep(stype, obj)
@@ -175,7 +178,7 @@ class Batch:
                 for ref in registry.referrers(label):
                     rows = (
                         ref.type.model._default_manager.select_for_update()
-                        .filter(**{f"{ref.attname}__in": ids}, deleted_at__isnull=True)
+                        .filter(**{f"{ref.attname}__any": ids}, deleted_at__isnull=True)
                         .order_by("pk")
                     )
                     for obj in rows:
@@ -197,13 +200,20 @@ class Batch:
                 entry[2].add(version)
         for label, (stype, ids, versions) in by_type.items():
             history = stype.model.history.model
-            for row in history.objects.filter(id__in=ids, version__in=versions).order_by(
+            for row in history.objects.filter(id__any=ids, version__any=versions).order_by(
                 "history_id"
             ):
                 self.bases[(label, row.id, row.version)] = row
 
-    def load_references(self, payloads: Iterable[tuple[SyncedType, Mapping[str, Any]]]) -> None:
-        """Which referenced objects exist and are in scope, for every payload at once."""
+    def load_references(
+        self,
+        payloads: Iterable[tuple[SyncedType, Mapping[str, Any]]],
+        *,
+        known: Container[Key] = (),
+    ) -> None:
+        """Which referenced objects exist and are in scope, for every payload at
+        once. `known`: keys already locked and loaded (`self.objects`) or known
+        not to be stored, such as objects the batch itself creates; not asked again."""
         wanted: dict[type[models.Model], set[Any]] = defaultdict(set)
         for stype, data in payloads:
             if not data:
@@ -213,18 +223,20 @@ class Batch:
                 if value is None or not self._writable(stype, name):
                     continue
                 try:
-                    wanted[codec.ref_model].add(codec.decode(value))  # type: ignore[index]
+                    pk = codec.decode(value)
                 except ValidationError:
                     continue  # reported when the payload is decoded
+                if (codec.ref_label, pk) not in known:
+                    wanted[codec.ref_model].add(pk)  # type: ignore[index]
         for model, ids in wanted.items():
             target = registry.for_model(model)
             label = model._meta.label_lower
             if target is None:
-                for pk in model._default_manager.filter(pk__in=ids).values_list("pk", flat=True):
+                for pk in model._default_manager.filter(pk__any=ids).values_list("pk", flat=True):
                     self.refs_in_scope.add((label, pk))
                 continue
             fields = ["pk", *[a for _, a in target.scope_attnames]]
-            for row in model._default_manager.filter(pk__in=ids, deleted_at__isnull=True).values(
+            for row in model._default_manager.filter(pk__any=ids, deleted_at__isnull=True).values(
                 *fields
             ):
                 if self.scope.sees(target, row):
@@ -237,7 +249,7 @@ class Batch:
         for conflict in Conflict.objects.filter(
             user_id=self.scope.user_id,
             status=ConflictStatus.OPEN,
-            object_id__in={object_id for _, object_id in keys},
+            object_id__any={object_id for _, object_id in keys},
         ).order_by("created_at"):
             self.open_conflicts[(conflict.model, conflict.object_id)].append(conflict)
 
@@ -575,11 +587,12 @@ def _create(batch: Batch, m: Mutation, current: SyncedModel | None) -> MutationR
     values, errors = batch.decode(stype, m.data, full=True)
     if errors:
         return m.rejected(errors)
-    obj = stype.model(id=m.id, created_at=batch.now)
+    attrs = {"id": m.id, "created_at": batch.now}
     if stype.owner_field:
-        setattr(obj, stype.codecs[stype.owner_field].attname, batch.scope.user_id)
-    for name, value in values.items():
-        setattr(obj, stype.codecs[name].attname, value)
+        # The writer owns what it creates, unless it may name the owner (values).
+        attrs[stype.codecs[stype.owner_field].attname] = batch.scope.user_id
+    attrs.update((stype.codecs[name].attname, value) for name, value in values.items())
+    obj = stype.new(**attrs)
     misplaced = batch.scope.placement_errors(stype, None, obj.__dict__)
     if misplaced:
         return m.rejected(misplaced)

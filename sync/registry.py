@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.db import connection, models
+from django.db.models import signals
+from django.db.models.base import ModelState
 
 from .choices import Policy, ResolvedBy
 from .codecs import FieldCodec, codec_for
@@ -52,6 +54,9 @@ class SyncedType:
     scope_attnames: list[tuple[str, str]] = field(init=False)
     row_attnames: list[str] = field(init=False)
     _pairs: list[tuple[str, str]] = field(init=False, repr=False)
+    # For `new`, worked out on first use (signal receivers connect in ready()).
+    _plain_init: bool | None = field(init=False, repr=False, default=None)
+    _defaults: list[tuple[str, Callable[[], Any]]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.writable = {n: c for n, c in self.codecs.items() if not c.read_only}
@@ -73,6 +78,31 @@ class SyncedType:
             for prefix, attname in self.scope_attnames
             if row.get(attname) is not None
         }
+
+    def new(self, **attrs: Any) -> SyncedModel:
+        """An unsaved instance with `attrs` (attname → value) and every other
+        field at its default: what `Model(**attrs)` builds, without its
+        per-field keyword handling (15 µs of the 18 a work order cost; a push
+        of 500 creates builds 500). The model's class is used as it is where
+        the shortcut could differ: a model with a parent table, or someone
+        listening to its init signals."""
+        model = self.model
+        if self._plain_init is None:
+            meta = model._meta
+            self._plain_init = not (
+                meta.parents
+                or signals.pre_init.has_listeners(model)
+                or signals.post_init.has_listeners(model)
+            )
+            self._defaults = [(f.attname, f.get_default) for f in meta.concrete_fields]
+        if not self._plain_init:
+            return model(**attrs)
+        obj = model.__new__(model)
+        obj._state = ModelState()
+        values = obj.__dict__
+        for attname, default in self._defaults:
+            values[attname] = attrs[attname] if attname in attrs else default()
+        return obj
 
     def encode(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Wire form with every value normalised to JSON types (for comparing and storing)."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from fieldwork.models import Customer, WorkOrder
 from sync import registry
@@ -439,6 +441,28 @@ def _batch_queries(alice, django_assert_max_num_queries, n: int, limit: int) -> 
 @pytest.mark.parametrize("n", [10, 500])
 def test_push_queries_do_not_grow_with_batch_size(alice, django_assert_max_num_queries, n):
     _batch_queries(alice, django_assert_max_num_queries, n, limit=20)
+
+
+def test_a_batch_of_creates_asks_nothing_about_what_it_creates(alice, bob):
+    """A create's object is not stored yet (the lock found nothing): the batch
+    does not ask the database for its open conflicts, nor whether a reference
+    to it exists. References to stored objects are still looked up."""
+    stored = customer("Stored")
+    alice.push(stored)
+    theirs = customer("Bob's")
+    bob.push(theirs)
+    new = customer("New")
+    orders = [work_order(new["id"]), work_order(stored["id"]), work_order(theirs["id"])]
+    with CaptureQueriesContext(connection) as ctx:
+        results = alice.push(new, *orders)["results"]
+    assert [r["status"] for r in results] == ["applied", "applied", "applied", "rejected"]
+    assert "customer" in results[3]["errors"]
+    statements = [q["sql"] for q in ctx.captured_queries]
+    assert not [q for q in statements if '"sync_conflict"' in q]
+    asked = [q for q in statements if q.startswith('SELECT "fieldwork_customer"."id" AS "pk"')]
+    assert len(asked) == 1
+    hexes = [uuid.UUID(c["id"]).hex in asked[0] for c in (stored, theirs, new)]
+    assert hexes == [True, True, False]
 
 
 def test_two_updates_from_one_base_in_one_batch_merge_like_two_pushes(alice):
