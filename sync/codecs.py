@@ -125,25 +125,34 @@ class FieldCodec:
             return float(value)
         return value
 
-    def wire_sql(self, column: str) -> str | None:
-        """This field's wire value computed by PostgreSQL from `column` (quoted),
-        for pull to have the database write each object's JSON: equal, once
-        parsed, to what `encode` gives (tested value by value), without a
-        Python object per value. None where only Python can (a JSON field with
-        its own decoder)."""
+    def json_sql(self, column: str) -> str | None:
+        """This field's wire value as JSON text, computed by PostgreSQL from
+        `column` (quoted; NULL stays NULL), for pull to have the database
+        write each object's JSON: equal, once parsed, to what `encode` gives
+        (tested value by value), without a Python object per value. None
+        where only Python can (a JSON field with its own decoder). Numbers,
+        booleans and ids are written by their text form, which is their JSON,
+        rather than through to_json: a page writes thousands of them."""
         if self.type == "datetime":
-            # orjson's form: UTC, 'Z', microseconds only when there are some.
-            utc = f"({column} AT TIME ZONE 'UTC')"
+            # orjson's form: UTC, 'Z', microseconds only when there are some
+            # (one to_char, zero microseconds then cut: half the cost of
+            # formatting the two parts apart and testing the microseconds).
             return (
-                f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
-                f"mod(EXTRACT(microseconds FROM {utc})::bigint, 1000000) = 0 THEN '' "
-                f"ELSE to_char({utc}, '.US') END || 'Z'"
+                f"'\"' || replace(to_char(({column} AT TIME ZONE 'UTC'), "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), '.000000Z', 'Z') || '\"'"
             )
         if self.type == "number":
-            return f"{column}::float8"  # the wire type of decimals is a JSON number
+            return f"to_json({column}::float8)::text"  # the wire type of decimals is a JSON number
         if self.type == "json" and getattr(self.field, "decoder", None) is not None:
             return None
-        return column
+        target = self.field
+        if isinstance(target, models.ForeignKey):
+            target = target.target_field  # an id is written as the key it refers to
+        if isinstance(target, models.UUIDField):
+            return f"'\"' || {column}::text || '\"'"
+        if isinstance(target, models.IntegerField | models.BooleanField):
+            return f"{column}::text"
+        return f"to_json({column})::text"
 
     def decode(self, value: Any) -> Any:
         """JSON value → Python value, or ValidationError with the messages for this field."""

@@ -123,11 +123,11 @@ class SyncedType:
         table = connection.ops.quote_name(self.model._meta.db_table)
         parts = []
         for name, codec in self.codecs.items():
-            expression = codec.wire_sql(f"{table}.{connection.ops.quote_name(codec.attname)}")
+            expression = codec.json_sql(f"{table}.{connection.ops.quote_name(codec.attname)}")
             if expression is None:
                 return None
             # Names are Python identifiers: nothing in them to escape.
-            value = f"COALESCE(to_json({expression})::text, 'null')"
+            value = f"COALESCE({expression}, 'null')"
             parts.append(f"'{orjson.dumps(name).decode()}:' || {value}")
         return "'{' || " + " || ',' || ".join(parts) + " || '}'" if parts else "'{}'"
 
