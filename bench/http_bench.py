@@ -171,6 +171,8 @@ class Server:
         self.proc = subprocess.Popen(  # noqa: S603 - our own server
             [
                 str(Path(sys.executable).with_name("gunicorn")),
+                "-c",
+                "config/gunicorn.conf.py",  # as the README runs it
                 "config.wsgi",
                 "-w",
                 str(workers),
