@@ -485,10 +485,20 @@ class Batch:
         if self.conflicts:
             Conflict.objects.bulk_create(self.conflicts)
         superseded = sum(c.status == ConflictStatus.SUPERSEDED for c in self.conflicts)
-        for conflict_id, resolution in self.superseded.items():
-            superseded += Conflict.objects.filter(
-                pk=conflict_id, status=ConflictStatus.OPEN
-            ).update(status=ConflictStatus.SUPERSEDED, resolution=resolution, resolved_at=self.now)
+        # One statement for all of them (a batch may supersede hundreds), and
+        # only where still open: a resolver may have settled one meanwhile.
+        superseded += bulk.update_each(
+            Conflict,
+            {
+                conflict_id: {
+                    "status": ConflictStatus.SUPERSEDED,
+                    "resolution": resolution,
+                    "resolved_at": self.now,
+                }
+                for conflict_id, resolution in sorted(self.superseded.items())
+            },
+            only_if={"status": ConflictStatus.OPEN},
+        )
         metrics.conflicts_counted(ConflictEvent.OPENED, len(self.conflicts))
         metrics.conflicts_counted(ConflictEvent.SUPERSEDED, superseded)
         if self.records:

@@ -126,6 +126,55 @@ def insert_selected(
             raise RuntimeError(f"{target._meta.label}: copied {cursor.rowcount} rows of {len(ids)}")
 
 
+def update_each(
+    model: type[models.Model],
+    rows: Mapping[Any, Mapping[str, Any]],
+    *,
+    only_if: Mapping[str, Any],
+) -> int:
+    """Give each row (by primary key) its own values of the same fields, where
+    it still matches `only_if` (attname → value); the number of rows changed.
+    One `UPDATE … FROM unnest(…)` on PostgreSQL, however many rows (Django's
+    bulk_update builds a CASE per field and row, and cannot add a condition);
+    one UPDATE per row elsewhere."""
+    if not rows:
+        return 0
+    if connection.vendor != "postgresql":
+        manager = model._default_manager
+        return sum(manager.filter(pk=pk, **only_if).update(**values) for pk, values in rows.items())
+    conn = connections[connection.alias]
+    quote = conn.ops.quote_name
+    meta = model._meta
+    pk = meta.pk
+    if pk is None:
+        raise TypeError(f"{meta.label} has no primary key")
+    by_name = {f.name: f for f in meta.concrete_fields}
+    fields = [by_name[name] for name in next(iter(rows.values()))]
+    ids = list(rows)
+    arrays = [f"%s::{pk.db_type(conn)}[]"]
+    params: list[Any] = [[pk.get_db_prep_value(i, conn) for i in ids]]
+    sets = []
+    for k, f in enumerate(fields):
+        prep = _prepare(f, conn)
+        arrays.append(f"%s::{f.db_type(conn)}[]")
+        params.append([prep(rows[i][f.name]) for i in ids])
+        sets.append(f"{quote(str(f.column))} = v.c{k}")
+    conditions = [f"t.{quote(str(pk.column))} = v.pk"]
+    for attname, value in only_if.items():
+        f = next(f for f in meta.concrete_fields if f.attname == attname)
+        conditions.append(f"t.{quote(str(f.column))} = %s")
+        params.append(_prepare(f, conn)(value))
+    aliases = ", ".join(["pk", *(f"c{k}" for k in range(len(fields)))])
+    # Names from the model's metadata, values as parameters.
+    sql = (
+        f"UPDATE {quote(meta.db_table)} AS t SET {', '.join(sets)} "  # noqa: S608
+        f"FROM unnest({', '.join(arrays)}) AS v({aliases}) WHERE {' AND '.join(conditions)}"
+    )
+    with conn.wrap_database_errors, conn.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 def _copy(model: type[models.Model], fields: list[models.Field], rows: Iterable[list[Any]]) -> None:
     quote = connection.ops.quote_name
     sql = (

@@ -218,3 +218,32 @@ def test_a_missing_source_row_fails_rather_than_lose_a_row(user):
             each={"history_type": ["+", "+"]},
         )
     assert not Customer.history.filter(history_change_reason="r").exists()
+
+
+def test_each_row_takes_its_own_values_where_the_condition_still_holds(user):
+    rows = [
+        MutationRecord.objects.create(
+            user=user,
+            mutation_id=uuid.uuid4(),
+            model="fieldwork.customer",
+            status="applied",
+            result={"n": i},
+        )
+        for i in range(4)
+    ]
+    rows[3].status = "rejected"
+    rows[3].save()
+    changed = bulk.update_each(
+        MutationRecord,
+        {r.pk: {"status": "merged", "result": {"n": 10 + i}} for i, r in enumerate(rows)},
+        only_if={"status": "applied"},
+    )
+    assert changed == 3
+    after = {r.pk: (r.status, r.result) for r in MutationRecord.objects.all()}
+    assert after == {
+        rows[0].pk: ("merged", {"n": 10}),
+        rows[1].pk: ("merged", {"n": 11}),
+        rows[2].pk: ("merged", {"n": 12}),
+        rows[3].pk: ("rejected", {"n": 3}),  # no longer matched: left alone
+    }
+    assert bulk.update_each(MutationRecord, {}, only_if={}) == 0

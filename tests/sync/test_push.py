@@ -443,6 +443,29 @@ def test_push_queries_do_not_grow_with_batch_size(alice, django_assert_max_num_q
     _batch_queries(alice, django_assert_max_num_queries, n, limit=20)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("n", [10, 500])
+def test_superseding_open_conflicts_takes_no_query_per_conflict(
+    alice, django_assert_max_num_queries, n
+):
+    customers = [customer(f"c{i}", phone="1") for i in range(n)]
+    alice.push(*customers)
+    alice.push(*[update(CUSTOMER, c["id"], 1, phone="2") for c in customers])
+    stale = alice.push(*[update(CUSTOMER, c["id"], 1, phone="3") for c in customers])["results"]
+    assert {r["status"] for r in stale} == {"conflict"}
+    # A newer write of the same fields by their author makes every one moot.
+    with django_assert_max_num_queries(20):
+        later = alice.push(*[update(CUSTOMER, c["id"], 2, phone="4") for c in customers])
+    assert {r["status"] for r in later["results"]} == {"applied"}
+    conflicts = Conflict.objects.filter(pk__in=[r["conflict_id"] for r in stale])
+    assert {c.status for c in conflicts} == {"superseded"}
+    by = {c.object_id: c.resolution["superseded_by"] for c in conflicts}
+    assert by == {
+        uuid.UUID(c["id"]): f"mutation {r['mutation_id']}"
+        for c, r in zip(customers, later["results"], strict=True)
+    }
+
+
 def test_a_batch_of_creates_asks_nothing_about_what_it_creates(alice, bob):
     """A create's object is not stored yet (the lock found nothing): the batch
     does not ask the database for its open conflicts, nor whether a reference
