@@ -805,7 +805,7 @@ def chart(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     names = ["pull 100", "pull 1000", "baseline", "floor"]
     values = [
         result["initial_pull"]["100"]["objects_per_s"],
@@ -815,6 +815,11 @@ def chart(result: dict, path: Path) -> None:
     ]
     left.bar(names, values, color=["#417690", "#417690", "#999999", "#cccccc"])
     left.set_title("Initial sync (objects/s)")
+    pushes = {"1 device": "push", "10% conflicting": "push_conflicting"}
+    if "push_concurrent" in result:
+        pushes["4 devices"] = "push_concurrent"
+    middle.bar(list(pushes), [result[k]["mutations_per_s"] for k in pushes.values()])
+    middle.set_title("Push, batches of 500 (mutations/s)")
     for k in ("p50_ms", "p95_ms", "p99_ms"):
         right.plot(
             [int(d) for d in result["incremental"]],
