@@ -57,6 +57,7 @@ class SyncedType:
     # For `new`, worked out on first use (signal receivers connect in ready()).
     _plain_init: bool | None = field(init=False, repr=False, default=None)
     _defaults: list[tuple[str, Callable[[], Any]]] = field(init=False, repr=False)
+    _attnames: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.writable = {n: c for n, c in self.codecs.items() if not c.read_only}
@@ -95,8 +96,13 @@ class SyncedType:
                 or signals.post_init.has_listeners(model)
             )
             self._defaults = [(f.attname, f.get_default) for f in meta.concrete_fields]
+            self._attnames = frozenset(attname for attname, _ in self._defaults)
         if not self._plain_init:
             return model(**attrs)
+        if not attrs.keys() <= self._attnames:
+            # What Model(**attrs) refuses too; never dropped silently.
+            unknown = ", ".join(sorted(attrs.keys() - self._attnames))
+            raise TypeError(f"{model.__name__} has no field(s) {unknown}")
         obj = model.__new__(model)
         obj._state = ModelState()
         values = obj.__dict__

@@ -65,3 +65,9 @@ def test_a_model_with_init_listeners_is_built_by_its_class(monkeypatch):
         signals.post_init.disconnect(heard, sender=Note)
         stype._plain_init = None
     assert seen == [obj] and obj.body == "b"
+
+
+def test_a_name_that_is_no_field_is_refused_not_dropped():
+    stype = registry.for_model(Customer)
+    with pytest.raises(TypeError, match="nmae"):
+        stype.new(id=uuid.uuid4(), nmae="typo")
