@@ -5,9 +5,13 @@ its own. For the few hundred ids a push of 500 looks up at a time, that cost
 more than the query: every value went through the field's preparation and the
 lookup's parameter zipping, and the statement text, thousands of characters
 long, was too long for psycopg's cache of parsed statements, so it was split
-again on every call and could not be prepared by PostgreSQL either. On
-PostgreSQL `= ANY(%s)` has one parameter, a short statement text and one
-plan whatever the number of values. Elsewhere (SQLite) it is `__in`.
+again on every call. On PostgreSQL `= ANY(%s)` has one parameter and a short
+statement text whatever the number of values. Elsewhere (SQLite) it is `__in`.
+
+Not for look-ups that lock or sort (`select_for_update`, `order_by`): the
+generic plan PostgreSQL may cache for such a prepared statement while the
+table is small (it assumes ten values) reads the whole table in key order
+once the table has grown; `__in` did not show it (see Batch.lock).
 
 No maintained library adds this lookup alone; it is the few lines below.
 """
