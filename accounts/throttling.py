@@ -1,13 +1,74 @@
-"""Rate limits per token (DRF throttles, counted in the cache)."""
+"""Rate limits (DRF throttles) counted with one atomic cache increment.
+
+DRF's `SimpleRateThrottle` keeps, per caller, the list of its request times:
+every request reads that list from the cache, unpickles it, appends, pickles
+and writes it back. At 1,200 requests a minute the list holds up to 1,200
+floats (about 11 KB each way), and the bench measured the read and write at
+0.8 ms of a worker's CPU per request, a third of an incremental pull. The
+read-then-write is also a race: two workers serving the same caller at once
+both read n and both write n + 1, so a client with parallel connections gets
+more than its rate.
+
+Here each caller has one counter per window, which starts at its first
+request and lasts the rate's period: one atomic increment per request (one
+round trip to Redis), and one more only when a request is refused, for
+Retry-After. As with every fixed window, a caller can spend its budget at the
+end of one window and again at the start of the next (at most twice the rate
+within one period). django-ratelimit counts the same way, but with two round
+trips per request (an add, then an increment).
+
+With Redis down, django-redis answers None (IGNORE_EXCEPTIONS) and the
+request goes through: throttling is off until Redis is back, as documented in
+the settings.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework import throttling
 
 
-class TokenRateThrottle(SimpleRateThrottle):
+class CountedThrottle(throttling.SimpleRateThrottle):
+    """`SimpleRateThrottle`'s rates, scopes and cache keys, counted per window."""
+
+    # Set by SimpleRateThrottle.__init__ from the rate (untyped in DRF).
+    num_requests: int
+    duration: int
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        count = self._increment()
+        return count is None or count <= self.num_requests
+
+    def _increment(self) -> int | None:
+        try:
+            return self.cache.incr(self.key)
+        except ValueError:  # no window open for this caller: this request opens one
+            if self.cache.add(self.key, 1, self.duration):
+                return 1
+            return self.cache.incr(self.key)  # another request opened it meanwhile
+
+    def wait(self) -> float:
+        """Seconds until the caller's window ends (Retry-After)."""
+        ttl = getattr(self.cache, "ttl", None)  # django-redis; not Django's local memory
+        left = ttl(self.key) if ttl is not None else None
+        return float(left) if left and left > 0 else float(self.duration)
+
+
+class AnonRateThrottle(CountedThrottle, throttling.AnonRateThrottle):
+    """THROTTLE_ANON per client address, for requests without credentials."""
+
+
+class UserRateThrottle(CountedThrottle, throttling.UserRateThrottle):
+    """THROTTLE_USER per account, over every endpoint it calls."""
+
+
+class TokenRateThrottle(CountedThrottle):
     """THROTTLE_TOKEN per token: each integration's token has its own budget,
     so one runaway import does not starve another that shares its account."""
 

@@ -1,0 +1,75 @@
+"""The configured rate limits count exactly, also for parallel requests, and
+open a new window when the old one ends (accounts/throttling.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from rest_framework.settings import api_settings
+
+
+def configured(scope: str) -> Any:
+    """The throttle class the API uses for this scope."""
+    return next(c for c in api_settings.DEFAULT_THROTTLE_CLASSES if c.scope == scope)
+
+
+def caller() -> SimpleNamespace:
+    """A request of a fresh authenticated user, as a throttle sees it."""
+    user = SimpleNamespace(pk=uuid.uuid4().hex, is_authenticated=True)
+    return SimpleNamespace(user=user, META={"REMOTE_ADDR": "192.0.2.1"})
+
+
+def limited(monkeypatch: Any, rate: str) -> Any:
+    throttle = configured("user")
+    monkeypatch.setitem(throttle.THROTTLE_RATES, "user", rate)
+    return throttle
+
+
+@pytest.mark.redis
+def test_parallel_requests_of_one_user_get_exactly_its_rate(monkeypatch):
+    # Counted with a read and a later write of the request history, requests
+    # that overlapped in the cache were lost and more than the rate got in.
+    throttle = limited(monkeypatch, "60/min")
+    request = caller()
+    start = threading.Barrier(8)
+    allowed: list[bool] = []
+
+    def device() -> None:
+        start.wait()
+        for _ in range(20):
+            allowed.append(throttle().allow_request(request, None))
+
+    threads = [threading.Thread(target=device) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(allowed) == 160
+    assert allowed.count(True) == 60
+
+
+def test_a_new_window_opens_when_the_old_one_ends(monkeypatch):
+    throttle = limited(monkeypatch, "2/s")
+    request = caller()
+    assert [throttle().allow_request(request, None) for _ in range(3)] == [True, True, False]
+    refused = throttle()
+    assert refused.allow_request(request, None) is False
+    assert 0 < refused.wait() <= 1
+    time.sleep(1.1)
+    assert throttle().allow_request(request, None) is True
+    # Another caller was never limited by the first one's window.
+    assert throttle().allow_request(caller(), None) is True
+
+
+def test_retry_after_is_at_most_the_window(monkeypatch):
+    throttle = limited(monkeypatch, "1/min")
+    request = caller()
+    assert throttle().allow_request(request, None) is True
+    refused = throttle()
+    assert refused.allow_request(request, None) is False
+    assert 58 <= refused.wait() <= 60
