@@ -147,6 +147,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = int(threshold) if threshold else None
+    # A kept connection is checked (SELECT 1) before a request uses it, at most
+    # once per this many seconds (config/postgresql/base.py); 0 = every request.
+    DATABASES["default"]["CONN_HEALTH_CHECK_SECONDS"] = env.float(
+        "DATABASE_HEALTH_CHECK_SECONDS", default=1.0
+    )
+    # django-prometheus' wrapper of Django's backend, with the health checks above.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 # django-prometheus' wrapper of the same backend counts queries, their
 # durations and errors, and connections (see /metrics); it behaves as Django's
 # own otherwise (`connection.vendor` is unchanged).

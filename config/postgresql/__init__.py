@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend as the project runs it (see base.py)."""
