@@ -429,7 +429,7 @@ def _device_writes(actor, **params: Any) -> tuple[dict, int]:
 
     with CaptureQueriesContext(connection) as queries:
         page = actor.pull(**params)
-    writes = [q for q in queries if q["sql"].startswith('UPDATE "devices_device"')]
+    writes = [q for q in queries if 'UPDATE "devices_device"' in q["sql"]]
     return page, len(writes)
 
 
