@@ -31,6 +31,10 @@ class Token(AbstractAuthToken):
         help_text="Staff who issued it; empty for a login.",
     )
 
+    # Not a field: the columns of a row that authentication read together
+    # with the token (accounts.auth.Companion), or () when it read none.
+    companion_row: tuple = ()
+
     class Meta:
         verbose_name = "API token"
         ordering = ["-created"]

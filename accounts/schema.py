@@ -9,6 +9,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 class TokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.auth.TokenAuthentication"
+    match_subclasses = True  # devices.auth.DeviceTokenAuthentication
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

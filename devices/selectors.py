@@ -36,7 +36,11 @@ def device_from_request(request: Request) -> Device:
         device_id = uuid.UUID(raw)
     except ValueError:
         raise SyncError("bad_device_id", f"{HEADER} must be a UUID.") from None
-    device = _device_of(device_id, user_id_of(request))
+    remembered = getattr(request._request, "sync_device", None)
+    if remembered is not None and remembered[0] == device_id:
+        device = remembered[1]  # read with the token (devices.auth)
+    else:
+        device = _device_of(device_id, user_id_of(request))
     if device is None:
         raise SyncError(
             "device_forbidden",
@@ -46,15 +50,21 @@ def device_from_request(request: Request) -> Device:
     return device
 
 
+def remember_device(request: Request, device_id: uuid.UUID, device: Device | None) -> None:
+    """The caller's device with this id (None: it has none), as authentication
+    read it, for `device_from_request`."""
+    request._request.sync_device = (device_id, device)  # type: ignore[attr-defined]
+
+
 # What a sync request needs of its device (the rest is loaded if read).
-_DEVICE_FIELDS = ["id", "user_id", "last_cursor", "last_seen"]
+DEVICE_FIELDS = ["id", "user_id", "last_cursor", "last_seen"]
 
 
 @functools.cache
 def _device_query() -> str:
     table = connection.ops.quote_name(Device._meta.db_table)
     # Fixed column and table names; the ids are parameters.
-    return f"SELECT {', '.join(_DEVICE_FIELDS)} FROM {table} WHERE id = %s AND user_id = %s"  # noqa: S608
+    return f"SELECT {', '.join(DEVICE_FIELDS)} FROM {table} WHERE id = %s AND user_id = %s"  # noqa: S608
 
 
 def _device_of(device_id: uuid.UUID, user_id: int) -> Device | None:
@@ -64,11 +74,11 @@ def _device_of(device_id: uuid.UUID, user_id: int) -> Device | None:
     psycopg returns the columns' Python types, where SQLite needs the ORM's
     converters."""
     if connection.vendor != "postgresql":
-        return Device.objects.filter(pk=device_id, user_id=user_id).only(*_DEVICE_FIELDS).first()
+        return Device.objects.filter(pk=device_id, user_id=user_id).only(*DEVICE_FIELDS).first()
     with connection.cursor() as cursor:
         cursor.execute(_device_query(), [device_id, user_id])
         row = cursor.fetchone()
-    return Device.from_db(connection.alias, _DEVICE_FIELDS, row) if row is not None else None
+    return Device.from_db(connection.alias, DEVICE_FIELDS, row) if row is not None else None
 
 
 def devices_for_user(*, user: Any):  # noqa: ANN201
