@@ -32,6 +32,12 @@ from rest_framework import throttling
 class CountedThrottle(throttling.SimpleRateThrottle):
     """`SimpleRateThrottle`'s rates, scopes and cache keys, counted per window."""
 
+    # Not DRF's "throttle_%(scope)s_%(ident)s": during a deploy, or just after
+    # one, those keys still hold DRF's lists of request times, which cannot be
+    # incremented (the increment failed with a TypeError: 500 on every request
+    # of a caller until its old list expired).
+    cache_format = "throttle-count:%(scope)s:%(ident)s"
+
     # Set by SimpleRateThrottle.__init__ from the rate (untyped in DRF).
     num_requests: int
     duration: int
