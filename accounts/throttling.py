@@ -62,8 +62,9 @@ class CountedThrottle(throttling.SimpleRateThrottle):
     def wait(self) -> float:
         """Seconds until the caller's window ends (Retry-After)."""
         ttl = getattr(self.cache, "ttl", None)  # django-redis; not Django's local memory
+        # Whole seconds left; 0 once the key is gone, None for a key without expiry.
         left = ttl(self.key) if ttl is not None else None
-        return float(left) if left and left > 0 else float(self.duration)
+        return float(left) if left else float(self.duration)
 
 
 class AnonRateThrottle(CountedThrottle, throttling.AnonRateThrottle):

@@ -13,6 +13,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.settings import api_settings
 
+from accounts.throttling import TokenRateThrottle
+
 
 def configured(scope: str) -> Any:
     """The throttle class the API uses for this scope."""
@@ -65,6 +67,39 @@ def test_a_new_window_opens_when_the_old_one_ends(monkeypatch):
     assert throttle().allow_request(request, None) is True
     # Another caller was never limited by the first one's window.
     assert throttle().allow_request(caller(), None) is True
+
+
+@pytest.mark.redis
+def test_retry_after_is_what_is_left_of_the_window(monkeypatch):
+    throttle = limited(monkeypatch, "1/min")
+    request = caller()
+    assert throttle().allow_request(request, None) is True
+    time.sleep(1.1)
+    refused = throttle()
+    assert refused.allow_request(request, None) is False
+    assert 57 <= refused.wait() <= 59
+
+
+def test_no_rate_for_the_scope_means_no_limit(monkeypatch):
+    throttle = limited(monkeypatch, None)
+    request = caller()
+    assert all(throttle().allow_request(request, None) for _ in range(5))
+
+
+def test_a_token_throttle_counts_a_caller_without_a_token_per_user(monkeypatch):
+    # Staff on the data API with a session: one budget per account.
+    monkeypatch.setitem(TokenRateThrottle.THROTTLE_RATES, "token", "2/min")
+    request = caller()
+    request.auth = None
+    assert [TokenRateThrottle().allow_request(request, None) for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert TokenRateThrottle().allow_request(caller(), None) is True  # another account
+    # Nobody signed in: left to the anonymous throttle.
+    anonymous = SimpleNamespace(user=SimpleNamespace(is_authenticated=False), auth=None, META={})
+    assert all(TokenRateThrottle().allow_request(anonymous, None) for _ in range(3))
 
 
 def test_retry_after_is_at_most_the_window(monkeypatch):
