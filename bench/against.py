@@ -1,0 +1,245 @@
+"""Initial sync over HTTP, this checkout's server against another revision's,
+turn about (`python bench/against.py 42295a9`).
+
+For targets stated against an earlier version ("3x today's figures"): this
+machine's pace changes by up to 2x within an hour, so numbers measured at
+different times cannot be compared; each round here runs one server, then
+the other, a minute apart.
+
+Each side gets its own database, made by its own migrations and its own
+write service (schemas differ between versions): `<bench database>_<rev>`
+and `<bench database>_head`, with one user owning N customers (default
+100,000). The revision is checked out in a git worktree under the system's
+temporary directory. Both servers run with this checkout's virtualenv
+(gunicorn, 4 workers, DEBUG off, each worker's local-memory cache, as the
+older versions' benches did); the client (urllib3, keep-alive) logs in,
+registers a device and pulls everything at limit 100 and 1,000.
+Prints a table and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import orjson
+import psycopg
+import urllib3
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT = int(os.environ.get("BENCH_PORT", "8798"))
+USER, PASSWORD = "against-customers", "against-pass-1234"
+
+# Run by each side's own code (cwd = its checkout): its migrations, then the
+# user's customers through its own write service.
+MAKE_DATA = """
+import os, random, sys, uuid
+sys.path.insert(0, os.getcwd())
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from fieldwork.models import Customer
+from sync.services import mutations_apply
+call_command("migrate", verbosity=0)
+user, _ = get_user_model().objects.get_or_create(username=%(user)r)
+user.set_password(%(password)r)
+user.save()
+n = %(n)d
+have = Customer.objects.filter(owner=user).count()
+if have not in (0, n):
+    sys.exit(f"{user} owns {have} customers, not {n}: drop the database to start over")
+rng = random.Random(5)
+for start in range(0, n if have == 0 else 0, 500):
+    mutations_apply(user=user, reason="bench", mutations=[
+        {"mutation_id": str(uuid.UUID(int=rng.getrandbits(128))), "model": "fieldwork.customer",
+         "op": "create", "id": str(uuid.UUID(int=rng.getrandbits(128))), "base_version": None,
+         "data": {"name": f"Customer {start + i}", "email": f"c{start + i}@example.com",
+                  "phone": f"+1 555 {rng.randrange(10**7):07d}",
+                  "address": f"{rng.randrange(1, 999)} Main Street, Springfield"}}
+        for i in range(min(500, n - start))])
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE")
+"""
+
+
+def database_url(base: str, suffix: str) -> str:
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{suffix}"))
+
+
+def ensure_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def checkout(rev: str) -> Path:
+    path = Path(tempfile.gettempdir()) / f"syncserver-{rev}"
+    if not path.exists():
+        subprocess.run(  # noqa: S603
+            ["/usr/bin/git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def side_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    return {
+        **env,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "THROTTLE_USER": "100000000/min",
+        "THROTTLE_ANON": "100000000/min",
+        "THROTTLE_TOKEN": "100000000/min",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "plain",
+        "CELERY_BROKER_URL": "memory://",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+    }
+
+
+def make_data(code: Path, url: str, n: int) -> None:
+    ensure_database(url)
+    script = MAKE_DATA % {"user": USER, "password": PASSWORD, "n": n}
+    subprocess.run([sys.executable, "-c", script], cwd=code, env=side_env(url), check=True)  # noqa: S603
+
+
+def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
+    """Start `code`'s server on `url`, log in, register a device, and pull
+    everything once per limit."""
+    command = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi"]
+    if (code / "config" / "gunicorn.conf.py").exists():
+        command[1:1] = ["-c", "config/gunicorn.conf.py"]
+    command += [
+        "-w",
+        "4",
+        "-b",
+        f"127.0.0.1:{PORT}",
+        "--keep-alive",
+        "30",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=code, env=side_env(url))  # noqa: S603
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", PORT, maxsize=1, retries=False)
+    try:
+        for _ in range(300):
+            try:
+                if pool.request("GET", "/healthz", timeout=1).status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
+                time.sleep(0.1)
+        else:
+            sys.exit(f"the server of {code} did not start")
+        login = {"username": USER, "password": PASSWORD}
+        answer = pool.request(
+            "POST",
+            "/api/v1/auth/token/",
+            body=orjson.dumps(login),
+            headers={"Content-Type": "application/json"},
+        )
+        headers = {
+            "Authorization": f"Token {orjson.loads(answer.data)['token']}",
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            "X-Device-Id": str(uuid.uuid4()),
+        }
+        device = {"id": headers["X-Device-Id"], "platform": "android"}
+        answer = pool.request(
+            "POST", "/api/v1/devices/", body=orjson.dumps(device), headers=headers
+        )
+        if answer.status not in (200, 201):
+            sys.exit(f"registering a device: {answer.status} {answer.data[:200]!r}")
+        # Every worker imports and builds its caches before anything is timed.
+        for limit in [10] * 8:
+            pool.request("GET", f"/api/v1/sync/pull/?limit={limit}", headers=headers)
+        found = {}
+        for limit in limits:
+            cursor, count, first = None, 0, None
+            started = time.perf_counter()
+            while True:
+                query = urlencode({"limit": limit, **({"cursor": cursor} if cursor else {})})
+                answer = pool.request("GET", f"/api/v1/sync/pull/?{query}", headers=headers)
+                if answer.status != 200:
+                    sys.exit(f"pull: {answer.status} {answer.data[:200]!r}")
+                page = orjson.loads(answer.data)
+                first = first or time.perf_counter() - started
+                count += len(page["changes"])
+                cursor = page["cursor"]
+                if not page["has_more"]:
+                    break
+            seconds = time.perf_counter() - started
+            found[str(limit)] = {
+                "objects": count,
+                "objects_per_s": round(count / seconds),
+                "first_page_ms": round(first * 1000, 1),
+            }
+        return found
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", help="the revision to measure against, e.g. 42295a9")
+    parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/syncserver_bench")
+    rev = subprocess.run(  # noqa: S603
+        ["/usr/bin/git", "-C", str(ROOT), "rev-parse", "--short", args.rev],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    sides = {
+        rev: (checkout(rev), database_url(base, rev)),
+        "head": (ROOT, database_url(base, "head")),
+    }
+    for name, (code, url) in sides.items():
+        print(f"data: {args.objects:,} customers for {name} ({url})", flush=True)
+        make_data(code, url, args.objects)
+    limits = [100, 1000]
+    rounds = []
+    for k in range(args.rounds):
+        one = {name: initial_syncs(code, url, limits) for name, (code, url) in sides.items()}
+        rounds.append(one)
+        for limit in limits:
+            old, new = one[rev][str(limit)], one["head"][str(limit)]
+            print(
+                f"round {k + 1}, limit {limit:>5}: {rev} {old['objects_per_s']:>7,}/s, "
+                f"head {new['objects_per_s']:>7,}/s, "
+                f"{new['objects_per_s'] / old['objects_per_s']:.2f}x",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"against-{rev}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    result = {"rev": rev, "objects": args.objects, "cores": os.cpu_count(), "rounds": rounds}
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
