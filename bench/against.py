@@ -35,6 +35,10 @@ import psycopg
 import urllib3
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import SERVER_ENV, gunicorn  # noqa: E402
+
 PORT = int(os.environ.get("BENCH_PORT", "8798"))
 USER, PASSWORD = "against-customers", "against-pass-1234"
 
@@ -104,14 +108,7 @@ def side_env(url: str) -> dict[str, str]:
         **env,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DEBUG": "0",
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "THROTTLE_USER": "100000000/min",
-        "THROTTLE_ANON": "100000000/min",
-        "THROTTLE_TOKEN": "100000000/min",
-        "LOG_LEVEL": "WARNING",
-        "LOG_FORMAT": "plain",
+        **SERVER_ENV,
         "CELERY_BROKER_URL": "memory://",
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }
@@ -126,30 +123,9 @@ def make_data(code: Path, url: str, n: int) -> None:
 def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
     """Start `code`'s server on `url`, log in, register a device, and pull
     everything once per limit."""
-    command = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi"]
-    if (code / "config" / "gunicorn.conf.py").exists():
-        command[1:1] = ["-c", "config/gunicorn.conf.py"]
-    command += [
-        "-w",
-        "4",
-        "-b",
-        f"127.0.0.1:{PORT}",
-        "--keep-alive",
-        "30",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=code, env=side_env(url))  # noqa: S603
+    server = gunicorn(code, PORT, 4, side_env(url))
     pool = urllib3.HTTPConnectionPool("127.0.0.1", PORT, maxsize=1, retries=False)
     try:
-        for _ in range(300):
-            try:
-                if pool.request("GET", "/healthz", timeout=1).status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                time.sleep(0.1)
-        else:
-            sys.exit(f"the server of {code} did not start")
         login = {"username": USER, "password": PASSWORD}
         answer = pool.request(
             "POST",

@@ -68,6 +68,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.services import token_issue  # noqa: E402
+from bench.serving import SERVER_ENV, gunicorn  # noqa: E402
 from devices.models import Device  # noqa: E402
 from devices.services import device_register  # noqa: E402
 from sync import registry  # noqa: E402
@@ -164,48 +165,10 @@ class Server:
     """gunicorn serving the bench database; samples its workers' memory."""
 
     def __init__(self, workers: int) -> None:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
-            "DEBUG": "0",
-            "SECURE_SSL_REDIRECT": "0",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "THROTTLE_USER": "100000000/min",
-            "THROTTLE_ANON": "100000000/min",
-            "THROTTLE_TOKEN": "100000000/min",
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "plain",
-        }
-        self.proc = subprocess.Popen(  # noqa: S603 - our own server
-            [
-                str(Path(sys.executable).with_name("gunicorn")),
-                "-c",
-                "config/gunicorn.conf.py",  # as the README runs it
-                "config.wsgi",
-                "-w",
-                str(workers),
-                "-b",
-                f"127.0.0.1:{PORT}",
-                "--keep-alive",
-                "30",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", **SERVER_ENV}
+        self.proc = gunicorn(ROOT, PORT, workers, env)
         self.peak: dict[int, int] = {}
         self._stop = threading.Event()
-        for _ in range(200):
-            try:
-                answer = urllib3.request("GET", f"{BASE}/healthz", timeout=1, retries=False)
-                if answer.status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                time.sleep(0.1)
-        else:
-            self.stop()
-            sys.exit("the server did not start")
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
