@@ -145,7 +145,8 @@ def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
         )
         if answer.status not in (200, 201):
             sys.exit(f"registering a device: {answer.status} {answer.data[:200]!r}")
-        # Every worker imports and builds its caches before anything is timed.
+        # Some pulls first: a worker imports and builds its caches on its first
+        # requests, which a server that has been up a while did long ago.
         for limit in [10] * 8:
             pool.request("GET", f"/api/v1/sync/pull/?limit={limit}", headers=headers)
         found = {}
