@@ -109,8 +109,9 @@ def device_seen(*, device: Device, cursor: str | None = None, moved: bool = Fals
     ):
         return
     if connection.vendor == "postgresql":
+        params: list[Any] = [now, device.pk] if cursor is None else [now, cursor, device.pk]
         with connection.cursor() as db:
-            db.execute(_seen_sql(cursor is not None), [now, *filter(None, [cursor]), device.pk])
+            db.execute(_seen_sql(cursor is not None), params)
         return
     values: dict[str, Any] = {"last_seen": now}
     if cursor is not None:
