@@ -13,7 +13,8 @@ and `<bench database>_head`, with one user owning N customers (default
 temporary directory. Both servers run with this checkout's virtualenv
 (gunicorn, 4 workers, DEBUG off, each worker's local-memory cache, as the
 older versions' benches did); the client (urllib3, keep-alive) logs in,
-registers a device and pulls everything at limit 100 and 1,000.
+registers a device and pulls everything at limit 100 and 1,000
+(`bench.serving`, the client of `http_bench.py`).
 Prints a table and writes JSON to bench/results/.
 """
 
@@ -28,16 +29,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
-import urllib3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import SERVER_ENV, gunicorn  # noqa: E402
+from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
 
 PORT = int(os.environ.get("BENCH_PORT", "8798"))
 USER, PASSWORD = "against-customers", "against-pass-1234"
@@ -124,51 +124,27 @@ def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
     """Start `code`'s server on `url`, log in, register a device, and pull
     everything once per limit."""
     server = gunicorn(code, PORT, 4, side_env(url))
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", PORT, maxsize=1, retries=False)
     try:
-        login = {"username": USER, "password": PASSWORD}
-        answer = pool.request(
-            "POST",
-            "/api/v1/auth/token/",
-            body=orjson.dumps(login),
-            headers={"Content-Type": "application/json"},
+        s = Session(PORT, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
+        answer = s.post(
+            "/api/v1/auth/token/", orjson.dumps({"username": USER, "password": PASSWORD})
         )
-        headers = {
-            "Authorization": f"Token {orjson.loads(answer.data)['token']}",
-            "Content-Type": "application/json",
-            "Accept-Encoding": "identity",
-            "X-Device-Id": str(uuid.uuid4()),
-        }
-        device = {"id": headers["X-Device-Id"], "platform": "android"}
-        answer = pool.request(
-            "POST", "/api/v1/devices/", body=orjson.dumps(device), headers=headers
-        )
-        if answer.status not in (200, 201):
-            sys.exit(f"registering a device: {answer.status} {answer.data[:200]!r}")
+        answer.raise_for_status()
+        s.headers["Authorization"] = f"Token {orjson.loads(answer.content)['token']}"
+        s.headers["X-Device-Id"] = str(uuid.uuid4())
+        device = {"id": s.headers["X-Device-Id"], "platform": "android"}
+        s.post("/api/v1/devices/", orjson.dumps(device)).raise_for_status()
         # Some pulls first: a worker imports and builds its caches on its first
         # requests, which a server that has been up a while did long ago.
-        for limit in [10] * 8:
-            pool.request("GET", f"/api/v1/sync/pull/?limit={limit}", headers=headers)
+        for _ in range(8):
+            s.get("/api/v1/sync/pull/", params={"limit": 10}).raise_for_status()
         found = {}
         for limit in limits:
-            cursor, count, first = None, 0, None
-            started = time.perf_counter()
-            while True:
-                query = urlencode({"limit": limit, **({"cursor": cursor} if cursor else {})})
-                answer = pool.request("GET", f"/api/v1/sync/pull/?{query}", headers=headers)
-                if answer.status != 200:
-                    sys.exit(f"pull: {answer.status} {answer.data[:200]!r}")
-                page = orjson.loads(answer.data)
-                first = first or time.perf_counter() - started
-                count += len(page["changes"])
-                cursor = page["cursor"]
-                if not page["has_more"]:
-                    break
-            seconds = time.perf_counter() - started
+            pulled = pull_all(s, limit)
             found[str(limit)] = {
-                "objects": count,
-                "objects_per_s": round(count / seconds),
-                "first_page_ms": round(first * 1000, 1),
+                "objects": pulled["objects"],
+                "objects_per_s": round(pulled["objects"] / pulled["seconds"]),
+                "first_page_ms": round(pulled["first_page_s"] * 1000, 1),
             }
         return found
     finally:

@@ -26,7 +26,6 @@ Prints a table with ratios, writes JSON and a PNG chart to bench/results/.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -37,7 +36,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +57,6 @@ django.setup()
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 import redis  # noqa: E402
-import urllib3  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -68,7 +65,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.services import token_issue  # noqa: E402
-from bench.serving import SERVER_ENV, gunicorn  # noqa: E402
+from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
 from devices.models import Device  # noqa: E402
 from devices.services import device_register  # noqa: E402
 from sync import registry  # noqa: E402
@@ -200,52 +197,6 @@ class Server:
         self.proc.wait(10)
 
 
-class Response:
-    """What the bench reads of an answer: status, headers, the body as it
-    crossed the wire and as the client reads it (gzip undone)."""
-
-    def __init__(self, answer: urllib3.BaseHTTPResponse) -> None:
-        self.status_code = answer.status
-        self.headers = answer.headers
-        self.wire = answer.data
-        self.content = (
-            gzip.decompress(self.wire)
-            if answer.headers.get("Content-Encoding") == "gzip"
-            else self.wire
-        )
-
-    def raise_for_status(self) -> None:
-        if self.status_code >= 400:
-            raise RuntimeError(f"HTTP {self.status_code}: {self.content[:300]!r}")
-
-
-class Session:
-    """One device's keep-alive connection to the server.
-
-    urllib3 directly (what requests uses underneath): the client shares the
-    machine's cores with the server it measures, and requests' own layer
-    cost 0.75 ms of the client's CPU per request against 0.37 for urllib3
-    (an incremental pull costs the server's worker about 2 ms)."""
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-        self.pool = urllib3.HTTPConnectionPool("127.0.0.1", PORT, maxsize=1, retries=False)
-
-    def get(self, url: str, params: dict | None = None) -> Response:
-        query = f"?{urlencode(params)}" if params else ""
-        return self._request("GET", f"{url}{query}")
-
-    def post(self, url: str, data: bytes) -> Response:
-        return self._request("POST", url, body=data)
-
-    def _request(self, method: str, url: str, body: bytes | None = None) -> Response:
-        path = url.removeprefix(BASE)
-        answer = self.pool.request(
-            method, path, body=body, headers=self.headers, decode_content=False
-        )
-        return Response(answer)
-
-
 def session(token: str, device: str | None = None, gzip: bool = False) -> Session:
     headers = {
         "Authorization": f"Token {token}",
@@ -254,7 +205,7 @@ def session(token: str, device: str | None = None, gzip: bool = False) -> Sessio
     }
     if device:
         headers["X-Device-Id"] = device
-    return Session(headers)
+    return Session(PORT, headers)
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -290,28 +241,14 @@ def first_pages(token: str, device: str, limit: int, n: int = 7) -> list[float]:
 
 
 def initial_sync(token: str, device: str, limit: int, gzip: bool) -> dict:
-    s = session(token, device, gzip)
-    cursor, count, wire, first = None, 0, 0, None
-    started = time.perf_counter()
-    while True:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        r = s.get(f"{BASE}/api/v1/sync/pull/", params=params)
-        r.raise_for_status()
-        wire += len(r.wire)  # bytes as they crossed the wire
-        page = orjson.loads(r.content)
-        if first is None:
-            first = time.perf_counter() - started
-        count += len(page["changes"])
-        cursor = page["cursor"]
-        if not page["has_more"]:
-            break
-    seconds = time.perf_counter() - started
+    found = pull_all(session(token, device, gzip), limit)
+    count, seconds = found["objects"], found["seconds"]
     return {
         "objects": count,
         "seconds": round(seconds, 3),
         "objects_per_s": round(count / seconds),
-        "first_page_ms": round((first or 0) * 1000, 1),
-        "bytes_per_object": round(wire / max(count, 1), 1),
+        "first_page_ms": round(found["first_page_s"] * 1000, 1),
+        "bytes_per_object": round(found["wire_bytes"] / max(count, 1), 1),
     }
 
 
