@@ -20,6 +20,7 @@ row's tx is 0, so positions are plain insert order and nothing is in flight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ SELECT
     -- None in flight: everything below the snapshot's xmax has ended, and so
     -- has everything up to our own id but ourselves (xmax may not be past it).
     GREATEST(pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-             COALESCE(pg_current_xact_id_if_assigned()::text::bigint + 1, 0))),
+             COALESCE(pg_current_xact_id_if_assigned()::text::bigint + 1, 0))) AS frontier,
   pg_current_xact_id_if_assigned()::text::bigint,
   CASE WHEN pg_current_xact_id_if_assigned() IS NULL THEN NULL
        ELSE (SELECT max(seq) FROM sync_change) END,
@@ -174,6 +175,41 @@ def horizon_and_grants(user_id: int, *, events_after: int = 0) -> tuple[Horizon,
     return found, grants
 
 
+class SharedFrontier:
+    """The frontier that `horizon_and_grants_sharing` read, as a later
+    statement of the same transaction sees it (a setting local to the
+    transaction): that statement then reads the rows a `Horizon` read just
+    before it would let it read, without waiting for the horizon's answer."""
+
+    setting = "sync.frontier"
+
+    def settled_sql(self) -> tuple[str, list[int]]:
+        return f"tx < current_setting('{self.setting}')::bigint", []
+
+
+SHARED_FRONTIER = SharedFrontier()
+
+
+def horizon_and_grants_sharing(user_id: int, events_after: int) -> tuple[str, dict[str, int]]:
+    """`horizon_and_grants` as a statement (PostgreSQL) that also shares its
+    frontier with the later statements of its transaction (`SHARED_FRONTIER`),
+    so that they can go to PostgreSQL in the same round trip. Its first column
+    is the shared value; `horizon_and_grants_from` reads the rest."""
+    sql = (
+        f"SELECT set_config('{SharedFrontier.setting}', h.frontier::text, true), h.* "  # noqa: S608
+        f"FROM ({_HORIZON_SQL}{_GRANTS_SQL}) AS h"
+    )
+    return sql, {"user": user_id, "after": events_after}
+
+
+def horizon_and_grants_from(row: Sequence[Any]) -> tuple[Horizon, Grants]:
+    """What a `horizon_and_grants_sharing` statement found."""
+    found, grants = _horizon_from(row[1:])
+    if grants is None:
+        raise RuntimeError("the horizon was read without the grants asked for")
+    return found, grants
+
+
 def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Grants | None]:
     if not _postgres():
         # One writer at a time, every row at tx 0: a reader is caught up at the
@@ -190,7 +226,11 @@ def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Gr
         sql, params = sql + _GRANTS_SQL, {"user": grants_of, "after": events_after}
     with connection.cursor() as cursor:
         cursor.execute(sql, params or None)
-        frontier, own, last, purged_tx, purged_seq, *more = cursor.fetchone()
+        return _horizon_from(cursor.fetchone())
+
+
+def _horizon_from(row: Sequence[Any]) -> tuple[Horizon, Grants | None]:
+    frontier, own, last, purged_tx, purged_seq, *more = row
     purged = (int(purged_tx), int(purged_seq)) if purged_tx is not None else ORIGIN
     grants = None
     if more:

@@ -18,7 +18,8 @@ from every other statement too. So the statement runs in a transaction of
 its own that sets it locally: BEGIN, SET LOCAL, the statement and COMMIT go
 to PostgreSQL in one round trip (psycopg's pipeline mode). Inside a
 transaction the caller opened (tests, commands) it simply runs: the setting
-would outlive the statement there.
+would outlive the statement there. Several statements can go in the same
+transaction and round trip (`fetchall_each`).
 
 PostgreSQL throws a cached generic plan away when the tables' statistics
 change (ANALYZE, which autovacuum runs as tables grow), so a plan made while
@@ -28,27 +29,41 @@ a model's table was empty does not stay once it has grown.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from django.db import connection
 from psycopg.pq import TransactionStatus
+
+Statement = tuple[str, Any]  # SQL and its parameters (a sequence or a mapping)
 
 
 def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """The rows of `sql` (with `params`), planned generically on PostgreSQL
     when the connection is in autocommit; counted and timed like any other
     statement of Django's cursor."""
-    with connection.cursor() as cursor:
+    return fetchall_each((sql, params))[0]
+
+
+def fetchall_each(*statements: Statement) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement, run in order in one transaction (and one
+    round trip) of their own when the connection is in autocommit, each
+    planned generically; in the caller's transaction otherwise. A statement
+    sees what those before it set for the transaction (`set_config`)."""
+    with ExitStack() as stack:
+        cursors = [stack.enter_context(connection.cursor()) for _ in statements]
         if connection.vendor != "postgresql" or not connection.get_autocommit():
-            cursor.execute(sql, params)
-            return cursor.fetchall()
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+            return [cursor.fetchall() for cursor in cursors]
         raw = connection.connection
-        control = raw.cursor()
+        control = stack.enter_context(raw.cursor())
         try:
             with connection.wrap_database_errors, raw.pipeline():
                 control.execute("BEGIN", prepare=False)
                 control.execute("SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
-                cursor.execute(sql, params)
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params)
                 control.execute("COMMIT", prepare=False)
         except BaseException:
             # An error skips the rest of the pipeline, its COMMIT included:
@@ -56,6 +71,4 @@ def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             if not raw.closed and raw.info.transaction_status != TransactionStatus.IDLE:
                 raw.rollback()
             raise
-        finally:
-            control.close()
-        return cursor.fetchall()
+        return [cursor.fetchall() for cursor in cursors]

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
@@ -154,9 +154,17 @@ def pull_page(
     cur = _decode_for(cursor, user_id, labels) if cursor is not None else None
     # Only rows of transactions that have ended for good are read: positions
     # handed out below this horizon are final (see sync.feed). The user's
-    # grants come in the same round trip, from the same snapshot.
-    horizon, grants = feed.horizon_and_grants(user_id, events_after=cur.g if cur is not None else 0)
+    # grants come in the same round trip, from the same snapshot; and, when
+    # the page will most likely come from the main feed, the page too.
+    events_after = cur.g if cur is not None else 0
+    ahead = _read_ahead(user_id, cur, labels, limit, everything)
+    if ahead is not None:
+        horizon, grants = ahead.horizon, ahead.grants
+    else:
+        horizon, grants = feed.horizon_and_grants(user_id, events_after=events_after)
     channels = None if everything else {own_channel(user_id), *grants.channels}
+    if channels is not None:
+        _remember_channels(user_id, frozenset(channels))
     if cur is None:
         start = horizon.caught_up()
         cur = Cursor(g=grants.last_event, i=start, m=labels, u=user_id, a=everything)
@@ -192,7 +200,9 @@ def pull_page(
         has_more = bool(nxt.b) or main_after(cur.s).exists()
         main_from = cur.s
     else:
-        if connection.vendor == "postgresql":
+        if ahead is not None and ahead.channels == scope.channels:
+            rows, states = ahead.page
+        elif connection.vendor == "postgresql":
             rows, states = _read_rendered(
                 _main_feed_sql(channels, labels, horizon, cur.s, limit), scope
             )
@@ -241,6 +251,59 @@ def pull_page(
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
 
 
+# Each user's channels as the last pull in this process found them (bounded:
+# forgotten all at once when full), for `_read_ahead`'s guess.
+_CHANNELS_SEEN: dict[int, frozenset[str]] = {}
+CHANNELS_SEEN_MAX = 10_000
+
+
+class ReadAhead(NamedTuple):
+    horizon: feed.Horizon
+    grants: feed.Grants
+    channels: frozenset[str] | None  # the guess the page was read for
+    page: tuple[list[Row], States]
+
+
+def _remember_channels(user_id: int, channels: frozenset[str]) -> None:
+    if len(_CHANNELS_SEEN) >= CHANNELS_SEEN_MAX and user_id not in _CHANNELS_SEEN:
+        _CHANNELS_SEEN.clear()
+    _CHANNELS_SEEN[user_id] = channels
+
+
+def _read_ahead(
+    user_id: int,
+    cur: Cursor | None,
+    labels: tuple[str, ...] | None,
+    limit: int,
+    everything: bool,
+) -> ReadAhead | None:
+    """The horizon with grants, and the main feed's next page read after it
+    in the same round trip, for the channels the caller had at its last pull
+    (PostgreSQL; None when there is no guess or the page is a backfill's).
+
+    The page reads below the frontier that statement found, as a page read
+    after it would (`feed.SHARED_FRONTIER`). It is the page `pull_page`
+    would read only if the caller's channels are still the guessed ones and
+    no grant event sends it to a backfill; otherwise `pull_page` reads again
+    (one statement more, as many as without the guess). Waiting for the
+    horizon's answer before sending the page was one round trip per page."""
+    if connection.vendor != "postgresql" or (cur is not None and cur.b):
+        return None
+    guessed = None if everything else _CHANNELS_SEEN.get(user_id)
+    if not everything and guessed is None:
+        return None
+    start = cur.s if cur is not None else ORIGIN
+    page_sql, page_params = _main_feed_sql(
+        set(guessed) if guessed is not None else None, labels, feed.SHARED_FRONTIER, start, limit
+    )
+    horizon_rows, page_rows = generic_plan.fetchall_each(
+        feed.horizon_and_grants_sharing(user_id, cur.g if cur is not None else 0),
+        _rendered_sql((page_sql, page_params), Scope(None, guessed)),
+    )
+    horizon, grants = feed.horizon_and_grants_from(horizon_rows[0])
+    return ReadAhead(horizon, grants, guessed, _rendered_rows(page_rows))
+
+
 def _estimate(rows: Any) -> int:
     """How many feed rows `rows` holds: exact up to REMAINING_EXACT, then the
     planner's estimate (from the table's statistics, in well under a
@@ -281,7 +344,7 @@ def _read(rows: Any, limit: int, scope: Scope) -> tuple[list[Row], States]:
 def _main_feed_sql(
     channels: set[str] | None,
     labels: tuple[str, ...] | None,
-    horizon: feed.Horizon,
+    horizon: feed.Horizon | feed.SharedFrontier,
     after: Position,
     limit: int,
 ) -> tuple[str, list[Any]]:
@@ -339,6 +402,13 @@ def _read_rendered(feed_rows: tuple[str, Any], scope: Scope) -> tuple[list[Row],
     object for every value, then encoding it again, was most of a page's
     time; one round trip per model, plus the feed's, most of the rest. Rows of
     other models come with no state."""
+    # Planned once per connection (sync.generic_plan): planning it for each
+    # page's values cost half as much as running it.
+    return _rendered_rows(generic_plan.fetchall(*_rendered_sql(feed_rows, scope)))
+
+
+def _rendered_sql(feed_rows: tuple[str, Any], scope: Scope) -> tuple[str, list[Any]]:
+    """`_read_rendered`'s statement and its parameters."""
     feed_sql, feed_params = feed_rows
     params: list[Any] = list(feed_params)
     rendered = [t for t in registry.all_types() if t.change_sql is not None]
@@ -359,13 +429,14 @@ def _read_rendered(feed_rows: tuple[str, Any], scope: Scope) -> tuple[list[Row],
     )
     params.append([t.label for t in rendered])
     sql = f"WITH f AS MATERIALIZED ({feed_sql}) {' UNION ALL '.join(branches)} ORDER BY 1, 2"
+    return sql, params
+
+
+def _rendered_rows(rows: list[tuple[Any, ...]]) -> tuple[list[Row], States]:
+    """The feed rows and the objects' states from `_rendered_sql`'s rows."""
     found: list[Row] = []
     states: States = {}
-    # Planned once per connection (sync.generic_plan): planning it for each
-    # page's values cost half as much as running it.
-    for tx, seq, model, object_id, version, current, visible, change in generic_plan.fetchall(
-        sql, params
-    ):
+    for tx, seq, model, object_id, version, current, visible, change in rows:
         found.append((tx, seq, model, object_id, version))
         if current is not None:
             states[(model, object_id)] = (current, visible, change.encode())

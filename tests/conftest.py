@@ -14,6 +14,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.services import token_issue
+from sync import selectors
 from tests.factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -57,6 +58,9 @@ def _fast_password_hashing(settings: Any) -> None:
 def _fresh_cache() -> None:
     # Throttle counters live in the cache; each test starts with none.
     cache.clear()
+    # Nor does a test start with the channels an earlier one's user (maybe
+    # with the same id) had at its last pull (the pull's guess).
+    selectors._CHANNELS_SEEN.clear()
 
 
 @dataclass

@@ -94,11 +94,16 @@ def test_readers_never_miss_a_change_from_writers_committing_out_of_order(make_a
         assert {k: v["version"] for k, v in state.items()} == truth
 
 
-def test_a_committed_row_waits_for_an_older_transaction_still_in_flight(alice):
+@pytest.mark.parametrize("guessed", [False, True], ids=["first pull", "read ahead"])
+def test_a_committed_row_waits_for_an_older_transaction_still_in_flight(alice, guessed):
     """The frontier: a newer transaction's change is not handed out while an
-    older one is open, and comes once that one ends (never skipped)."""
+    older one is open, and comes once that one ends (never skipped). With a
+    pull before, the pull knows the caller's channels and reads the page in
+    the horizon's round trip, below the frontier that statement found."""
     from sync import feed
 
+    if guessed:
+        pull_page(user_id=alice.user.pk, cursor=None, limit=100, models=None)
     older_open, release = threading.Event(), threading.Event()
 
     def older():

@@ -40,10 +40,13 @@ def test_every_page_of_a_sync_uses_the_generic_plan(alice):
     changes, _ = alice.pull_all(limit=2)
     assert sorted(c["id"] for c in changes) == sorted(m["id"] for m in made)
     generic, custom = _page_statement_plans()
-    # 12 pages, the first runs not yet prepared by psycopg; PostgreSQL alone
-    # would have made custom plans for the first five prepared runs at least.
+    # 12 pages: the first with its own statement (no guess of the caller's
+    # channels yet), the other 11 read with the horizon (sync.selectors,
+    # `_read_ahead`), whose first runs psycopg has not prepared yet.
+    # PostgreSQL alone would have made custom plans for the first five
+    # prepared runs at least.
     threshold = connection.settings_dict["OPTIONS"]["prepare_threshold"]
-    assert (generic, custom) == (12 - threshold, 0)
+    assert (generic, custom) == (11 - threshold, 0)
     # Each page's transaction ended, and the setting with it.
     assert connection.connection.info.transaction_status == TransactionStatus.IDLE
     assert _plan_cache_mode() == "auto"
@@ -72,3 +75,16 @@ def test_inside_a_callers_transaction_it_neither_commits_nor_changes_the_setting
         assert _plan_cache_mode() == "auto"
         raise RuntimeError
     assert not users.filter(username="rolled-back").exists()
+
+
+def test_statements_run_together_share_their_transaction_and_nothing_after():
+    shared, seen = generic_plan.fetchall_each(
+        ("SELECT set_config('sync.test', %s, true)", ["42"]),
+        ("SELECT current_setting('sync.test')::int + %s", [1]),
+    )
+    assert (shared, seen) == ([("42",)], [(43,)])
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert generic_plan.fetchall("SELECT current_setting('sync.test', true)", []) in (
+        [("",)],
+        [(None,)],
+    )
