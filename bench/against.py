@@ -16,6 +16,11 @@ older versions' benches did); the client (urllib3, keep-alive) logs in,
 registers a device and pulls everything at limit 100 and 1,000
 (`bench.serving`, the client of `http_bench.py`).
 Prints a table and writes JSON to bench/results/.
+
+With `--interleave`, both servers run at once and the client takes their
+pages in turn, page for page (`--syncs` complete syncs per limit and round):
+the machine's swings then fall on both sides alike instead of on whichever
+ran in a slow minute.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +43,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
+from bench.serving import SERVER_ENV, Session, gunicorn, pages, pull_all  # noqa: E402
 
 PORT = int(os.environ.get("BENCH_PORT", "8798"))
 USER, PASSWORD = "against-customers", "against-pass-1234"
@@ -120,24 +126,29 @@ def make_data(code: Path, url: str, n: int) -> None:
     subprocess.run([sys.executable, "-c", script], cwd=code, env=side_env(url), check=True)  # noqa: S603
 
 
+def device_session(port: int) -> Session:
+    """The user logged in, with a device of its own registered, on the
+    server at `port`, after some pulls: a worker imports and builds its
+    caches on its first requests, which a server that has been up a while
+    did long ago."""
+    s = Session(port, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
+    answer = s.post("/api/v1/auth/token/", orjson.dumps({"username": USER, "password": PASSWORD}))
+    answer.raise_for_status()
+    s.headers["Authorization"] = f"Token {orjson.loads(answer.content)['token']}"
+    s.headers["X-Device-Id"] = str(uuid.uuid4())
+    device = {"id": s.headers["X-Device-Id"], "platform": "android"}
+    s.post("/api/v1/devices/", orjson.dumps(device)).raise_for_status()
+    for _ in range(8):
+        s.get("/api/v1/sync/pull/", params={"limit": 10}).raise_for_status()
+    return s
+
+
 def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
     """Start `code`'s server on `url`, log in, register a device, and pull
     everything once per limit."""
     server = gunicorn(code, PORT, 4, side_env(url))
     try:
-        s = Session(PORT, {"Content-Type": "application/json", "Accept-Encoding": "identity"})
-        answer = s.post(
-            "/api/v1/auth/token/", orjson.dumps({"username": USER, "password": PASSWORD})
-        )
-        answer.raise_for_status()
-        s.headers["Authorization"] = f"Token {orjson.loads(answer.content)['token']}"
-        s.headers["X-Device-Id"] = str(uuid.uuid4())
-        device = {"id": s.headers["X-Device-Id"], "platform": "android"}
-        s.post("/api/v1/devices/", orjson.dumps(device)).raise_for_status()
-        # Some pulls first: a worker imports and builds its caches on its first
-        # requests, which a server that has been up a while did long ago.
-        for _ in range(8):
-            s.get("/api/v1/sync/pull/", params={"limit": 10}).raise_for_status()
+        s = device_session(PORT)
         found = {}
         for limit in limits:
             pulled = pull_all(s, limit)
@@ -152,11 +163,62 @@ def initial_syncs(code: Path, url: str, limits: list[int]) -> dict:
         server.wait(10)
 
 
+def interleaved_syncs(sides: dict[str, tuple[Path, str]], limits: list[int], syncs: int) -> dict:
+    """Both servers up at once, each with its own client session, their pages
+    taken in turn: one page from the first, one from the second, and so on,
+    `syncs` complete initial syncs per limit each. Both sides' syncs have as
+    many pages, so every page of one meets the machine in the state a page
+    of the other met a moment before; a side's objects/s is its objects over
+    the time its own pages took."""
+    servers, sessions = [], {}
+    try:
+        for k, (name, (code, url)) in enumerate(sides.items()):
+            servers.append(gunicorn(code, PORT + k, 4, side_env(url)))
+            sessions[name] = device_session(PORT + k)
+        found: dict[str, dict] = {name: {} for name in sides}
+        for limit in limits:
+            objects = dict.fromkeys(sides, 0)
+            seconds = dict.fromkeys(sides, 0.0)
+            firsts: dict[str, list[float]] = {name: [] for name in sides}
+            for _ in range(syncs):
+                runs = {name: pages(s, limit) for name, s in sessions.items()}
+                fresh = set(runs)
+                while runs:
+                    for name in list(runs):
+                        page = next(runs[name], None)
+                        if page is None:
+                            del runs[name]
+                            continue
+                        if name in fresh:
+                            firsts[name].append(page[1])
+                            fresh.discard(name)
+                        objects[name] += page[0]
+                        seconds[name] += page[1]
+            for name in sides:
+                found[name][str(limit)] = {
+                    "objects": objects[name],
+                    "syncs": syncs,
+                    "objects_per_s": round(objects[name] / seconds[name]),
+                    "first_page_ms": round(statistics.median(firsts[name]) * 1000, 1),
+                }
+        return found
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the revision to measure against, e.g. 42295a9")
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="both servers at once, their pages in turn (each round: --syncs syncs per limit)",
+    )
+    parser.add_argument("--syncs", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/syncserver_bench")
@@ -176,7 +238,10 @@ def main() -> None:
     limits = [100, 1000]
     rounds = []
     for k in range(args.rounds):
-        one = {name: initial_syncs(code, url, limits) for name, (code, url) in sides.items()}
+        if args.interleave:
+            one = interleaved_syncs(sides, limits, args.syncs)
+        else:
+            one = {name: initial_syncs(code, url, limits) for name, (code, url) in sides.items()}
         rounds.append(one)
         for limit in limits:
             old, new = one[rev][str(limit)], one["head"][str(limit)]
@@ -189,7 +254,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"against-{rev}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    result = {"rev": rev, "objects": args.objects, "cores": os.cpu_count(), "rounds": rounds}
+    result = {
+        "rev": rev,
+        "objects": args.objects,
+        "cores": os.cpu_count(),
+        "mode": "interleaved" if args.interleave else "turn about",
+        "rounds": rounds,
+    }
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
 

@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -95,24 +96,34 @@ class Session:
         return Response(answer)
 
 
+def pages(s: Session, limit: int) -> Iterator[tuple[int, float, int]]:
+    """An initial sync, one page at a time: every page at `limit` until
+    `has_more` is false, each as (objects, seconds it took, bytes that
+    crossed the wire)."""
+    cursor = None
+    while True:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        started = time.perf_counter()
+        r = s.get("/api/v1/sync/pull/", params=params)
+        r.raise_for_status()
+        page = orjson.loads(r.content)
+        yield len(page["changes"]), time.perf_counter() - started, len(r.wire)
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            return
+
+
 def pull_all(s: Session, limit: int) -> dict:
     """An initial sync: every page at `limit` until `has_more` is false. The
     objects, the seconds it took, the seconds to the first page and the bytes
     that crossed the wire."""
-    cursor, count, wire, first = None, 0, 0, None
+    count, wire, first = 0, 0, None
     started = time.perf_counter()
-    while True:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        r = s.get("/api/v1/sync/pull/", params=params)
-        r.raise_for_status()
-        wire += len(r.wire)
-        page = orjson.loads(r.content)
+    for objects, seconds, size in pages(s, limit):
         if first is None:
-            first = time.perf_counter() - started
-        count += len(page["changes"])
-        cursor = page["cursor"]
-        if not page["has_more"]:
-            break
+            first = seconds
+        count += objects
+        wire += size
     return {
         "objects": count,
         "seconds": time.perf_counter() - started,
