@@ -44,3 +44,15 @@ def test_pages_after_the_first_come_right_with_the_guess(alice, bob):
     bob.push(customer("Later", team=str(team.pk)))
     later, _ = alice.pull_all(cursor=cursor, limit=3)
     assert names(later) == ["Later"]
+
+
+def test_the_remembered_channels_stay_bounded(make_actor, monkeypatch):
+    from sync import selectors
+
+    monkeypatch.setattr(selectors, "CHANNELS_SEEN_MAX", 2)
+    actors = [make_actor() for _ in range(5)]
+    for i, actor in enumerate(actors):
+        actor.push(customer(f"Customer {i}"))
+        assert names(actor.pull_all()[0]) == [f"Customer {i}"]
+        assert len(selectors._CHANNELS_SEEN) <= 2
+    assert actors[-1].user.pk in selectors._CHANNELS_SEEN
