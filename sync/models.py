@@ -82,6 +82,8 @@ class Change(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["channel", "tx", "seq"], name="sync_change_channel_pos"),
+            # The whole feed in order, for unrestricted readers (0005).
+            models.Index(fields=["tx", "seq"], name="sync_change_pos"),
             models.Index(fields=["object_id", "channel"], name="sync_change_object"),
             models.Index(fields=["created_at"], name="sync_change_created"),
         ]

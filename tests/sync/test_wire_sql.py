@@ -312,3 +312,23 @@ def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
         nodes = [n["Node Type"] for n in plan_nodes(sql, params)]
     assert "Index Scan" in nodes or "Index Only Scan" in nodes, nodes
     assert "Sort" not in nodes and "Incremental Sort" not in nodes, nodes
+
+
+def test_the_whole_feed_is_read_in_index_order(alice, bob):
+    """An unrestricted reader (a service account's `?since=`) reads the whole
+    feed: as a range of a (tx, seq) index, already in order, stopping after a
+    page; without one, every page read and sorted every row after the
+    cursor (207 ms a page at 1.1 million rows, and more as the feed grows)."""
+    from sync import feed
+    from sync.selectors import _main_feed_sql
+
+    alice.push(*(customer(f"a{i}") for i in range(3)))
+    bob.push(*(customer(f"b{i}") for i in range(3)))
+    sql, params = _main_feed_sql(None, None, feed.horizon(), feed.ORIGIN, 2)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        nodes = plan_nodes(sql, params, analyze=True)
+    assert "Sort" not in [n["Node Type"] for n in nodes], nodes
+    reads = [n for n in nodes if n.get("Relation Name") == "sync_change"]
+    assert reads and all(r["Actual Rows"] <= 3 for r in reads), nodes

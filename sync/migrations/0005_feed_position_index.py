@@ -1,0 +1,44 @@
+"""An index on the feed's order, (tx, seq), for readers of the whole feed (an
+unrestricted service account's pull and `?since=`). Without it every page read
+and sorted every row after the cursor: 207 ms a page at 1.1 million rows, an
+initial sync quadratic in the feed's length.
+
+On PostgreSQL the index is built CONCURRENTLY: the feed keeps taking writes
+while it is built (a plain CREATE INDEX would hold every push for the
+duration). Elsewhere (SQLite) it is a plain index."""
+
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+class AddIndexConcurrentlyOnPostgreSQL(AddIndexConcurrently):
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.AddIndex.database_forwards(
+                self, app_label, schema_editor, from_state, to_state
+            )
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            migrations.AddIndex.database_backwards(
+                self, app_label, schema_editor, from_state, to_state
+            )
+
+
+class Migration(migrations.Migration):
+    atomic = False
+
+    dependencies = [
+        ("sync", "0004_mutation_id_first"),
+    ]
+
+    operations = [
+        AddIndexConcurrentlyOnPostgreSQL(
+            model_name="change",
+            index=models.Index(fields=["tx", "seq"], name="sync_change_pos"),
+        ),
+    ]
