@@ -82,8 +82,13 @@ class Change(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["channel", "tx", "seq"], name="sync_change_channel_pos"),
-            # The whole feed in order, for unrestricted readers (0005).
-            models.Index(fields=["tx", "seq"], name="sync_change_pos"),
+            # The whole feed in order, for unrestricted readers (0005). Partial,
+            # on a condition every row meets but only the whole feed's statement
+            # states (selectors._main_feed_sql): a user's page, planned without
+            # its values, could otherwise prefer it to its channel's range.
+            models.Index(
+                fields=["tx", "seq"], name="sync_change_pos", condition=models.Q(seq__gt=0)
+            ),
             models.Index(fields=["object_id", "channel"], name="sync_change_object"),
             models.Index(fields=["created_at"], name="sync_change_created"),
         ]

@@ -371,7 +371,11 @@ def _main_feed_sql(
     # generic plan (sync.generic_plan) is then made for the rows it reads.
     top = f"LIMIT {limit + 1:d}"
     if channels is None:
-        # Names from the models; every value is a parameter.
+        # The whole feed, in the order of its partial index on (tx, seq),
+        # whose condition (seq > 0, true of every row) is stated here and
+        # nowhere else (see sync.models.Change). Names from the models; every
+        # value is a parameter.
+        where.append("seq > 0")
         sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY tx, seq {top}"  # noqa: S608
         return sql, params
     one = (

@@ -332,3 +332,47 @@ def test_the_whole_feed_is_read_in_index_order(alice, bob):
     assert "Sort" not in [n["Node Type"] for n in nodes], nodes
     reads = [n for n in nodes if n.get("Relation Name") == "sync_change"]
     assert reads and all(r["Actual Rows"] <= 3 for r in reads), nodes
+
+
+def _generic_plan(sql: str, params: list) -> list[dict]:
+    """The nodes of the plan PostgreSQL caches for `sql` when told to plan it
+    generically, as the pull does (sync.generic_plan): without its values."""
+    numbered = sql.split("%s")
+    text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], 1)) + numbered[-1]
+
+    def literal(value: object) -> str:
+        if isinstance(value, list):
+            value = "{" + ",".join(f'"{v}"' for v in value) + "}"
+        return "'" + str(value).replace("'", "''") + "'"
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE page_plan AS {text}")
+        try:
+            return plan_nodes(f"EXECUTE page_plan({', '.join(literal(p) for p in params)})")
+        finally:
+            cursor.execute("DEALLOCATE page_plan")
+
+
+def test_a_users_page_never_reads_the_whole_feed_index(alice, bob):
+    """Planned without its values (sync.generic_plan), a user's page cannot
+    know how much of the feed the user's channel holds, and PostgreSQL may
+    then prefer reading the whole feed in (tx, seq) order, keeping the
+    channel's rows: for a small user in a large feed, every row after the
+    cursor, on every page. So the whole feed's index is partial, on a
+    condition only the whole feed's statement states: with the channel's
+    index gone, a user's generic plan still cannot use it."""
+    from sync import feed
+    from sync.scope import Scope
+    from sync.selectors import _main_feed_sql, _rendered_sql
+
+    alice.push(*(customer(f"a{i}") for i in range(30)))
+    bob.push(customer("b"))
+    channels = {f"user:{bob.user.pk}"}
+    feed_sql = _main_feed_sql(channels, None, feed.horizon(), feed.ORIGIN, 100)
+    sql, params = _rendered_sql(feed_sql, Scope(None, frozenset(channels)))
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX sync_change_channel_pos")  # undone with the test's transaction
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    reads = [n for n in _generic_plan(sql, params) if n.get("Relation Name") == "sync_change"]
+    assert reads and all(n.get("Index Name") != "sync_change_pos" for n in reads), reads
