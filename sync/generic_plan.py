@@ -28,8 +28,10 @@ a model's table was empty does not stay once it has grown.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection
@@ -38,18 +40,24 @@ from psycopg.pq import TransactionStatus
 Statement = tuple[str, Any]  # SQL and its parameters (a sequence or a mapping)
 
 
-def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+def fetchall(
+    sql: str, params: Sequence[Any], *, planner: Mapping[str, str] | None = None
+) -> list[tuple[Any, ...]]:
     """The rows of `sql` (with `params`), planned generically on PostgreSQL
     when the connection is in autocommit; counted and timed like any other
     statement of Django's cursor."""
-    return fetchall_each((sql, params))[0]
+    return fetchall_each((sql, params), planner=planner)[0]
 
 
-def fetchall_each(*statements: Statement) -> list[list[tuple[Any, ...]]]:
+def fetchall_each(
+    *statements: Statement, planner: Mapping[str, str] | None = None
+) -> list[list[tuple[Any, ...]]]:
     """The rows of each statement, run in order in one transaction (and one
     round trip) of their own when the connection is in autocommit, each
-    planned generically; in the caller's transaction otherwise. A statement
-    sees what those before it set for the transaction (`set_config`)."""
+    planned generically, with the `planner` settings (e.g. `enable_seqscan`)
+    for that transaction too; in the caller's transaction otherwise. A
+    statement sees what those before it set for the transaction
+    (`set_config`)."""
     with ExitStack() as stack:
         cursors = [stack.enter_context(connection.cursor()) for _ in statements]
         if connection.vendor != "postgresql" or not connection.get_autocommit():
@@ -61,7 +69,9 @@ def fetchall_each(*statements: Statement) -> list[list[tuple[Any, ...]]]:
         try:
             with connection.wrap_database_errors, raw.pipeline():
                 control.execute("BEGIN", prepare=False)
-                control.execute("SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
+                control.execute(
+                    _settings_sql(tuple(sorted((planner or {}).items()))), prepare=False
+                )
                 for cursor, (sql, params) in zip(cursors, statements, strict=True):
                     cursor.execute(sql, params)
                 control.execute("COMMIT", prepare=False)
@@ -72,3 +82,17 @@ def fetchall_each(*statements: Statement) -> list[list[tuple[Any, ...]]]:
                 raw.rollback()
             raise
         return [cursor.fetchall() for cursor in cursors]
+
+
+@lru_cache
+def _settings_sql(planner: tuple[tuple[str, str], ...]) -> str:
+    """One statement setting, for its transaction, the generic plan and the
+    `planner` settings (names and values from the code, never from input)."""
+    settings = (("plan_cache_mode", "force_generic_plan"), *planner)
+    for name, value in settings:
+        if not (_WORD.fullmatch(name) and _WORD.fullmatch(value)):
+            raise ValueError(f"not a planner setting: {name} = {value}")
+    return "SELECT " + ", ".join(f"set_config('{n}', '{v}', true)" for n, v in settings)
+
+
+_WORD = re.compile(r"[a-z_]+")

@@ -251,6 +251,20 @@ def pull_page(
     return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
 
 
+# The page's plan is made once per connection (sync.generic_plan) and kept
+# while the tables grow, until their statistics change (ANALYZE, which
+# autovacuum runs). Made while a model's table was empty or small, PostgreSQL
+# would read it whole for every feed row once it has grown. A page has one
+# right plan at any size, the channel's index range and then one primary-key
+# probe per row, so the planner is left no other.
+PAGE_PLANNER = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+}
+
+
 # Each user's channels as the last pull in this process found them (bounded:
 # forgotten all at once when full), for `_read_ahead`'s guess.
 _CHANNELS_SEEN: dict[int, frozenset[str]] = {}
@@ -299,6 +313,7 @@ def _read_ahead(
     horizon_rows, page_rows = generic_plan.fetchall_each(
         feed.horizon_and_grants_sharing(user_id, cur.g if cur is not None else 0),
         _rendered_sql((page_sql, page_params), Scope(None, guessed)),
+        planner=PAGE_PLANNER,
     )
     horizon, grants = feed.horizon_and_grants_from(horizon_rows[0])
     return ReadAhead(horizon, grants, guessed, _rendered_rows(page_rows))
@@ -408,7 +423,8 @@ def _read_rendered(feed_rows: tuple[str, Any], scope: Scope) -> tuple[list[Row],
     other models come with no state."""
     # Planned once per connection (sync.generic_plan): planning it for each
     # page's values cost half as much as running it.
-    return _rendered_rows(generic_plan.fetchall(*_rendered_sql(feed_rows, scope)))
+    sql, params = _rendered_sql(feed_rows, scope)
+    return _rendered_rows(generic_plan.fetchall(sql, params, planner=PAGE_PLANNER))
 
 
 def _rendered_sql(feed_rows: tuple[str, Any], scope: Scope) -> tuple[str, list[Any]]:

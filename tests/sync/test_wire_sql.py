@@ -376,3 +376,30 @@ def test_a_users_page_never_reads_the_whole_feed_index(alice, bob):
         cursor.execute("SET LOCAL enable_seqscan = off")
     reads = [n for n in _generic_plan(sql, params) if n.get("Relation Name") == "sync_change"]
     assert reads and all(n.get("Index Name") != "sync_change_pos" for n in reads), reads
+
+
+def test_a_page_planned_on_empty_tables_still_probes_each_object_by_key(alice):
+    """The page's plan is made once per connection and kept, while the tables
+    grow, until their statistics change. Made while a model's table is empty,
+    PostgreSQL would read that table whole for each feed row (a sequential
+    scan is the cheapest way through nothing); the pull's planner settings
+    leave it only the plan it should have at any size: the channel's index
+    range, then one primary-key probe per row."""
+    from sync import feed
+    from sync.scope import Scope
+    from sync.selectors import PAGE_PLANNER, _main_feed_sql, _rendered_sql
+
+    alice.push(customer("the only one"))  # work orders and notes: none yet
+    with connection.cursor() as cursor:  # as autovacuum finds them: nearly empty
+        cursor.execute("ANALYZE sync_change, fieldwork_customer, fieldwork_note")
+    channels = {f"user:{alice.user.pk}"}
+    feed_sql = _main_feed_sql(channels, None, feed.horizon(), feed.ORIGIN, 100)
+    sql, params = _rendered_sql(feed_sql, Scope(None, frozenset(channels)))
+    with connection.cursor() as cursor:
+        for name, value in PAGE_PLANNER.items():
+            cursor.execute(f"SET LOCAL {name} = {value}")
+    nodes = _generic_plan(sql, params)
+    scans = {n["Relation Name"]: n["Node Type"] for n in nodes if "Relation Name" in n}
+    assert set(scans) >= {"sync_change", "fieldwork_customer", "fieldwork_note"}, scans
+    assert set(scans.values()) == {"Index Scan"}, scans
+    assert not {"Hash Join", "Merge Join"} & {n["Node Type"] for n in nodes}, nodes
