@@ -15,15 +15,17 @@ of 100, and more with every registered model (one join each).
 `plan_cache_mode` is set per session or per transaction only, not per
 statement, and setting it for the whole session would take custom plans
 from every other statement too. So the statement runs in a transaction of
-its own that sets it locally: BEGIN, SET LOCAL, the statement and COMMIT go
-to PostgreSQL in one round trip (psycopg's pipeline mode). Inside a
-transaction the caller opened (tests, commands) it simply runs: the setting
-would outlive the statement there. Several statements can go in the same
-transaction and round trip (`fetchall_each`).
+its own that sets it locally: BEGIN, the settings (`set_config(…, true)`),
+the statement and COMMIT go to PostgreSQL in one round trip (psycopg's
+pipeline mode). Inside a transaction the caller opened (tests, commands) it
+simply runs: the settings would outlive the statement there. Several
+statements can go in the same transaction and round trip (`fetchall_each`).
 
-PostgreSQL throws a cached generic plan away when the tables' statistics
-change (ANALYZE, which autovacuum runs as tables grow), so a plan made while
-a model's table was empty does not stay once it has grown.
+PostgreSQL keeps a cached generic plan until the tables' statistics change
+(ANALYZE, which autovacuum runs as tables grow), so a plan made on small
+tables is used on large ones meanwhile. A caller whose statement has one
+right plan at any size says so with `planner` settings for the same
+transaction (the pull: `sync.selectors.PAGE_PLANNER`).
 """
 
 from __future__ import annotations
