@@ -19,21 +19,18 @@ from django.db import migrations, models
 
 
 class AddIndexConcurrentlyOnPostgreSQL(AddIndexConcurrently):
+    @staticmethod
+    def _kind(schema_editor):
+        postgresql = schema_editor.connection.vendor == "postgresql"
+        return AddIndexConcurrently if postgresql else migrations.AddIndex
+
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_forwards(
-                self, app_label, schema_editor, from_state, to_state
-            )
+        kind = self._kind(schema_editor)
+        kind.database_forwards(self, app_label, schema_editor, from_state, to_state)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_backwards(
-                self, app_label, schema_editor, from_state, to_state
-            )
+        kind = self._kind(schema_editor)
+        kind.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
 class Migration(migrations.Migration):
