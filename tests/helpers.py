@@ -77,3 +77,16 @@ def plan_nodes(sql: str, params: Any = None, *, analyze: bool = False) -> list[d
         nodes.append(node)
         pending += node.get("Plans", [])
     return nodes
+
+
+def same_page(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Two pull responses hold the same page. Their cursors are compared by
+    what they say, not as text: a cursor records the second it was issued,
+    and two requests can fall on either side of a second."""
+    from dataclasses import replace
+
+    from sync import cursor
+
+    first, second = dict(one), dict(other)
+    said = [replace(cursor.decode(page.pop("cursor")), t=0) for page in (first, second)]
+    return first == second and said[0] == said[1]
