@@ -169,7 +169,10 @@ def horizon() -> Horizon:
 def horizon_and_grants(user_id: int, *, events_after: int = 0) -> tuple[Horizon, Grants]:
     """The horizon, and the user's grants (with their events after
     `events_after`), read in the same round trip, from the same snapshot."""
-    found, grants = _read_horizon(user_id, events_after)
+    return _with_grants(*_read_horizon(user_id, events_after))
+
+
+def _with_grants(found: Horizon, grants: Grants | None) -> tuple[Horizon, Grants]:
     if grants is None:  # always read when asked for; narrows the type
         raise RuntimeError("the horizon was read without the grants asked for")
     return found, grants
@@ -204,10 +207,7 @@ def horizon_and_grants_sharing(user_id: int, events_after: int) -> tuple[str, di
 
 def horizon_and_grants_from(row: Sequence[Any]) -> tuple[Horizon, Grants]:
     """What a `horizon_and_grants_sharing` statement found."""
-    found, grants = _horizon_from(row[1:])
-    if grants is None:
-        raise RuntimeError("the horizon was read without the grants asked for")
-    return found, grants
+    return _with_grants(*_horizon_from(row[1:]))
 
 
 def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Grants | None]:

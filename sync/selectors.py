@@ -157,7 +157,7 @@ def pull_page(
     # grants come in the same round trip, from the same snapshot; and, when
     # the page will most likely come from the main feed, the page too.
     events_after = cur.g if cur is not None else 0
-    ahead = _read_ahead(user_id, cur, labels, limit, everything)
+    ahead = _read_ahead(user_id, cur, events_after, labels, limit, everything)
     if ahead is not None:
         horizon, grants = ahead.horizon, ahead.grants
     else:
@@ -287,6 +287,7 @@ def _remember_channels(user_id: int, channels: frozenset[str]) -> None:
 def _read_ahead(
     user_id: int,
     cur: Cursor | None,
+    events_after: int,
     labels: tuple[str, ...] | None,
     limit: int,
     everything: bool,
@@ -311,7 +312,7 @@ def _read_ahead(
         set(guessed) if guessed is not None else None, labels, feed.SHARED_FRONTIER, start, limit
     )
     horizon_rows, page_rows = generic_plan.fetchall_each(
-        feed.horizon_and_grants_sharing(user_id, cur.g if cur is not None else 0),
+        feed.horizon_and_grants_sharing(user_id, events_after),
         _rendered_sql((page_sql, page_params), Scope(None, guessed)),
         planner=PAGE_PLANNER,
     )
