@@ -12,7 +12,7 @@ and `<bench database>_head`, with one user owning N customers (default
 100,000). The revision is checked out in a git worktree under the system's
 temporary directory. Both servers run with this checkout's virtualenv
 (gunicorn, 4 workers, DEBUG off, each worker's local-memory cache, as the
-older versions' benches did); the client (urllib3, keep-alive) logs in,
+older versions' benches did); the client (libcurl, keep-alive) logs in,
 registers a device and pulls everything at limit 100 and 1,000
 (`bench.serving`, the client of `http_bench.py`).
 Prints a table and writes JSON to bench/results/.

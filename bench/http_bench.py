@@ -3,7 +3,7 @@ small version in about a minute).
 
 A real server (gunicorn, several workers, DEBUG off) serves the bench database,
 with its cache (throttle counters) in Redis (REDIS_URL, database 3 unless
-set); this process is the client, over keep-alive connections (urllib3).
+set); this process is the client, over keep-alive connections (libcurl).
 Measured:
 
 - an initial sync of one user's objects at limit 100 and 1,000: objects/s,
