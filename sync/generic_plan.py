@@ -86,6 +86,22 @@ def fetchall_each(
         return [cursor.fetchall() for cursor in cursors]
 
 
+def fetchall_together(*statements: Statement) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement, all sent before the first answer is
+    awaited (one round trip, psycopg's pipeline mode) on PostgreSQL, with
+    the plans and settings they would have on their own, in the caller's
+    transaction if there is one; one after another elsewhere."""
+    with ExitStack() as stack:
+        cursors = [stack.enter_context(connection.cursor()) for _ in statements]
+        with ExitStack() as sending:
+            if connection.vendor == "postgresql":
+                sending.enter_context(connection.wrap_database_errors)
+                sending.enter_context(connection.connection.pipeline())
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+        return [cursor.fetchall() for cursor in cursors]
+
+
 @lru_cache
 def _settings_sql(planner: tuple[tuple[str, str], ...]) -> str:
     """One statement setting, for its transaction, the generic plan and the

@@ -324,12 +324,26 @@ def _estimate(rows: Any) -> int:
     """How many feed rows `rows` holds: exact up to REMAINING_EXACT, then the
     planner's estimate (from the table's statistics, in well under a
     millisecond; a large channel is among their most common values), never
-    below what was counted nor above REMAINING_COUNT_CAP."""
-    counted = rows[:REMAINING_EXACT].count()
-    if counted < REMAINING_EXACT or connection.vendor != "postgresql":
-        return counted
-    plan = json.loads(rows.explain(format="json"))
-    return min(max(counted, int(plan[0]["Plan"]["Plan Rows"])), REMAINING_COUNT_CAP)
+    below what was counted nor above REMAINING_COUNT_CAP.
+
+    On PostgreSQL the count and the estimate are asked together, from one
+    compiled statement, in one round trip: the first page of every initial
+    sync asks for both, and building two querysets and waiting for each
+    answer in turn made it 2.2 ms slower than the pages after it."""
+    if connection.vendor != "postgresql":
+        return rows[:REMAINING_EXACT].count()
+    sql, params = rows.values_list("seq").query.sql_with_params()
+    # The statement Django compiled from the queryset; every value is a parameter.
+    (counted,), plan = generic_plan.fetchall_together(
+        (f"SELECT count(*) FROM ({sql} LIMIT {REMAINING_EXACT:d}) AS counted", params),  # noqa: S608
+        (f"EXPLAIN (FORMAT json) {sql}", params),
+    )
+    if counted[0] < REMAINING_EXACT:
+        return counted[0]
+    (explained,) = plan[0]
+    if isinstance(explained, str | bytes):
+        explained = json.loads(explained)
+    return min(max(counted[0], int(explained[0]["Plan"]["Plan Rows"])), REMAINING_COUNT_CAP)
 
 
 COLUMNS = ("tx", "seq", "model", "object_id", "version")
