@@ -26,6 +26,10 @@ PostgreSQL keeps a cached generic plan until the tables' statistics change
 tables is used on large ones meanwhile. A caller whose statement has one
 right plan at any size says so with `planner` settings for the same
 transaction (the pull: `sync.selectors.PAGE_PLANNER`).
+
+`fetchall_together` sends statements in one round trip too, but leaves
+their plans and settings alone (the count and estimate of what a pull has
+left, whose estimate must come from the values' own plan).
 """
 
 from __future__ import annotations

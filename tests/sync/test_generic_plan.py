@@ -88,3 +88,32 @@ def test_statements_run_together_share_their_transaction_and_nothing_after():
         [("",)],
         [(None,)],
     )
+
+
+def test_statements_sent_together_answer_in_order_with_their_own_plans():
+    first, second = generic_plan.fetchall_together(
+        ("SELECT x FROM generate_series(1, %s) AS x ORDER BY x", [2]),
+        ("SHOW plan_cache_mode", None),
+    )
+    assert (first, second) == ([(1,), (2,)], [("auto",)])
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_statements_sent_together_stop_at_an_error_and_leave_the_connection_usable():
+    with pytest.raises(DataError):
+        generic_plan.fetchall_together(("SELECT 1 / %s", [0]), ("SELECT %s::int", [1]))
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert generic_plan.fetchall_together(("SELECT %s::int + 1", [1])) == [[(2,)]]
+
+
+def test_statements_sent_together_stay_in_the_callers_transaction():
+    users = get_user_model().objects
+    with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012
+        users.create(username="rolled-back")
+        [(count,)], _ = generic_plan.fetchall_together(
+            ("SELECT count(*) FROM auth_user WHERE username = %s", ["rolled-back"]),
+            ("SELECT 1", None),
+        )
+        assert count == 1
+        raise RuntimeError
+    assert not users.filter(username="rolled-back").exists()
