@@ -15,10 +15,14 @@ of 100, and more with every registered model (one join each).
 `plan_cache_mode` is set per session or per transaction only, not per
 statement, and setting it for the whole session would take custom plans
 from every other statement too. So the statement runs in a transaction of
-its own that sets it locally: BEGIN, the settings (`set_config(…, true)`),
-the statement and COMMIT go to PostgreSQL in one round trip (psycopg's
-pipeline mode). Inside a transaction the caller opened (tests, commands) it
-simply runs: the settings would outlive the statement there. Several
+its own that sets it locally: the settings (`set_config(…, true)`) and the
+statement go to PostgreSQL in one round trip (psycopg's pipeline mode),
+where everything up to the pipeline's Sync message is one implicit
+transaction, so no BEGIN and COMMIT are needed (each was one more statement
+to send and run: without them a page of 100 took 0.08 ms less of the
+worker's CPU and 0.12 ms less time). Inside a transaction the caller opened
+(tests, commands) it simply runs: the settings would outlive the statement
+there. Several
 statements can go in the same transaction and round trip (`fetchall_each`).
 
 PostgreSQL keeps a cached generic plan until the tables' statistics change
@@ -74,16 +78,15 @@ def fetchall_each(
         control = stack.enter_context(raw.cursor())
         try:
             with connection.wrap_database_errors, raw.pipeline():
-                control.execute("BEGIN", prepare=False)
                 control.execute(
                     _settings_sql(tuple(sorted((planner or {}).items()))), prepare=False
                 )
                 for cursor, (sql, params) in zip(cursors, statements, strict=True):
                     cursor.execute(sql, params)
-                control.execute("COMMIT", prepare=False)
         except BaseException:
-            # An error skips the rest of the pipeline, its COMMIT included:
-            # end the transaction (and the setting with it) here.
+            # An error skips the rest of the pipeline and the Sync that ends
+            # it rolls the implicit transaction back; should one still be
+            # open (the connection broke off), end it here.
             if not raw.closed and raw.info.transaction_status != TransactionStatus.IDLE:
                 raw.rollback()
             raise

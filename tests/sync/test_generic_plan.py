@@ -117,3 +117,17 @@ def test_statements_sent_together_stay_in_the_callers_transaction():
         assert count == 1
         raise RuntimeError
     assert not users.filter(username="rolled-back").exists()
+
+
+def test_a_statement_failing_after_a_setting_takes_the_setting_with_it():
+    with pytest.raises(DataError):
+        generic_plan.fetchall_each(
+            ("SELECT set_config('sync.test', %s, true)", ["42"]),
+            ("SELECT 1 / %s", [0]),
+        )
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert _plan_cache_mode() == "auto"
+    assert generic_plan.fetchall("SELECT current_setting('sync.test', true)", []) in (
+        [("",)],
+        [(None,)],
+    )
