@@ -484,3 +484,26 @@ def test_remaining_past_the_exact_count_is_the_planners_estimate(alice, monkeypa
     assert alice.pull(limit=2)["remaining"] == 5  # capped
     changes, _ = alice.pull_all(limit=5)  # ends with remaining 0 (asserted there)
     assert len(changes) == 12
+
+
+def _push_in_batches(actor, mutations, size=400):
+    for start in range(0, len(mutations), size):
+        actor.push(*mutations[start : start + size])
+
+
+@pytest.mark.postgres
+def test_an_initial_syncs_first_estimate_is_of_everything_it_will_send(alice, bob, monkeypatch):
+    """The planner multiplies a channel's share of the feed by the share of
+    a position's range as if the two were unrelated; when the caller's rows
+    all come after everyone else's, that was a third of the true number."""
+    from django.db import connection
+
+    from sync import selectors
+
+    _push_in_batches(bob, [customer(f"b{i}") for i in range(600)])
+    _push_in_batches(alice, [customer(f"a{i}") for i in range(300)], size=100)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE sync_change")
+    monkeypatch.setattr(selectors, "REMAINING_EXACT", 50)
+    first = alice.pull(limit=2)
+    assert 0.8 * 298 <= first["remaining"] <= 1.2 * 298, first["remaining"]
