@@ -22,8 +22,8 @@ transaction, so no BEGIN and COMMIT are needed (each was one more statement
 to send and run: without them a page of 100 took 0.08 ms less of the
 worker's CPU and 0.12 ms less time). Inside a transaction the caller opened
 (tests, commands) it simply runs: the settings would outlive the statement
-there. Several
-statements can go in the same transaction and round trip (`fetchall_each`).
+there. Several statements can go in the same transaction and round trip
+(`fetchall_each`).
 
 PostgreSQL keeps a cached generic plan until the tables' statistics change
 (ANALYZE, which autovacuum runs as tables grow), so a plan made on small
