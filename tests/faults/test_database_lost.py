@@ -31,7 +31,8 @@ from .conftest import raw_connection, wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 CUSTOMER = "fieldwork.customer"
-FEED_INSERT = 'COPY "sync_change"'  # how sync.feed.append writes on PostgreSQL
+# How sync.feed.append writes on PostgreSQL: INSERT for a few rows, COPY for more.
+FEED_INSERTS = ('INSERT INTO "sync_change"', 'COPY "sync_change"')
 HOLD = "LOCK TABLE sync_change IN SHARE MODE"
 
 
@@ -57,8 +58,9 @@ def waiting_for_the_feed_lock(but: set[int] = frozenset()) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND wait_event = 'relation' AND query LIKE %s",
-            [f"%{FEED_INSERT}%"],
+            "AND wait_event_type = 'Lock' AND wait_event = 'relation' "
+            "AND (query LIKE %s OR query LIKE %s)",
+            [f"%{statement}%" for statement in FEED_INSERTS],
         )
         return [pid for (pid,) in cursor.fetchall() if pid not in but]
 

@@ -1,5 +1,6 @@
-"""`sync.bulk.insert` (COPY on PostgreSQL) writes exactly what Django's
-bulk_create writes, value for value, and fails as the ORM does."""
+"""`sync.bulk.insert` (on PostgreSQL INSERT … VALUES for a few rows, COPY
+for more) writes exactly what Django's bulk_create writes, value for value,
+and fails as the ORM does; every test here runs both ways."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def _both(model: type[models.Model], make: Any) -> tuple[dict[str, Any], dict[st
     if by_copy.pk is None:  # an auto-incremented key: the newest row
         by_copy.pk = model._default_manager.order_by("-pk").values_list("pk", flat=True)[0]
     return _row(model, by_django.pk), _row(model, by_copy.pk)
+
+
+@pytest.fixture(autouse=True, params=["insert", "copy"])
+def way(request: Any, monkeypatch: Any) -> str:
+    monkeypatch.setattr(bulk, "COPY_FROM", bulk.COPY_FROM if request.param == "insert" else 1)
+    return request.param
 
 
 @pytest.fixture
