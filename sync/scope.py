@@ -15,10 +15,12 @@ scope; nothing else intersects channels.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db import connection
 from django.db.models import Q
 
 from .models import ChannelGrant
@@ -48,9 +50,23 @@ def members_filter(channels: Iterable[str], *, field: str = "user_id") -> Q:
 
 
 def user_channels(user_id: int) -> set[str]:
-    """The channels a user belongs to: their own and those granted to them."""
-    granted = ChannelGrant.objects.filter(user_id=user_id).values_list("channel", flat=True)
-    return {own_channel(user_id), *granted}
+    """The channels a user belongs to: their own and those granted to them.
+
+    Written out rather than as a queryset: every push asks, and building and
+    compiling the queryset took 0.3 ms of CPU for a statement PostgreSQL
+    answers from an index in a few microseconds."""
+    with connection.cursor() as cursor:
+        cursor.execute(_granted_sql(), [user_id])
+        return {own_channel(user_id), *(channel for (channel,) in cursor.fetchall())}
+
+
+@functools.cache
+def _granted_sql() -> str:
+    quote = connection.ops.quote_name
+    meta = ChannelGrant._meta
+    channel, user = (quote(str(meta.get_field(name).column)) for name in ("channel", "user"))
+    # Names from the model's metadata; the user id is a parameter.
+    return f"SELECT {channel} FROM {quote(meta.db_table)} WHERE {user} = %s"  # noqa: S608
 
 
 @dataclass(frozen=True)
