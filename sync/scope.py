@@ -64,7 +64,8 @@ def user_channels(user_id: int) -> set[str]:
 def _granted_sql() -> str:
     quote = connection.ops.quote_name
     meta = ChannelGrant._meta
-    channel, user = (quote(str(meta.get_field(name).column)) for name in ("channel", "user"))
+    columns = {f.name: str(f.column) for f in meta.concrete_fields}
+    channel, user = quote(columns["channel"]), quote(columns["user"])
     # Names from the model's metadata; the user id is a parameter.
     return f"SELECT {channel} FROM {quote(meta.db_table)} WHERE {user} = %s"  # noqa: S608
 
