@@ -442,8 +442,10 @@ def push_batches(token: str, device: str, batches: list[list[dict]]) -> dict:
     return {"mutations": n, "mutations_per_s": round(n / seconds), "statuses": statuses}
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far."""
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
+    """User + system CPU time the processes have used so far; with
+    `children`, also that of their children that have ended (PostgreSQL's
+    postmaster collects the time of backends that exit)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
@@ -453,7 +455,16 @@ def cpu_seconds(pids: list[int]) -> float:
             continue  # gone
         fields = stat[stat.rfind(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])
+        if children:
+            total += int(fields[13]) + int(fields[14])
     return total / tick
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process, those that have ended included
+    (a backend that exits during a measurement took its time with it: the
+    difference came out negative)."""
+    return cpu_seconds(postgres_pids(), children=True)
 
 
 def postgres_pids() -> list[int]:
@@ -467,13 +478,13 @@ def push_concurrent(server: Server, pushers: list[tuple[str, str, list[list[dict
     """Several devices (each its own user) pushing batches at once: what the
     server, not one device's round trips, sustains; with the CPU time the
     server's workers and PostgreSQL spent on it."""
-    workers, pg = server.worker_pids(), postgres_pids()
-    before = (cpu_seconds(workers), cpu_seconds(pg), time.process_time())
+    workers = server.worker_pids()
+    before = (cpu_seconds(workers), postgres_cpu_seconds(), time.process_time())
     started = time.perf_counter()
     with ThreadPoolExecutor(len(pushers)) as pool:
         runs = list(pool.map(lambda p: push_batches(*p), pushers))
     seconds = time.perf_counter() - started
-    after = (cpu_seconds(workers), cpu_seconds(pg), time.process_time())
+    after = (cpu_seconds(workers), postgres_cpu_seconds(), time.process_time())
     n = sum(r["mutations"] for r in runs)
     statuses: dict[str, int] = {}
     for r in runs:
