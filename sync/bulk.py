@@ -181,7 +181,9 @@ def update_each(
 
 # Fewer rows than this go in with INSERT … VALUES: COPY waits for the server
 # twice (for its statement, then for the rows), an INSERT once, and a push of
-# a few mutations writes three tables this way.
+# a few mutations writes three tables this way. Each row count is its own
+# statement text, so a table has at most COPY_FROM - 1 of them for psycopg to
+# prepare.
 COPY_FROM = 16
 
 
