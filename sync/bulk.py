@@ -49,7 +49,7 @@ def insert(
         model._default_manager.bulk_create(objs)
         return
     fields = _columns(model, with_pk)
-    _copy(model, fields, ([f.pre_save(obj, True) for f in fields] for obj in objs))
+    _write_rows(model, fields, ([f.pre_save(obj, True) for f in fields] for obj in objs))
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
@@ -68,7 +68,7 @@ def insert_values(
         model._default_manager.bulk_create([model(**row) for row in rows])
         return
     fields = _columns(model, with_pk)
-    _copy(
+    _write_rows(
         model,
         fields,
         ([row[f.attname] if f.attname in row else f.get_default() for f in fields] for row in rows),
@@ -187,7 +187,11 @@ def update_each(
 COPY_FROM = 16
 
 
-def _copy(model: type[models.Model], fields: list[models.Field], rows: Iterable[list[Any]]) -> None:
+def _write_rows(
+    model: type[models.Model], fields: list[models.Field], rows: Iterable[list[Any]]
+) -> None:
+    """`rows` (values of `fields`, in order) into `model`'s table: INSERT for
+    fewer than COPY_FROM rows, COPY for more."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(str(f.column)) for f in fields)
