@@ -244,24 +244,26 @@ def pull_page(
         remaining = cur.r - len(rows)
         nxt = nxt.evolve(r=remaining)
     else:
-        main_left = main_after(main_from)
-        if cur.s == ORIGIN:
-            # From the feed's origin (an initial sync's first page), the
-            # estimate is of all the caller's rows less those this page
-            # read: PostgreSQL estimates a channel's rows well (99,394 for
-            # 100,000), but multiplies in a position's range as if it did
-            # not depend on the channel (45,770), and a progress bar would
-            # then reach zero a third of the way through.
-            read = 0 if cur.b else sum(1 for row in rows if _position(row) <= main_from)
-            estimated, less = Change.objects.filter(in_scope, settled), read
+        if connection.vendor != "postgresql":
+            remaining = _estimate(main_after(main_from))
         else:
-            estimated, less = main_left, 0
-        counted = (
-            _main_feed_sql(channels, labels, horizon, main_from, REMAINING_EXACT - 1)
-            if connection.vendor == "postgresql"
-            else None
-        )
-        remaining = _estimate(main_left, counted=counted, estimated=estimated, less=less)
+            # From the feed's origin (an initial sync's first page), the
+            # estimate is of all the caller's rows less those this page read:
+            # PostgreSQL estimates a channel's rows well (99,394 for 100,000),
+            # but multiplies in a position's range as if it did not depend on
+            # the channel (45,770), and a progress bar would then reach zero a
+            # third of the way through.
+            from_origin = cur.s == ORIGIN
+            estimated = (
+                Change.objects.filter(in_scope, settled) if from_origin else main_after(main_from)
+            )
+            less = (
+                sum(1 for row in rows if _position(row) <= main_from)
+                if from_origin and not cur.b
+                else 0
+            )
+            counted = _main_feed_sql(channels, labels, horizon, main_from, REMAINING_EXACT - 1)
+            remaining = _estimate(estimated, counted=counted, less=less)
         for channel, upto, pos in nxt.b:
             remaining += _estimate(_backfill_rows(by_model, channel, upto, pos).filter(settled))
         nxt = nxt.evolve(r=remaining)
@@ -337,20 +339,13 @@ def _read_ahead(
     return ReadAhead(horizon, grants, guessed, _rendered_rows(page_rows))
 
 
-def _estimate(
-    rows: Any,
-    *,
-    counted: tuple[str, list[Any]] | None = None,
-    estimated: Any = None,
-    less: int = 0,
-) -> int:
-    """How many feed rows `rows` holds: exact up to REMAINING_EXACT, then the
-    planner's estimate (from the table's statistics, in well under a
-    millisecond; a large channel is among their most common values) of
-    `estimated` (default: `rows`) less `less`, never below what was counted
-    nor above REMAINING_COUNT_CAP. `counted` is a statement reading the same
-    rows as `rows`, in feed order, REMAINING_EXACT at most (default: `rows`
-    so read).
+def _estimate(rows: Any, *, counted: tuple[str, list[Any]] | None = None, less: int = 0) -> int:
+    """How many feed rows remain: exact up to REMAINING_EXACT, counted by
+    `counted` (a statement reading them in feed order, REMAINING_EXACT at
+    most; default: `rows` so read), then the planner's estimate of `rows`
+    (from the table's statistics, in well under a millisecond; a large
+    channel is among their most common values) less `less`, never below what
+    was counted nor above REMAINING_COUNT_CAP.
 
     On PostgreSQL the count and the estimate are asked together, in one
     round trip: the first page of every initial sync asks for both, and
@@ -365,9 +360,7 @@ def _estimate(
     if counted is None:
         sql, params = rows.order_by("tx", "seq").values_list("seq").query.sql_with_params()
         counted = f"{sql} LIMIT {REMAINING_EXACT:d}", params
-    sql, params = (
-        (rows if estimated is None else estimated).values_list("seq").query.sql_with_params()
-    )
+    sql, params = rows.values_list("seq").query.sql_with_params()
     # Statements compiled by Django or written by `_main_feed_sql`; every
     # value is a parameter.
     (exact,), plan = generic_plan.fetchall_together(
