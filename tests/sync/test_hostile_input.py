@@ -117,6 +117,8 @@ def test_too_many_query_parameters_is_a_400(alice):
 
 def test_forged_cursor_with_infinite_position_is_a_400(alice, monkeypatch):
     token = Cursor(u=alice.user.pk).encode()
+    # Forged: not a text this process issued (encode remembers its own).
+    cursor_module._DECODED.clear()
     original = cursor_module.signing.loads
 
     def loads_with_infinity(*args, **kwargs):
@@ -165,3 +167,20 @@ def test_conflicts_list_survives_odd_client_data(alice):
     response = alice.client.get("/api/v1/sync/conflicts/")
     assert response.status_code == 200
     assert response.json()[0]["client_data"] == {"phone": "\u2603 snow"}
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        Cursor(u=7),
+        Cursor(s=(12, 3), g=4, i=(10, 1), m=("fieldwork.customer",), r=99, u=7, t=5),
+        Cursor(b=(("user:7", None, (1, 2)), ("team:3", (9, 9), (0, 0))), u=7, a=True, f=True),
+    ],
+)
+def test_a_cursor_this_process_issued_reads_as_it_would_from_its_text(cursor):
+    """encode() remembers the cursor for decode(); what decode() hands back
+    must be what reading the text afresh gives."""
+    text = cursor.encode()
+    assert cursor_module.decode(text) is cursor
+    cursor_module._DECODED.clear()
+    assert cursor_module.decode(text) == cursor
