@@ -3,9 +3,12 @@ HTTP on 127.0.0.1, rate limits out of the way, warnings only."""
 
 from __future__ import annotations
 
+import atexit
 import gzip
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +32,15 @@ SERVER_ENV = {
 
 def gunicorn(code: Path, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
     """gunicorn serving the checkout `code` on 127.0.0.1:`port` with keep-alive,
-    with its config file as the README runs it (older checkouts have none),
+    with its config file and the metrics of all workers in a directory, as
+    the README runs it in production (older checkouts have no config file),
     once it answers /healthz."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in env:
+        # Each worker's metrics in shared files: 0.06-0.09 ms more of a
+        # worker's CPU per request than in its own memory.
+        metrics = tempfile.mkdtemp(prefix="bench-metrics-")
+        atexit.register(shutil.rmtree, metrics, ignore_errors=True)
+        env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics}
     command = [str(Path(sys.executable).with_name("gunicorn")), "config.wsgi"]
     if (code / "config" / "gunicorn.conf.py").exists():
         command[1:1] = ["-c", "config/gunicorn.conf.py"]
