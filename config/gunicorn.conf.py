@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import multiprocess
+
 wsgi_app = "config.wsgi"
 
 
@@ -31,9 +33,12 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    # Runs in the master's SIGCHLD handler. It imported prometheus_client
+    # here once: when two workers exited together (as all do when gunicorn
+    # stops), the second signal arrived in the middle of that import, the
+    # handler ran again on the half-imported module, and the master died
+    # with an AttributeError. The module is imported with this file instead.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)
 
 
