@@ -32,6 +32,7 @@ from django.core import signing
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from . import memo
 from .feed import ORIGIN, Position
 
 _SALT = "sync.cursor.v1"
@@ -107,9 +108,7 @@ _DECODED: dict[str, Cursor] = {}
 
 
 def _remember(text: str, cursor: Cursor) -> None:
-    if len(_DECODED) >= DECODED_MAX:
-        _DECODED.clear()
-    _DECODED[text] = cursor
+    memo.remember(_DECODED, text, cursor, DECODED_MAX)
 
 
 @receiver(setting_changed)

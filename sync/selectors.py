@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 
-from . import feed, generic_plan, registry
+from . import feed, generic_plan, memo, registry
 from .batch import Batch
 from .cursor import BadCursor, Cursor, decode
 from .errors import SyncError
@@ -284,8 +284,8 @@ PAGE_PLANNER = {
 }
 
 
-# Each user's channels as the last pull in this process found them (bounded:
-# forgotten all at once when full), for `_read_ahead`'s guess.
+# Each user's channels as the last pull in this process found them (bounded,
+# `sync.memo`), for `_read_ahead`'s guess.
 _CHANNELS_SEEN: dict[int, frozenset[str]] = {}
 CHANNELS_SEEN_MAX = 10_000
 
@@ -298,9 +298,7 @@ class ReadAhead(NamedTuple):
 
 
 def _remember_channels(user_id: int, channels: frozenset[str]) -> None:
-    if len(_CHANNELS_SEEN) >= CHANNELS_SEEN_MAX and user_id not in _CHANNELS_SEEN:
-        _CHANNELS_SEEN.clear()
-    _CHANNELS_SEEN[user_id] = channels
+    memo.remember(_CHANNELS_SEEN, user_id, channels, CHANNELS_SEEN_MAX)
 
 
 def _read_ahead(
