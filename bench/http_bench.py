@@ -373,15 +373,15 @@ def _write_every(user: object, pause: float, stop: Any) -> None:
 
 def incremental(
     devices: list[tuple[str, str]],
-    writer: tuple[object, str],
+    writer: object,
     seconds: float,
     every: float = 0.0,
 ) -> dict:
     """Each device pulls its increments in a loop while a writer changes a few
-    objects; latency of every pull. With `every`, a device pulls once per that
-    many seconds (at a random phase), as devices on a timer or woken by a push
-    do; without, back to back (the server's saturation)."""
-    user, _ = writer
+    objects of the user `writer`; latency of every pull. With `every`, a
+    device pulls once per that many seconds (at a random phase), as devices on
+    a timer or woken by a push do; without, back to back (the server's
+    saturation)."""
     sessions = [session(t, d) for t, d in devices]
     cursors: list[str | None] = [None] * len(devices)
     # Each device first catches up (an initial sync of the small data set).
@@ -401,7 +401,7 @@ def incremental(
     # stop their clocks (p99 70-77 ms with it here, 59-62 in its own process,
     # same server and load).
     connection.close()  # the child opens its own
-    writer_process = fork.Process(target=_write_every, args=(user, 0.05, writing))
+    writer_process = fork.Process(target=_write_every, args=(writer, 0.05, writing))
     writer_process.start()
 
     latencies: list[float] = []
@@ -623,10 +623,10 @@ def main() -> None:
         result["initial_pull_gzip"] = gz
         result["baseline"] = {str(k): baseline_sync(token, k) for k in (100, 1000)}
         result["incremental"] = {
-            str(k): incremental(inc_devices[:k], (small, ""), seconds) for k in (1, 8, 32)
+            str(k): incremental(inc_devices[:k], small, seconds) for k in (1, 8, 32)
         }
         result["incremental_paced"] = {
-            "32": {"every_s": 1.0, **incremental(inc_devices, (small, ""), seconds * 2, every=1.0)}
+            "32": {"every_s": 1.0, **incremental(inc_devices, small, seconds * 2, every=1.0)}
         }
         run_id = uuid.uuid4().hex[:8]  # writers of this run start empty
         pusher = user_with(f"httpbench-pusher-{run_id}", 0)
