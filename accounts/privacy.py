@@ -67,7 +67,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from devices.models import Device, PushOutbox
-from sync import registry
+from sync import capture, registry
 from sync.batch import BLOCKED
 from sync.choices import Op, Status
 from sync.models import ChannelGrant, Conflict, GrantEvent, MutationRecord
@@ -298,7 +298,8 @@ def user_data_erase(*, user: Any, by: Any = None) -> ErasureReport:
             report.deleted[stype.label] += deleted
         if kept:
             report.kept[stype.label] += kept
-    with transaction.atomic():
+    # Rows go for good, unrecorded: the deletes devices pull were written above.
+    with transaction.atomic(), capture.purging():
         _purge(user, username, report)
     logger.info(
         "erased the data of user %s by %s: %s",
@@ -405,8 +406,7 @@ def _purge(user: Any, username: str, report: ErasureReport) -> None:
         if keep:
             _empty(stype, sorted(keep))
             report.emptied[stype.label] += len(keep)
-    # After the rows: django-simple-history records a row's deletion as one
-    # more history row (with its values), which must go too.
+    # After the rows: every version they had is in their history.
     for stype, ids in owned_ids.items():
         history = _history(stype)
         for chunk in _chunks(ids):

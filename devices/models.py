@@ -57,6 +57,9 @@ class PushOutbox(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Recorded by the database for a write outside the sync service
+    # (sync.capture): no task was handed its id, so the sweep takes it at once.
+    captured = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="devices_outbox_created")]

@@ -113,6 +113,17 @@ def enqueue(outbox_id: int) -> bool:
     return True
 
 
+def enqueue_captured() -> int:
+    """Hand the wake-ups the database recorded for captured writes
+    (sync.capture) to the fan-out task; returns how many."""
+    ids = list(
+        PushOutbox.objects.filter(captured=True, claimed_until__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:1000]
+    )
+    return sum(enqueue(outbox_id) for outbox_id in ids)
+
+
 # --- the worker's side ------------------------------------------------------------------------
 
 
@@ -203,7 +214,9 @@ def outbox_sweep() -> int:
     _broker_down_until = 0.0  # the sweep itself came through the broker: it is back
     now = timezone.now()
     stale = PushOutbox.objects.filter(
-        Q(claimed_until__isnull=True, created_at__lt=now - SWEEP_GRACE) | Q(claimed_until__lt=now)
+        Q(claimed_until__isnull=True, created_at__lt=now - SWEEP_GRACE)
+        | Q(claimed_until__isnull=True, captured=True)
+        | Q(claimed_until__lt=now)
     ).values_list("pk", flat=True)[:1000]
     ids = list(stale)
     if ids:

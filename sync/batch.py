@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from devices.wakeups import wakeup_record
 
-from . import bulk, feed, merge, metrics, registry
+from . import bulk, capture, feed, merge, metrics, registry
 from .choices import ConflictStatus, OnStale, Op, Status
 from .codecs import error_messages
 from .metrics import ConflictEvent
@@ -475,16 +475,19 @@ class Batch:
         updates: dict[SyncedType, list[SyncedModel]] = defaultdict(list)
         for key in sorted(self.dirty, key=lambda k: (k[0], k[1])):
             (updates if key in self.in_db else creates)[self.dirty[key]].append(self.objects[key])
-        for stype, objs in creates.items():
-            bulk.insert(stype.model, objs)
-        for stype, objs in updates.items():
-            # Rows known to exist (locked above) are rewritten with one
-            # INSERT ... ON CONFLICT DO UPDATE: Django's bulk_update builds a
-            # CASE expression per field and object and costs seconds per 500.
-            fields = [f.name for f in stype.model._meta.concrete_fields if not f.primary_key]
-            stype.model._default_manager.bulk_create(
-                objs, update_conflicts=True, unique_fields=["id"], update_fields=fields
-            )
+        # The batch versions, records and feeds these rows itself: the
+        # database's capture of other writers (sync.capture) stands aside.
+        with capture.service_writes():
+            for stype, objs in creates.items():
+                bulk.insert(stype.model, objs)
+            for stype, objs in updates.items():
+                # Rows known to exist (locked above) are rewritten with one
+                # INSERT ... ON CONFLICT DO UPDATE: Django's bulk_update builds a
+                # CASE expression per field and object and costs seconds per 500.
+                fields = [f.name for f in stype.model._meta.concrete_fields if not f.primary_key]
+                stype.model._default_manager.bulk_create(
+                    objs, update_conflicts=True, unique_fields=["id"], update_fields=fields
+                )
         self._flush_history()
         if self.conflicts:
             Conflict.objects.bulk_create(self.conflicts)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -24,15 +25,76 @@ class SyncedHistory(HistoricalRecords):
                 field.db_index = False
         return fields
 
+    # A registered model's history is written by the database, with the row
+    # (sync.capture), for every write path: a second row here would double it.
+    def post_save(self, instance: Any, created: bool, using: Any = None, **kwargs: Any) -> None:
+        if not _captured(type(instance)):
+            super().post_save(instance, created, using=using, **kwargs)
+
+    def post_delete(self, instance: Any, using: Any = None, **kwargs: Any) -> None:
+        if not _captured(type(instance)):
+            super().post_delete(instance, using=using, **kwargs)
+
+
+def _captured(model: type[models.Model]) -> bool:
+    from . import registry
+
+    return registry.for_model(model) is not None
+
+
+def _history_user_id(instance: Any) -> Any:
+    """Who writes, as simple-history would record it: the instance's
+    `_history_user`, else the request's user (its HistoryRequestMiddleware)."""
+    user = getattr(instance, "_history_user", None)
+    if user is None:
+        request = getattr(HistoricalRecords.context, "request", None)
+        user = getattr(request, "user", None)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user.pk
+
+
+class SyncedQuerySet(models.QuerySet):
+    """Bulk writes name their user and reason for the history the database
+    records, and wake devices as soon as they commit (sync.capture)."""
+
+    def _captured_write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from . import capture
+
+        if capture.current(self.db).writer in capture.PASSING:
+            return getattr(super(), method)(*args, **kwargs)  # the service's own writes
+        with capture.write_context(user_id=_history_user_id(None), using=self.db):
+            result = getattr(super(), method)(*args, **kwargs)
+        capture.wake_after_commit(self.db)
+        return result
+
+    def update(self, **kwargs: Any) -> int:
+        return self._captured_write("update", **kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        return self._captured_write("delete")
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._captured_write("bulk_create", objs, *args, **kwargs)
+
+    def bulk_update(self, objs: Any, fields: Any, *args: Any, **kwargs: Any) -> int:
+        return self._captured_write("bulk_update", objs, fields, *args, **kwargs)
+
+
+class SyncedManager(models.Manager.from_queryset(SyncedQuerySet)):  # type: ignore[misc]
+    pass
+
 
 class SyncedModel(models.Model):
     """Base of every synced model.
 
-    Ids are UUIDs chosen by the client. `version` starts at 1 and is bumped by
-    the sync service on every write. Deletes are soft (`deleted_at`) so that
-    versions stay monotonic, a late update can be recognised as
-    update-vs-delete, and a conflict resolution can bring an object back.
-    Never save these directly: write through `sync.services`.
+    Ids are UUIDs chosen by the client. `version` starts at 1 and goes up by
+    one on every write, whoever makes it: the sync service sets it for its
+    own writes, and the database (sync.capture) for every other one, so
+    `.save()`, `QuerySet.update()`, the admin and raw SQL all reach devices.
+    Deletes are soft (`deleted_at`) so that versions stay monotonic, a late
+    update can be recognised as update-vs-delete, and a conflict resolution
+    can bring an object back; `delete()` leaves such a tombstone too.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -46,12 +108,61 @@ class SyncedModel(models.Model):
 
     history = SyncedHistory(inherit=True)
 
+    objects = SyncedManager()
+
     class Meta:
         abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Saved as ever; the database gives the write its version, history
+        and feed rows (sync.capture), and the instance learns its new state."""
+        if not _captured(type(self)):
+            super().save(*args, **kwargs)
+            return
+        from . import capture
+
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        reason = getattr(self, "_change_reason", None)
+        with (
+            capture.write_context(user_id=_history_user_id(self), reason=reason, using=using),
+            transaction.atomic(using=using, savepoint=False),
+        ):
+            super().save(*args, **kwargs)
+            self._refresh_sync_state(using)
+        capture.wake_after_commit(using)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        """Leaves a tombstone (deleted_at and a new version) that devices pull;
+        references to it follow their on_delete as Django applies it."""
+        if not _captured(type(self)):
+            return super().delete(*args, **kwargs)
+        from . import capture
+
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        pk = self.pk
+        with (
+            capture.write_context(
+                user_id=_history_user_id(self),
+                reason=getattr(self, "_change_reason", None),
+                using=using,
+            ),
+            transaction.atomic(using=using, savepoint=False),
+        ):
+            result = super().delete(*args, **kwargs)
+            self.pk = pk  # Django clears it; the row stays, as a tombstone
+            self._refresh_sync_state(using)
+        capture.wake_after_commit(using)
+        return result
 
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    def _refresh_sync_state(self, using: str) -> None:
+        names = ["version", "created_at", "updated_at", "deleted_at", "last_device_id"]
+        row = type(self)._base_manager.using(using).filter(pk=self.pk).values(*names).first()
+        if row is not None:
+            self.__dict__.update(row)
 
 
 class Change(models.Model):
@@ -235,3 +346,28 @@ class Conflict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on {self.model}:{self.object_id}"
+
+
+class WriteContext(models.Model):
+    """Who is writing, for the triggers of sync.capture on SQLite (PostgreSQL
+    keeps it in transaction-local settings): at most one row, present only
+    inside the transaction that set it."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    writer = models.CharField(max_length=16, blank=True)
+    user_id = models.CharField(max_length=64, blank=True)
+    reason = models.CharField(max_length=100, blank=True)
+
+    def __str__(self) -> str:
+        return self.writer or "captured"
+
+
+class CaptureState(models.Model):
+    """Which version of each table's triggers is installed (SQLite; PostgreSQL
+    keeps it as a comment on the trigger's function)."""
+
+    tablename = models.CharField(max_length=200, primary_key=True)
+    fingerprint = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.tablename}: {self.fingerprint}"
