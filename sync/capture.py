@@ -187,6 +187,12 @@ def _apply(connection: BaseDatabaseWrapper, context: Context) -> None:
 # --- the triggers -----------------------------------------------------------------------
 
 
+# True while the sync service (or an erasure) writes: the triggers stand aside.
+PG_PASSING = (
+    f"COALESCE(current_setting('{_SETTING['writer']}', true), '') IN ('{SERVICE}', '{PURGE}')"
+)
+
+
 def _q(connection: BaseDatabaseWrapper, name: str) -> str:
     return connection.ops.quote_name(name)
 
@@ -295,13 +301,9 @@ def postgres_sql(stype: SyncedType, connection: BaseDatabaseWrapper) -> list[str
         f"INSERT INTO {q(t.feed)} (tx, channel, model, object_id, version, op, created_at) "
         f"SELECT tx, c, '{stype.label}', NEW.id, NEW.version, %s, statement_timestamp() "
     )
-    passing = f"current_setting('{_SETTING['writer']}', true) IN ('{SERVICE}', '{PURGE}')"
     before = f"""
 CREATE OR REPLACE FUNCTION {q(before_fn)}() RETURNS trigger LANGUAGE plpgsql AS $sync$
 BEGIN
-  IF {passing} THEN
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-  END IF;
   IF TG_OP = 'DELETE' THEN
     -- A tombstone devices pull, as the sync service deletes: the UPDATE is
     -- captured like any other, and the row stays.
@@ -332,9 +334,6 @@ DECLARE
   new_channels text[];
   kind char(1);
 BEGIN
-  IF {passing} THEN
-    RETURN NULL;
-  END IF;
   IF TG_OP = 'UPDATE' THEN
     IF NEW.version = OLD.version THEN
       RETURN NULL;  -- unchanged (see the BEFORE trigger)
@@ -364,16 +363,20 @@ BEGIN
   RETURN NULL;
 END
 $sync$"""
+    # The writer is tested in each trigger's WHEN, which PostgreSQL evaluates
+    # without calling the function, and for AFTER triggers without queueing
+    # an event: the service's rows cost an expression each.
+    when = f"WHEN (NOT {PG_PASSING})"
     triggers = [
         f"DROP TRIGGER IF EXISTS sync_capture_before ON {table}",
         f"CREATE TRIGGER sync_capture_before BEFORE INSERT OR UPDATE OR DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {q(before_fn)}()",
+        f"FOR EACH ROW {when} EXECUTE FUNCTION {q(before_fn)}()",
         f"DROP TRIGGER IF EXISTS sync_capture_after ON {table}",
         f"CREATE TRIGGER sync_capture_after AFTER INSERT OR UPDATE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION {q(after_fn)}()",
+        f"FOR EACH ROW {when} EXECUTE FUNCTION {q(after_fn)}()",
         f"DROP TRIGGER IF EXISTS sync_capture_wakeup ON {table}",
         f"CREATE TRIGGER sync_capture_wakeup AFTER INSERT OR UPDATE OR DELETE ON {table} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION sync_capture_wakeup()",
+        f"FOR EACH STATEMENT {when} EXECUTE FUNCTION sync_capture_wakeup()",
     ]
     return [_wakeup_function(t, connection), before, after, *triggers]
 
@@ -382,7 +385,6 @@ def _wakeup_function(t: Tables, connection: BaseDatabaseWrapper) -> str:
     """One wake-up per statement, for the feed rows it wrote: a bulk update
     of thousands of rows is one fan-out, not thousands."""
     q = lambda name: _q(connection, name)  # noqa: E731
-    passing = f"current_setting('{_SETTING['writer']}', true) IN ('{SERVICE}', '{PURGE}')"
     return f"""
 CREATE OR REPLACE FUNCTION sync_capture_wakeup() RETURNS trigger LANGUAGE plpgsql AS $sync$
 DECLARE
@@ -390,7 +392,7 @@ DECLARE
   newest bigint;
   found jsonb;
 BEGIN
-  IF {passing} OR pg_current_xact_id_if_assigned() IS NULL THEN
+  IF pg_current_xact_id_if_assigned() IS NULL THEN
     RETURN NULL;
   END IF;
   covered := COALESCE(NULLIF(current_setting('{_WOKEN}', true), '')::bigint, 0);
