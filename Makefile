@@ -42,7 +42,7 @@ lint: install
 	@! git grep -nE '^(<<<<<<<|>>>>>>>) ' -- . || { echo "merge conflict markers left in the files above" >&2; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sync devices accounts client
+	$(VENV)/bin/mypy sync devices syncbase client
 
 # Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
 # and the raw floor), bench/run.py (in process), fan-out and compression.

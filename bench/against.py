@@ -60,7 +60,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from fieldwork.models import Customer
-from sync.services import mutations_apply
+from sync.engine.write import mutations_apply
 call_command("migrate", verbosity=0)
 user, _ = get_user_model().objects.get_or_create(username=%(user)r)
 user.set_password(%(password)r)

@@ -42,9 +42,10 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from devices import push  # noqa: E402
 from devices.models import Device, PushOutbox  # noqa: E402
-from devices.wakeups import wakeups_send  # noqa: E402
+from sync.engine.grants import channel_grant  # noqa: E402
+from sync.engine.write import mutations_apply  # noqa: E402
 from sync.models import ChannelGrant  # noqa: E402
-from sync.services import channel_grant, mutations_apply  # noqa: E402
+from sync.notify.wakeups import wakeups_send  # noqa: E402
 from tests.devices.fake_fcm import FakeFCM  # noqa: E402
 
 

@@ -3,7 +3,7 @@
 Each transaction does what the tail of a push does to the feed: append two
 rows to `sync_change`. `lock` takes the transaction-scoped advisory lock the
 feed used to serialise its tail with (until commit); `xid` is today's feed
-(sync.feed): it asks for its transaction id and inserts, with no lock. Run by
+(sync.engine.feed): it asks for its transaction id and inserts, with no lock. Run by
 pgbench (a C client, so the client is not the bottleneck) with 1, 16 and 64
 writers, synchronous commit, against the bench database.
 

@@ -66,12 +66,12 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from accounts.services import token_issue  # noqa: E402
 from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
 from devices.models import Device  # noqa: E402
 from devices.services import device_register  # noqa: E402
 from sync import registry  # noqa: E402
-from sync.services import mutations_apply  # noqa: E402
+from sync.accounts.services import token_issue  # noqa: E402
+from sync.engine.write import mutations_apply  # noqa: E402
 
 CUSTOMER, ORDER, NOTE = "fieldwork.customer", "fieldwork.workorder", "fieldwork.note"
 PORT = int(os.environ.get("BENCH_PORT", "8799"))

@@ -20,9 +20,9 @@ import http_bench as hb  # the bench beside this file (its sys.path set-up inclu
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from sync import feed
-from sync.cursor import Cursor
-from sync.selectors import pull_page
+from sync.engine import feed
+from sync.engine.cursor import Cursor
+from sync.engine.pull import pull_page
 
 
 def explain_middle(user_id: int, objects: int) -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ read it top to bottom and rebuild it in Kotlin or Swift.
 The sync loop, step by step, is in `client/README.md`.
 """
 
-from .errors import (
+from client.errors import (
     ApiError,
     ClientError,
     ConflictSettled,
@@ -23,8 +23,8 @@ from .errors import (
     StaleResolution,
     ValidationError,
 )
-from .http import RetryPolicy
-from .sync import Progress, SyncClient, SyncReport
+from client.http import RetryPolicy
+from client.sync import Progress, SyncClient, SyncReport
 
 __all__ = [
     "ApiError",

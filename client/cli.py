@@ -27,9 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from .errors import ApiError, ClientError, NetworkError, NotLoggedIn, ValidationError
-from .schema import ModelSpec
-from .sync import Progress, SyncClient, SyncReport
+from client.errors import ApiError, ClientError, NetworkError, NotLoggedIn, ValidationError
+from client.schema import ModelSpec
+from client.sync import Progress, SyncClient, SyncReport
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

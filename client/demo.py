@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ApiError, ClientError, NetworkError
-from .http import RetryPolicy
-from .sync import SyncClient
+from client.errors import ApiError, ClientError, NetworkError
+from client.http import RetryPolicy
+from client.sync import SyncClient
 
 # The demo logins `make run` prints (fieldwork/management/commands/seed_demo.py).
 DEMO_LOGINS = {"demo": "demo-pass-1234", "alice": "alice-pass-1234"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from .errors import ApiError, NetworkError
+from client.errors import ApiError, NetworkError
 
 # Worth another try: the request may not have been processed, or the server
 # asked us to come back (429). Any other 4xx would fail the same way again.

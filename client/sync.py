@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from .errors import (
+from client.errors import (
     ApiError,
     ConflictSettled,
     NotFound,
@@ -33,9 +33,9 @@ from .errors import (
     StaleResolution,
     ValidationError,
 )
-from .http import Api, Response, RetryPolicy, TransferStats
-from .schema import Errors, ModelSpec
-from .store import Data, LocalConflict, Mutation, Rejection, Store
+from client.http import Api, Response, RetryPolicy, TransferStats
+from client.schema import Errors, ModelSpec
+from client.store import Data, LocalConflict, Mutation, Rejection, Store
 
 PUSH_BATCH = 500  # the server's maximum per push (docs/protocol.md, "Push")
 DEFAULT_URL = "http://127.0.0.1:8000"

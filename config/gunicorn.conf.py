@@ -4,7 +4,7 @@ Only what the metrics and JSON errors need; everything else is gunicorn's
 defaults or its command-line options (workers, bind, timeouts).
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker process keeps its metrics in
-files there and /metrics adds them up (see sync/metrics.py). Files left by a
+files there and /metrics adds them up (see sync/engine/metrics.py). Files left by a
 previous run would be added in too, so the directory is emptied when the
 server starts; a worker that exits is marked dead so that its live gauges
 stop counting (its counters stay in the totals, as counters should).
@@ -53,7 +53,7 @@ def post_worker_init(worker: Any) -> None:
 def tune_gc() -> None:
     """The cyclic garbage collector, tuned for a worker serving requests.
 
-    Responses no longer sit in reference cycles (sync.middleware.
+    Responses no longer sit in reference cycles (syncbase.middleware.
     ReleaseResponseMiddleware), so nearly everything a request makes is freed
     by reference counting, yet the collector still ran every 700 container
     allocations, traversing a page's live rows again and again, and its full

@@ -60,7 +60,6 @@ INSTALLED_APPS = [
     "simple_history",
     "axes",
     "django_prometheus",
-    "accounts",
     "sync",
     "devices",
     "fieldwork",
@@ -68,19 +67,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost: one log line per request with its final status and whole duration.
-    "sync.request_log.RequestLogMiddleware",
+    "syncbase.request_log.RequestLogMiddleware",
     # Frees each response once it is back from the view (DRF's cycles).
-    "sync.middleware.ReleaseResponseMiddleware",
+    "syncbase.middleware.ReleaseResponseMiddleware",
     # Outside everything that writes a body: compresses what the client gets.
-    "sync.compression.ResponseCompressionMiddleware",
+    "syncbase.compression.ResponseCompressionMiddleware",
     # django-prometheus: request counts and latencies (its "after" half is last).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     # Before Django's own, so that even SecurityMiddleware's errors (a bad Host
     # header) reach API clients as JSON.
-    "sync.middleware.APIErrorMiddleware",
+    "syncbase.middleware.APIErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything reads a request body.
-    "sync.compression.RequestDecompressionMiddleware",
+    "syncbase.compression.RequestDecompressionMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -106,6 +105,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # The project's own: its admin index shows the open conflicts.
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
@@ -153,7 +153,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "DATABASE_HEALTH_CHECK_SECONDS", default=1.0
     )
     # django-prometheus' wrapper of Django's backend, with the health checks above.
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
+    DATABASES["default"]["ENGINE"] = "syncbase.postgresql"
 # django-prometheus' wrapper of the same backend counts queries, their
 # durations and errors, and connections (see /metrics); it behaves as Django's
 # own otherwise (`connection.vendor` is unchanged).
@@ -228,7 +228,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Response compression levels, chosen with bench/compression.py (see
-# sync/compression.py for the figures).
+# syncbase/compression.py for the figures).
 COMPRESSION_ZSTD_LEVEL = env.int("COMPRESSION_ZSTD_LEVEL", default=1)
 COMPRESSION_BROTLI_LEVEL = env.int("COMPRESSION_BROTLI_LEVEL", default=1)
 COMPRESSION_GZIP_LEVEL = env.int("COMPRESSION_GZIP_LEVEL", default=3)
@@ -245,16 +245,16 @@ NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 # /admin/login/ alike), whatever address they come from.
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = "accounts.lockout.lockout_parameters"
+AXES_LOCKOUT_PARAMETERS = "sync.api.lockout.lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_LOCKOUT_CALLABLE = "sync.api.lockout.lockout_response"
 AXES_IPWARE_PROXY_COUNT = NUM_PROXIES or None
 AXES_IPWARE_META_PRECEDENCE_ORDER = (
     ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if NUM_PROXIES else ("REMOTE_ADDR",)
 )
 
 # --- API tokens (accounts): django-rest-knox, hashed, several per account ---
-KNOX_TOKEN_MODEL = "accounts.Token"  # noqa: S105 - a model label, not a secret
+KNOX_TOKEN_MODEL = "sync.Token"  # noqa: S105 - a model label, not a secret
 REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None}
 # knox's own migrations create its default token table even when the model is
 # swapped for ours; it has no table to create here.
@@ -266,17 +266,17 @@ AUTH_TOKENS_PER_USER = env.int("AUTH_TOKENS_PER_USER", default=20)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "devices.auth.DeviceTokenAuthentication",
+        "sync.api.device_auth.DeviceTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["sync.renderers.ORJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["sync.parsers.ORJSONParser"],
-    "EXCEPTION_HANDLER": "sync.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["syncbase.renderers.ORJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["syncbase.parsers.ORJSONParser"],
+    "EXCEPTION_HANDLER": "syncbase.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
-        "accounts.throttling.AnonRateThrottle",
-        "accounts.throttling.UserRateThrottle",
+        "sync.api.throttling.AnonRateThrottle",
+        "sync.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
@@ -300,7 +300,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         # Throttling, authentication, parsing and size limits answer on every path.
-        "sync.openapi.add_common_responses",
+        "sync.api.openapi.add_common_responses",
     ],
     # One named component per choice set (several serializers share them).
     "ENUM_NAME_OVERRIDES": {
@@ -348,7 +348,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_PUBLISH_RETRY = False
 
-# --- Push notifications (devices.push, devices.tasks) ---
+# --- Push notifications (devices.push, sync.notify) ---
 # A service-account JSON file; setting it makes FCM the default backend.
 FCM_CREDENTIALS = env.str("FCM_CREDENTIALS", default="")
 PUSH_BACKEND = env.str("PUSH_BACKEND", default="fcm" if FCM_CREDENTIALS else "console")
@@ -395,7 +395,7 @@ METRICS_ALLOWED_IPS = [
     ipaddress.ip_network(net, strict=False) for net in env.list("METRICS_ALLOWED_IPS", default=[])
 ]
 
-# One line per request from sync.request_log (JSON in production, plain text
+# One line per request from syncbase.request_log (JSON in production, plain text
 # for `make run`). Django's own per-request lines are switched off below so
 # that nothing is logged twice.
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
@@ -406,11 +406,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "context": {"()": "sync.request_log.ContextFilter"},
+        "context": {"()": "syncbase.request_log.ContextFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {"()": "sync.request_log.JsonFormatter"},
+        "json": {"()": "syncbase.request_log.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -58,7 +58,7 @@ class PushOutbox(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     # Recorded by the database for a write outside the sync service
-    # (sync.capture): no task was handed its id, so the sweep takes it at once.
+    # (sync.engine.capture): no task was handed its id, so the sweep takes it at once.
     captured = models.BooleanField(default=False)
 
     class Meta:

@@ -4,7 +4,7 @@
 up to 500 a call, responses matched by index); `console` only logs what would
 be sent (the embedded default, `make run`). A backend sends once and sorts
 the outcome per device; retrying the temporary failures, recording the
-outcome and counting are the caller's (`devices.tasks`).
+outcome and counting are the caller's (`sync.notify.tasks`).
 
 The data message is the contract's (PROTOCOL.md, "Push notifications"):
 `{"type": "sync", "cursor": …}` or `{"type": "conflict_resolved",

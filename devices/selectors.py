@@ -8,9 +8,8 @@ from django.db import connection
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 
-from sync.errors import SyncError
-
-from .models import Device
+from devices.models import Device
+from syncbase.errors import SyncError
 
 HEADER = "X-Device-Id"
 
@@ -38,7 +37,7 @@ def device_from_request(request: Request) -> Device:
         raise SyncError("bad_device_id", f"{HEADER} must be a UUID.") from None
     remembered = getattr(request._request, "sync_device", None)
     if remembered is not None and remembered[0] == device_id:
-        device = remembered[1]  # read with the token (devices.auth)
+        device = remembered[1]  # read with the token (sync.api.device_auth)
     else:
         device = _device_of(device_id, user_id_of(request))
     if device is None:

@@ -5,10 +5,9 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from sync.admin_synced import SyncedModelAdmin
-
-from .models import Customer, Note, Team, TeamMembership, WorkOrder
-from .services import team_member_add, team_member_remove
+from fieldwork.models import Customer, Note, Team, TeamMembership, WorkOrder
+from fieldwork.services import team_member_add, team_member_remove
+from sync.admin.synced import SyncedModelAdmin
 
 
 class TeamMembershipInline(admin.TabularInline):

@@ -9,4 +9,4 @@ class FieldworkConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import sync_registration  # noqa: F401
+        from fieldwork import sync_registration  # noqa: F401

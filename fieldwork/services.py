@@ -4,9 +4,8 @@ from typing import Any
 
 from django.db import transaction
 
-from sync.services import channel_grant, channel_revoke
-
-from .models import Team, TeamMembership
+from fieldwork.models import Team, TeamMembership
+from sync.engine.grants import channel_grant, channel_revoke
 
 
 def team_member_add(*, team: Team, user: Any) -> None:

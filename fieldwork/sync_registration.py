@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import sync
+from fieldwork.models import Customer, Note, WorkOrder
 from sync.merge import Resolution
-
-from .models import Customer, Note, WorkOrder
 
 SCOPE = {"user": "owner", "team": "team"}
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 
 def register(model, **options):  # noqa: ANN001, ANN201 - re-exported, typed in registry
-    from .registry import register as _register
+    from sync.registry import register as _register
 
     return _register(model, **options)

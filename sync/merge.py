@@ -3,7 +3,7 @@
 Pure functions of wire values (JSON types), so every rule reads, and is tested,
 as a table: `decide(policy, clash)` takes what both sides did since the
 version the client started from and answers what to write, or that a person
-must decide. Nothing here loads, validates or writes; `sync.batch` does that
+must decide. Nothing here loads, validates or writes; `sync.engine.batch` does that
 around it.
 
 A write is *stale* when its `base_version` is older than the server's version.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .choices import ConflictKind, Policy
+from sync.choices import ConflictKind, Policy
 
 logger = logging.getLogger(__name__)
 

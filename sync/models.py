@@ -8,7 +8,7 @@ from django.db import models, router, transaction
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
-from .choices import ConflictKind, ConflictStatus, Op, Policy
+from sync.choices import ConflictKind, ConflictStatus, Op, Policy
 
 
 class SyncedHistory(HistoricalRecords):
@@ -26,7 +26,7 @@ class SyncedHistory(HistoricalRecords):
         return fields
 
     # A registered model's history is written by the database, with the row
-    # (sync.capture), for every write path: a second row here would double it.
+    # (sync.engine.capture), for every write path: a second row here would double it.
     def post_save(self, instance: Any, created: bool, using: Any = None, **kwargs: Any) -> None:
         if not _captured(type(instance)):
             super().post_save(instance, created, using=using, **kwargs)
@@ -37,7 +37,7 @@ class SyncedHistory(HistoricalRecords):
 
 
 def _captured(model: type[models.Model]) -> bool:
-    from . import registry
+    from sync import registry
 
     return registry.for_model(model) is not None
 
@@ -56,10 +56,10 @@ def _history_user_id(instance: Any) -> Any:
 
 class SyncedQuerySet(models.QuerySet):
     """Bulk writes name their user and reason for the history the database
-    records, and wake devices as soon as they commit (sync.capture)."""
+    records, and wake devices as soon as they commit (sync.engine.capture)."""
 
     def _captured_write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from . import capture
+        from sync.engine import capture
 
         if capture.current(self.db).writer in capture.PASSING:
             return getattr(super(), method)(*args, **kwargs)  # the service's own writes
@@ -90,7 +90,7 @@ class SyncedModel(models.Model):
 
     Ids are UUIDs chosen by the client. `version` starts at 1 and goes up by
     one on every write, whoever makes it: the sync service sets it for its
-    own writes, and the database (sync.capture) for every other one, so
+    own writes, and the database (sync.engine.capture) for every other one, so
     `.save()`, `QuerySet.update()`, the admin and raw SQL all reach devices.
     Deletes are soft (`deleted_at`) so that versions stay monotonic, a late
     update can be recognised as update-vs-delete, and a conflict resolution
@@ -115,11 +115,11 @@ class SyncedModel(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Saved as ever; the database gives the write its version, history
-        and feed rows (sync.capture), and the instance learns its new state."""
+        and feed rows (sync.engine.capture), and the instance learns its new state."""
         if not _captured(type(self)):
             super().save(*args, **kwargs)
             return
-        from . import capture
+        from sync.engine import capture
 
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         reason = getattr(self, "_change_reason", None)
@@ -136,7 +136,7 @@ class SyncedModel(models.Model):
         references to it follow their on_delete as Django applies it."""
         if not _captured(type(self)):
             return super().delete(*args, **kwargs)
-        from . import capture
+        from sync.engine import capture
 
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         pk = self.pk
@@ -171,7 +171,7 @@ class Change(models.Model):
     A row's place in the feed is its position `(tx, seq)`: the writing
     transaction's id, then the insert order. Readers only take rows whose
     transaction is older than every transaction still in flight (see
-    `sync.feed`), so no row can ever appear at a position a reader has passed,
+    `sync.engine.feed`), so no row can ever appear at a position a reader has passed,
     and no writer waits for another to commit.
     """
 
@@ -349,7 +349,7 @@ class Conflict(models.Model):
 
 
 class WriteContext(models.Model):
-    """Who is writing, for the triggers of sync.capture on SQLite (PostgreSQL
+    """Who is writing, for the triggers of sync.engine.capture on SQLite (PostgreSQL
     keeps it in transaction-local settings): at most one row, present only
     inside the transaction that set it."""
 
@@ -371,3 +371,21 @@ class CaptureState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tablename}: {self.fingerprint}"
+
+
+# The API's tokens and service accounts are models of this app too.
+from sync.accounts.models import ServiceAccount, Token  # noqa: E402
+
+__all__ = [
+    "CaptureState",
+    "ChannelGrant",
+    "Change",
+    "Conflict",
+    "FeedState",
+    "GrantEvent",
+    "MutationRecord",
+    "ServiceAccount",
+    "SyncedModel",
+    "Token",
+    "WriteContext",
+]

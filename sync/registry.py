@@ -8,7 +8,7 @@ A model opts in once, usually in its app's `ready()`:
 `scope` maps a channel prefix to a field: an object is in channel
 `<prefix>:<value of field>` for each non-null field. Every object is also
 owned by the user who created it (`owner_field`), and a user is always a member
-of `user:<their id>`; other channels are granted (`sync.services.channel_grant`).
+of `user:<their id>`; other channels are granted (`sync.engine.grants.channel_grant`).
 Scope is declarative rather than a callable so that pull can compute channels
 from plain rows, without building model instances.
 """
@@ -25,14 +25,14 @@ from django.db import connection, models
 from django.db.models import signals
 from django.db.models.base import ModelState
 
-from .choices import Policy, ResolvedBy
-from .codecs import FieldCodec, codec_for
-from .merge import Resolution, Resolver
+from sync.choices import Policy, ResolvedBy
+from sync.codecs import FieldCodec, codec_for
+from sync.merge import Resolution, Resolver
 
 __all__ = ["Resolution", "Resolver", "SyncedType", "register"]
 
 if TYPE_CHECKING:
-    from .models import SyncedModel
+    from sync.models import SyncedModel
 
 # Fields every synced model has and that only the server writes.
 SYSTEM_FIELDS = ("created_at", "updated_at")
@@ -213,7 +213,7 @@ def register(
     (characters) and JSON fields (bytes) the model leaves unbounded; by default
     SYNC_MAX_TEXT_CHARS and SYNC_MAX_JSON_BYTES apply.
     """
-    from .models import SyncedModel
+    from sync.models import SyncedModel
 
     if not issubclass(model, SyncedModel):
         raise TypeError(f"{model.__name__} must subclass sync.models.SyncedModel")

@@ -1,10 +1,23 @@
+"""The whole HTTP API, for a project to mount once:
+
+    path("api/v1/", include("sync.urls")),
+
+- `auth/token/`: a login's token; `devices/`: the app installations;
+- `sync/`: pull, push, discovery and the app's conflicts (docs/protocol.md);
+- `data/`: the back-office API, one resource per synced model;
+- `schema/` and `docs/`: the OpenAPI document and its Swagger UI.
+
+Probes and metrics are separate (`sync.urls_ops`), usually mounted at the root.
+"""
+
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import views
+from sync.api import data, devices, views
 
-urlpatterns = [
+sync_patterns = [
     path("pull/", views.PullView.as_view(), name="sync-pull"),
     path("push/", views.PushView.as_view(), name="sync-push"),
     path("models/", views.ModelsView.as_view(), name="sync-models"),
@@ -15,4 +28,18 @@ urlpatterns = [
         views.ConflictResolveView.as_view(),
         name="sync-conflict-resolve",
     ),
+]
+
+device_patterns = [
+    path("", devices.DeviceListView.as_view(), name="device-list"),
+    path("<uuid:device_id>/", devices.DeviceDetailView.as_view(), name="device-detail"),
+]
+
+urlpatterns = [
+    path("auth/token/", views.TokenView.as_view(), name="auth-token"),
+    path("devices/", include(device_patterns)),
+    path("sync/", include(sync_patterns)),
+    path("data/", include(data.urls())),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from accounts.services import token_issue
 from client import RetryPolicy, SyncClient
+from sync.accounts.services import token_issue
 
 # Retries without waiting: the backoff itself is tested on its own.
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0)

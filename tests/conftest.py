@@ -13,8 +13,8 @@ from django.core.cache import cache
 from django.db import connections
 from rest_framework.test import APIClient
 
-from accounts.services import token_issue
-from sync import selectors
+from sync.accounts.services import token_issue
+from sync.engine import pull as selectors
 from tests.factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"

@@ -7,7 +7,11 @@ from typing import Any
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from accounts.services import service_account_channels_set, service_account_create, token_issue
+from sync.accounts.services import (
+    service_account_channels_set,
+    service_account_create,
+    token_issue,
+)
 
 
 def service_client(

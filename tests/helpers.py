@@ -85,7 +85,7 @@ def same_page(one: dict[str, Any], other: dict[str, Any]) -> bool:
     and two requests can fall on either side of a second."""
     from dataclasses import replace
 
-    from sync import cursor
+    from sync.engine import cursor
 
     first, second = dict(one), dict(other)
     said = [replace(cursor.decode(page.pop("cursor")), t=0) for page in (first, second)]

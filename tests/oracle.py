@@ -1,6 +1,6 @@
 """What a user may see, computed from the demo domain's own facts.
 
-Written independently of the sync layer's scope and encoding code (sync.feed,
+Written independently of the sync layer's scope and encoding code (sync.engine.feed,
 SyncedType.channels_of and encode), so that a bug there cannot cancel out when
 a test compares a device's store with it (tests/CONVENTIONS: an oracle that
 calls the code under test catches nothing). Used by the in-process

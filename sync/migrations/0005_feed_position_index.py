@@ -6,7 +6,7 @@ initial sync quadratic in the feed's length.
 The index is partial, on `seq > 0`, which every row meets (seq counts from
 1) but only the whole feed's statement states: PostgreSQL never uses a
 partial index for a condition on a parameter, so a user's page, planned once
-without its values (sync.generic_plan), cannot take this index instead of its
+without its values (syncbase.generic_plan), cannot take this index instead of its
 channel's range, which for a small user in a large feed would mean reading
 every row after the cursor.
 

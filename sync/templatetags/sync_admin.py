@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from ..admin_conflicts import open_conflicts_count
+from sync.admin.conflicts import open_conflicts_count
 
 register = template.Library()
 

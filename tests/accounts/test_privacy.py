@@ -1,4 +1,4 @@
-"""A user's data export and erasure (accounts/privacy.py), from the service, the
+"""A user's data export and erasure (sync/engine/privacy.py), from the service, the
 command and the admin.
 
 The scene: Alice (to be erased) and Bob share a team. Alice has private
@@ -20,10 +20,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from accounts.models import Token
-from accounts.privacy import user_data_erase, user_data_export
 from devices.models import Device, PushOutbox
 from fieldwork.models import Customer, Note, TeamMembership, WorkOrder
+from sync.accounts.models import Token
+from sync.engine.privacy import user_data_erase, user_data_export
 from sync.models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord
 from tests.conftest import Actor
 from tests.factories import customer, mutation, team_of, update, work_order

@@ -1,5 +1,5 @@
 """The configured rate limits count exactly, also for parallel requests, and
-open a new window when the old one ends (accounts/throttling.py)."""
+open a new window when the old one ends (sync/api/throttling.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.settings import api_settings
 
-from accounts.throttling import TokenRateThrottle
+from sync.api.throttling import TokenRateThrottle
 
 
 def configured(scope: str) -> Any:

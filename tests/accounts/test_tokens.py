@@ -11,9 +11,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ServiceAccount, Token
-from accounts.services import token_issue, token_login, tokens_purge
-from accounts.throttling import TokenRateThrottle
+from sync.accounts.models import ServiceAccount, Token
+from sync.accounts.services import token_issue, token_login, tokens_purge
+from sync.api.throttling import TokenRateThrottle
 from sync.models import ChannelGrant
 from tests.data_helpers import data_url, service_client
 from tests.helpers import assert_error, https_client
@@ -32,7 +32,7 @@ def test_a_token_is_never_stored_in_clear():
     token, secret = token_issue(user=user, name="probe")
     assert authed(secret).get(DEVICES).status_code == 200
     with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM accounts_token")
+        cursor.execute("SELECT * FROM sync_token")
         stored = [str(value) for row in cursor.fetchall() for value in row]
     assert secret not in stored
     assert token.digest != secret and len(token.digest) == 128  # SHA-512, hex
@@ -140,7 +140,7 @@ def test_staff_create_a_restricted_service_account_with_permissions(staff):
     view = Permission.objects.get(codename="view_customer")
     add = Permission.objects.get(codename="add_customer")
     response = staff.post(
-        "/admin/accounts/serviceaccount/add/",
+        "/admin/sync/serviceaccount/add/",
         {
             "username": "crm",
             "description": "The CRM",
@@ -165,7 +165,7 @@ def test_staff_create_a_restricted_service_account_with_permissions(staff):
 def test_staff_issue_a_token_shown_once_and_revoke_it(staff):
     account, _ = service_client("erp2")
     issued = staff.post(
-        f"/admin/accounts/serviceaccount/{account.pk}/issue/",
+        f"/admin/sync/serviceaccount/{account.pk}/issue/",
         {"name": "nightly import", "expires_in_days": 30},
     )
     html = issued.content.decode()
@@ -176,10 +176,10 @@ def test_staff_issue_a_token_shown_once_and_revoke_it(staff):
     assert token.expiry is not None and token.created_by.username == "staff"
     assert authed(secret).get(data_url("fieldwork.customer")).status_code == 200
     # The list shows a prefix, never the token.
-    listing = staff.get("/admin/accounts/token/").content.decode()
+    listing = staff.get("/admin/sync/token/").content.decode()
     assert token.token_key[:8] in listing and secret not in listing
     staff.post(
-        "/admin/accounts/token/",
+        "/admin/sync/token/",
         {"action": "revoke", "_selected_action": [token.pk]},
     )
     assert not Token.objects.filter(pk=token.pk).exists()

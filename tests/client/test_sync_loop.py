@@ -16,7 +16,7 @@ from client import (
     ValidationError,
 )
 from fieldwork.models import Customer, WorkOrder
-from sync.compaction import feed_compact
+from sync.engine.compaction import feed_compact
 from sync.models import MutationRecord
 from tests.factories import team_of
 from tests.oracle import CUSTOMER, NOTE, ORDER, server_state

@@ -1,4 +1,4 @@
-"""The caller's device is read with its token (devices/auth.py): one
+"""The caller's device is read with its token (sync/api/device_auth.py): one
 statement for both, and the same answers as looking it up on its own."""
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ def test_a_pull_reads_the_device_in_the_token_statement(alice):
     # A fresh device's first pull also records that it was seen.
     reads = [sql for sql in found if not sql.lstrip().startswith("WITH")]
     assert len(reads) == 1
-    assert "accounts_token" in reads[0]
+    assert "sync_token" in reads[0]
 
 
 def test_a_push_reads_the_device_in_the_token_statement(alice):
     reads = [sql for sql in device_statements(alice, "push") if "UPDATE" not in sql]
     assert len(reads) == 1
-    assert "accounts_token" in reads[0]
+    assert "sync_token" in reads[0]
 
 
 def test_another_users_device_is_refused(alice, make_actor):

@@ -434,7 +434,7 @@ def _device_writes(actor, **params: Any) -> tuple[dict, int]:
 
 
 def test_an_up_to_date_device_polling_writes_at_most_once_a_minute(alice):
-    from devices.services import SEEN_EVERY
+    from sync.engine.seen import SEEN_EVERY
 
     alice.push(customer("Acme"))
     page, writes = _device_writes(alice)

@@ -15,9 +15,9 @@ from django.db import transaction
 
 from config.celery import app
 from devices.models import Device, PushOutbox
-from devices.wakeups import counters, retry_delay, wakeups_send
+from sync.engine.write import mutations_apply
 from sync.models import Change
-from sync.services import mutations_apply
+from sync.notify.wakeups import counters, retry_delay, wakeups_send
 from tests.devices.fake_fcm import QUOTA, UNREGISTERED
 from tests.factories import customer, team_of, update
 
@@ -284,7 +284,7 @@ def test_device_admin_shows_last_push_and_counters(fcm, scene, eager):
 def test_changes_inside_a_window_are_held_for_its_flush(fcm, scene):
     """Without a worker, the flush waits in the broker: a burst of writes sends
     nothing until it runs, then one message per device with the newest change."""
-    from devices.wakeups import wakeups_flush
+    from sync.notify.wakeups import wakeups_flush
 
     assert not app.conf.task_always_eager  # the broker holds the scheduled flush
     phone, tablet, bob, carol, team, tokens = scene

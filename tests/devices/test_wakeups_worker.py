@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from config.celery import app
 from devices.models import PushOutbox
-from devices.wakeups import outbox_sweep
+from sync.engine.write import mutations_apply
 from sync.models import Change
-from sync.services import mutations_apply
+from sync.notify.wakeups import outbox_sweep
 from tests.factories import customer, team_of, update
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -13,8 +13,8 @@ import sys
 import httpx
 import pytest
 
-from accounts.services import token_issue
 from fieldwork.services import team_member_add
+from sync.accounts.services import token_issue
 from tests.client_harness import Device, FaultyNetwork
 from tests.factories import TeamFactory, UserFactory
 from tests.live import ROOT

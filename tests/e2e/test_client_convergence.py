@@ -52,7 +52,7 @@ from hypothesis.stateful import (
 
 from client import ApiError, ConflictSettled, NetworkError, StaleResolution
 from fieldwork.services import team_member_add, team_member_remove
-from sync.compaction import feed_compact
+from sync.engine.compaction import feed_compact
 from sync.models import MutationRecord
 from tests.client_harness import FAST_RETRY, Device, FaultyNetwork
 from tests.factories import TeamFactory, UserFactory

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from accounts.services import token_issue
 from devices.services import device_register
 from fieldwork.services import team_member_add
+from sync.accounts.services import token_issue
 from tests.factories import TeamFactory, UserFactory, customer
 from tests.helpers import sync_check_passes
 from tests.live import gunicorn

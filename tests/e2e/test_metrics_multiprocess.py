@@ -1,6 +1,6 @@
 """/metrics under gunicorn with several worker processes: with
 PROMETHEUS_MULTIPROC_DIR every process counts in its own files and one scrape
-adds them all up (config/gunicorn.conf.py, sync/metrics.py)."""
+adds them all up (config/gunicorn.conf.py, sync/engine/metrics.py)."""
 
 from __future__ import annotations
 

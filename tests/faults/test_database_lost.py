@@ -24,14 +24,13 @@ from devices.models import PushOutbox
 from fieldwork.models import Customer, WorkOrder
 from sync.models import Change, MutationRecord
 from tests.factories import customer, update, work_order
+from tests.faults.conftest import raw_connection, wait_for
 from tests.helpers import sync_check_passes
-
-from .conftest import raw_connection, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 CUSTOMER = "fieldwork.customer"
-# How sync.feed.append writes on PostgreSQL: INSERT for a few rows, COPY for more.
+# How sync.engine.feed.append writes on PostgreSQL: INSERT for a few rows, COPY for more.
 FEED_INSERTS = ('INSERT INTO "sync_change"', 'COPY "sync_change"')
 HOLD = "LOCK TABLE sync_change IN SHARE MODE"
 

@@ -11,14 +11,13 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from config.celery import app
-from devices import wakeups
 from devices.models import Device, PushOutbox
 from sync.models import Change
+from sync.notify import wakeups
 from tests.devices.fake_fcm import QUOTA, fcm_error, quota
 from tests.factories import customer, team_of, update
+from tests.faults.conftest import wait_for, with_token
 from tests.helpers import sync_check_passes
-
-from .conftest import wait_for, with_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

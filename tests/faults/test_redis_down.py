@@ -23,14 +23,13 @@ from django.db import connection
 from django.utils import timezone
 
 from config.celery import app
-from devices import wakeups
 from devices.models import PushOutbox
-from devices.wakeups import outbox_sweep
 from sync.models import Change
+from sync.notify import wakeups
+from sync.notify.wakeups import outbox_sweep
 from tests.factories import customer, team_of, update
+from tests.faults.conftest import wait_for, with_token
 from tests.helpers import sync_check_passes
-
-from .conftest import wait_for, with_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

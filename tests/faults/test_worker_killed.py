@@ -24,13 +24,12 @@ from django.utils import timezone
 
 from config.celery import app
 from devices.models import PushOutbox
-from devices.wakeups import outbox_sweep
+from sync.engine.write import mutations_apply
 from sync.models import Change, Conflict
-from sync.services import mutations_apply
+from sync.notify.wakeups import outbox_sweep
 from tests.factories import customer, team_of, update
+from tests.faults.conftest import backends_waiting, raw_connection, wait_for, with_token
 from tests.helpers import sync_check_passes
-
-from .conftest import backends_waiting, raw_connection, wait_for, with_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -35,10 +35,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 
-from accounts.services import service_account_create, token_issue
 from devices.services import device_register
+from sync.accounts.services import service_account_create, token_issue
 from sync.choices import Op
-from sync.services import push_apply
+from sync.engine.push import push_apply
 from tests.factories import UserFactory, customer, mutation, update, work_order
 from tests.live import gunicorn
 

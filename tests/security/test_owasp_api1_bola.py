@@ -21,8 +21,7 @@ from tests.conftest import make_client
 from tests.data_helpers import data_url, service_client
 from tests.factories import customer, delete, team_of, update, work_order
 from tests.helpers import assert_error
-
-from .conftest import CUSTOMER, raise_conflict
+from tests.security.conftest import CUSTOMER, raise_conflict
 
 pytestmark = pytest.mark.django_db
 
@@ -69,13 +68,13 @@ def test_another_users_cursor_is_refused(alice, bob):
 
 
 def _forged(payload: dict, key: str) -> str:
-    return signing.dumps(payload, key=key, salt="sync.cursor.v1", compress=True)
+    return signing.dumps(payload, key=key, salt="sync.engine.cursor.v1", compress=True)
 
 
 def test_forged_and_tampered_cursors_are_refused(alice, bob, settings):
     bob.push(customer("Bob's"))
     _, bobs = bob.pull_all()
-    payload = signing.loads(bobs, salt="sync.cursor.v1")  # readable: signed, not secret
+    payload = signing.loads(bobs, salt="sync.engine.cursor.v1")  # readable: signed, not secret
     claims = {**payload, "u": alice.user.pk, "s": 0, "i": None, "a": True}
     head, _, signature = bobs.rpartition(":")
     flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")

@@ -19,10 +19,10 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.throttling import AnonRateThrottle
 
-from accounts.models import Token
-from accounts.services import token_issue
 from devices.models import Device
 from fieldwork.models import Customer
+from sync.accounts.models import Token
+from sync.accounts.services import token_issue
 from tests.data_helpers import data_url, service_client
 from tests.factories import customer
 from tests.helpers import assert_error, https_client
@@ -186,7 +186,7 @@ def test_tokens_are_never_stored_in_clear(victim):
     issued = login(PASSWORD).json()["token"]
     _, secret = token_issue(user=service_client("erp")[0].user, name="issued by staff")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM accounts_token")
+        cursor.execute("SELECT * FROM sync_token")
         stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
     for token in (issued, secret):
         assert len(token) == 64

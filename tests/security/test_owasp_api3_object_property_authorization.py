@@ -24,8 +24,7 @@ from tests.conftest import make_client
 from tests.data_helpers import data_url, service_client
 from tests.factories import customer, delete, mutation, team_of, update
 from tests.helpers import assert_error
-
-from .conftest import CUSTOMER, raise_conflict
+from tests.security.conftest import CUSTOMER, raise_conflict
 
 pytestmark = pytest.mark.django_db
 

@@ -16,16 +16,15 @@ import pytest
 from django.core.cache import cache
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
-from accounts.throttling import TokenRateThrottle
 from devices.models import Device
 from fieldwork.models import Customer
-from sync import data_api
+from sync.api import data as data_api
+from sync.api.throttling import TokenRateThrottle
 from tests.conftest import make_client
 from tests.data_helpers import data_url, service_client
 from tests.factories import UserFactory, customer, update
 from tests.helpers import assert_error, https_client
-
-from .conftest import CUSTOMER
+from tests.security.conftest import CUSTOMER
 
 pytestmark = pytest.mark.django_db
 

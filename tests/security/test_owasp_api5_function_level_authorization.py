@@ -14,15 +14,14 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from accounts.services import token_issue
 from fieldwork.models import Customer
+from sync.accounts.services import token_issue
 from sync.models import Conflict
 from tests.conftest import make_client
 from tests.data_helpers import data_url, service_client
 from tests.factories import customer
 from tests.helpers import assert_error
-
-from .conftest import CUSTOMER, raise_conflict, session_client
+from tests.security.conftest import CUSTOMER, raise_conflict, session_client
 
 pytestmark = pytest.mark.django_db
 
@@ -30,8 +29,8 @@ ADMIN_PAGES = [
     "/admin/",
     "/admin/sync/conflict/",
     "/admin/fieldwork/customer/",
-    "/admin/accounts/serviceaccount/",
-    "/admin/accounts/token/",
+    "/admin/sync/serviceaccount/",
+    "/admin/sync/token/",
     "/admin/devices/device/",
 ]
 

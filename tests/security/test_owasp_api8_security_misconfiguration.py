@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
 
-from sync import views
+from sync.api import views
 from tests.helpers import assert_error, https_client
 
 pytestmark = pytest.mark.django_db

@@ -20,8 +20,9 @@ from django.test import Client
 
 from devices.models import Device
 from fieldwork.models import Customer, Note, WorkOrder
+from sync.engine.conflicts import conflict_resolve
+from sync.engine.write import mutations_apply
 from sync.models import Change, Conflict, SyncedModel
-from sync.services import conflict_resolve, mutations_apply
 from tests.conftest import Actor
 from tests.factories import customer, delete, update, work_order
 

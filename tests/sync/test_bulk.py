@@ -1,4 +1,4 @@
-"""`sync.bulk.insert` (on PostgreSQL INSERT … VALUES for a few rows, COPY
+"""`syncbase.bulk.insert` (on PostgreSQL INSERT … VALUES for a few rows, COPY
 for more) writes exactly what Django's bulk_create writes, value for value,
 and fails as the ORM does; every test here runs both ways."""
 
@@ -15,8 +15,8 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from fieldwork.models import Customer, Note, WorkOrder
-from sync import bulk
 from sync.models import Change, MutationRecord
+from syncbase import bulk
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=False)]
 
@@ -137,7 +137,7 @@ def test_feed_rows_keep_their_order_and_positions(user):
         for v in range(1, 6)
     ]
     with transaction.atomic():
-        from sync import feed
+        from sync.engine import feed
 
         written = feed.append(rows)
     assert written is not None

@@ -1,5 +1,5 @@
 """Every write to a synced model reaches devices, whatever path made it
-(sync.capture): the ORM, the admin, fixtures, data migrations, raw SQL and
+(sync.engine.capture): the ORM, the admin, fixtures, data migrations, raw SQL and
 other processes. Each path gets a new version, a history row and feed rows,
 and the device's next pull brings it."""
 
@@ -20,7 +20,8 @@ from django.test import RequestFactory
 
 from devices.models import PushOutbox
 from fieldwork.models import Customer, WorkOrder
-from sync import capture, registry
+from sync import registry
+from sync.engine import capture
 from sync.models import Change
 from tests.factories import customer, team_of, update, work_order
 from tests.helpers import sync_check_passes

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, transaction
 
 from fieldwork.models import Customer
-from sync.services import mutations_apply
+from sync.engine.write import mutations_apply
 from tests.factories import customer, update
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

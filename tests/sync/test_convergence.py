@@ -21,7 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from fieldwork.services import team_member_add, team_member_remove
-from sync.compaction import feed_compact
+from sync.engine.compaction import feed_compact
 from tests.factories import TeamFactory, delete, mutation, update
 from tests.oracle import CUSTOMER, MODELS, NOTE, ORDER, server_view
 

@@ -458,7 +458,7 @@ def test_odd_listing_queries_answer_400_or_200_never_500(alice, query):
 
 def test_every_filter_of_every_model_answers_hostile_values_without_500(alice):
     from sync import registry
-    from sync.data_api import filterset_for
+    from sync.api.data import filterset_for
 
     _, erp = service_client()
     hostile = ["99999999999999999999", "-1e400", "0000-00-00", "9999-12-31T23:59:59-15:59"]

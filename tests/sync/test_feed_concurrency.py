@@ -1,5 +1,5 @@
 """Many writers committing out of order while readers pull: no reader misses a
-change, with no lock serialising the writers (sync.feed)."""
+change, with no lock serialising the writers (sync.engine.feed)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from django.db import connection, transaction
 
 from fieldwork.models import Customer
-from sync.selectors import pull_page
-from sync.services import mutations_apply
+from sync.engine.pull import pull_page
+from sync.engine.write import mutations_apply
 from tests.factories import customer, team_of, update
 from tests.sync.test_concurrency import Worker
 
@@ -100,7 +100,7 @@ def test_a_committed_row_waits_for_an_older_transaction_still_in_flight(alice, g
     older one is open, and comes once that one ends (never skipped). With a
     pull before, the pull knows the caller's channels and reads the page in
     the horizon's round trip, below the frontier that statement found."""
-    from sync import feed
+    from sync.engine import feed
 
     if guessed:
         pull_page(user_id=alice.user.pk, cursor=None, limit=100, models=None)

@@ -1,5 +1,5 @@
 """The pull's page statement runs with PostgreSQL's generic plan
-(sync/generic_plan.py): planned once per connection instead of for every
+(syncbase/generic_plan.py): planned once per connection instead of for every
 page, in a transaction of its own, which an error or a caller's transaction
 must not disturb."""
 
@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import DataError, connection, transaction
 from psycopg.pq import TransactionStatus
 
-from sync import generic_plan
+from syncbase import generic_plan
 from tests.factories import customer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -41,7 +41,7 @@ def test_every_page_of_a_sync_uses_the_generic_plan(alice):
     assert sorted(c["id"] for c in changes) == sorted(m["id"] for m in made)
     generic, custom = _page_statement_plans()
     # 12 pages: the first with its own statement (no guess of the caller's
-    # channels yet), the other 11 read with the horizon (sync.selectors,
+    # channels yet), the other 11 read with the horizon (sync.engine.pull,
     # `_read_ahead`), whose first runs psycopg has not prepared yet.
     # PostgreSQL alone would have made custom plans for the first five
     # prepared runs at least.

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from django.test import Client
 
-import sync.cursor as cursor_module
+import sync.engine.cursor as cursor_module
 from config.wsgi import application
 from fieldwork.models import Customer
-from sync.cursor import Cursor
+from sync.engine.cursor import Cursor
 from tests.factories import customer, update, work_order
 from tests.helpers import assert_error, https_client
 

@@ -15,9 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from fieldwork.models import Customer, Note, WorkOrder
-from sync.capture import service_writes as uncaptured
-from sync.compaction import feed_compact
-from sync.integrity import integrity_check
+from sync.engine.capture import service_writes as uncaptured
+from sync.engine.compaction import feed_compact
+from sync.engine.integrity import integrity_check
 from sync.models import Change, Conflict, MutationRecord
 from tests.factories import customer, delete, mutation, team_of, update, work_order
 

@@ -1,4 +1,4 @@
-"""`field__any=values` (sync/lookups.py): the same rows as `__in`, sent as one
+"""`field__any=values` (syncbase/lookups.py): the same rows as `__in`, sent as one
 array parameter on PostgreSQL."""
 
 from __future__ import annotations

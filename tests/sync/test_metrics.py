@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from sync.services import conflict_dismiss, conflict_resolve
+from sync.engine.conflicts import conflict_dismiss, conflict_resolve
 from tests.factories import customer, update
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from fieldwork.services import team_member_add, team_member_remove
-from sync.compaction import feed_compact
+from sync.engine.compaction import feed_compact
 from sync.models import Change
 from tests.factories import TeamFactory, customer, delete, mutation, update, work_order
 from tests.helpers import same_page
@@ -185,7 +185,7 @@ def test_tampered_cursor_is_400(alice):
 def test_cursor_older_than_retention_is_410(alice, settings):
     settings.SYNC_RETENTION = timedelta(days=30)
     alice.push(customer())
-    with mock.patch("sync.cursor.time.time", return_value=time.time() - 31 * 86400):
+    with mock.patch("sync.engine.cursor.time.time", return_value=time.time() - 31 * 86400):
         old = alice.pull()["cursor"]
     body = alice.pull(expect=410, cursor=old)
     assert body["code"] == "resync_required"
@@ -471,7 +471,7 @@ def test_push_cursor_never_jumps_over_compacted_tombstones(alice, make_actor, se
 def test_remaining_past_the_exact_count_is_the_planners_estimate(alice, monkeypatch):
     from django.db import connection
 
-    from sync import selectors
+    from sync.engine import pull as selectors
 
     alice.push(*[customer(f"c{i}") for i in range(12)])
     with connection.cursor() as cursor:
@@ -498,7 +498,7 @@ def test_an_initial_syncs_first_estimate_is_of_everything_it_will_send(alice, bo
     all come after everyone else's, that was a third of the true number."""
     from django.db import connection
 
-    from sync import selectors
+    from sync.engine import pull as selectors
 
     _push_in_batches(bob, [customer(f"b{i}") for i in range(600)])
     _push_in_batches(alice, [customer(f"a{i}") for i in range(300)], size=100)

@@ -523,7 +523,7 @@ def test_failing_custom_resolver_queues_a_conflict_instead_of_failing(alice, mon
 def test_rolled_back_write_leaves_no_change_history_or_record(alice):
     from django.db import transaction
 
-    from sync.services import mutations_apply
+    from sync.engine.write import mutations_apply
 
     c = customer("never")
 

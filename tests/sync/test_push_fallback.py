@@ -9,8 +9,8 @@ import pytest
 from django.db import connection, transaction
 
 from fieldwork.models import Customer
+from sync.engine.write import mutations_apply
 from sync.models import MutationRecord
-from sync.services import mutations_apply
 from tests.factories import customer
 from tests.sync.test_concurrency import Worker
 

@@ -1,5 +1,5 @@
 """A pull reads its page in the round trip of the horizon, for the channels
-the caller had at its last pull (sync.selectors, `_read_ahead`). A guess
+the caller had at its last pull (sync.engine.pull, `_read_ahead`). A guess
 that no longer holds must never show a page of the wrong channels."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_pages_after_the_first_come_right_with_the_guess(alice, bob):
 
 
 def test_the_remembered_channels_stay_bounded(make_actor, monkeypatch):
-    from sync import selectors
+    from sync.engine import pull as selectors
 
     monkeypatch.setattr(selectors, "CHANNELS_SEEN_MAX", 2)
     actors = [make_actor() for _ in range(5)]

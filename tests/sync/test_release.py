@@ -1,6 +1,6 @@
 """A response, with the page or push results it carries, is freed as soon as
 the server lets go of it, without waiting for the cyclic garbage collector
-(`sync.middleware.ReleaseResponseMiddleware`). A worker that kept them for
+(`syncbase.middleware.ReleaseResponseMiddleware`). A worker that kept them for
 the next full collection held tens of MB of old pull pages."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
-from accounts.services import token_issue
+from sync.accounts.services import token_issue
 from tests.factories import customer
 
 pytestmark = pytest.mark.django_db

@@ -19,9 +19,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from fieldwork.models import Customer
-from sync import bulk
+from sync.engine.write import mutations_apply
 from sync.models import MutationRecord
-from sync.services import mutations_apply
+from syncbase import bulk
 from tests.factories import customer
 from tests.helpers import plan_nodes
 

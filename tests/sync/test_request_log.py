@@ -1,4 +1,4 @@
-"""One structured log line per request (sync.request_log), and nothing twice."""
+"""One structured log line per request (syncbase.request_log), and nothing twice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from sync.request_log import JsonFormatter
+from syncbase.request_log import JsonFormatter
 from tests.conftest import make_client
 from tests.factories import customer
 
@@ -108,7 +108,7 @@ def test_a_server_error_keeps_its_traceback(alice, caplog, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("sync.views.conflicts_for_user", broken)
+    monkeypatch.setattr("sync.api.views.conflicts_for_user", broken)
     with caplog.at_level(logging.INFO):
         response = alice.client.get("/api/v1/sync/conflicts/")
     assert response.status_code == 500

@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from fieldwork.models import Customer, Note
 from sync import registry
 from sync.choices import ResolvedBy
-from sync.errors import SyncError
+from sync.engine.conflicts import conflict_dismiss, conflict_resolve
 from sync.models import Change, Conflict
-from sync.services import conflict_dismiss, conflict_resolve
+from syncbase.errors import SyncError
 from tests.factories import customer, delete, mutation, team_of, update, work_order
 from tests.helpers import assert_error, push_as_one_batch
 

@@ -9,9 +9,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from fieldwork.models import Customer
-from sync.errors import SyncError
+from sync.engine.conflicts import conflict_resolve
+from sync.engine.write import mutations_apply
 from sync.models import Conflict
-from sync.services import conflict_resolve, mutations_apply
+from syncbase.errors import SyncError
 from tests.factories import customer, update
 from tests.sync.test_concurrency import Worker
 

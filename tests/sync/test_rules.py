@@ -16,9 +16,9 @@ from fieldwork.models import Customer, Note, WorkOrder
 from fieldwork.services import team_member_add
 from sync import registry
 from sync.choices import OnStale
+from sync.engine.write import mutations_apply, object_write
 from sync.models import Change, Conflict, MutationRecord
 from sync.registry import Resolution
-from sync.services import mutations_apply, object_write
 from tests.factories import (
     TeamFactory,
     customer,

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from sync import registry
-from sync.scope import FOREIGN, OUTSIDE, Scope, own_channel, user_channels
-from sync.services import channel_grant, channel_revoke
+from sync.engine.grants import channel_grant, channel_revoke
+from sync.engine.scope import FOREIGN, OUTSIDE, Scope, own_channel, user_channels
 from tests.factories import UserFactory
 
 CUSTOMER = registry.get("fieldwork.customer")

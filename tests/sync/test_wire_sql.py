@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from fieldwork.models import WorkOrder
 from sync import registry
 from sync.codecs import codec_for
-from sync.renderers import render
+from syncbase.renderers import render
 from tests.factories import customer, update, work_order
 from tests.helpers import plan_nodes
 
@@ -76,7 +76,7 @@ datetimes = st.datetimes(
     max_value=dt.datetime(9999, 12, 30),  # noqa: DTZ001
     timezones=st.just(dt.UTC),
 ) | st.datetimes(timezones=st.just(dt.UTC)).map(lambda d: d.replace(microsecond=0))
-# Lone surrogates cannot be stored (push refuses them: sync.parsers), nor can NUL.
+# Lone surrogates cannot be stored (push refuses them: syncbase.parsers), nor can NUL.
 texts = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40)
 json_values = st.recursive(
     st.none()
@@ -236,9 +236,9 @@ def test_the_main_feed_statement_reads_what_its_queryset_reads(alice, bob):
     scope, models filter, position and limit."""
     from django.db.models import Q
 
-    from sync import feed
+    from sync.engine import feed
+    from sync.engine.pull import COLUMNS, _main_feed_sql
     from sync.models import Change
-    from sync.selectors import COLUMNS, _main_feed_sql
     from tests.factories import team_of
 
     team = team_of(alice.user, bob.user)
@@ -275,8 +275,8 @@ def test_the_main_feed_statement_reads_what_its_queryset_reads(alice, bob):
 def test_a_page_reads_at_most_a_page_of_rows_from_each_channel(alice, bob):
     """A user in teams: each channel is read in index order and only as far
     as the page goes, never the whole channel, wherever the cursor is."""
-    from sync import feed
-    from sync.selectors import _main_feed_sql
+    from sync.engine import feed
+    from sync.engine.pull import _main_feed_sql
     from tests.factories import team_of
 
     team = team_of(alice.user, bob.user)
@@ -300,8 +300,8 @@ def test_the_main_feed_of_one_channel_is_read_in_index_order(alice):
     """A user with only their own channel (the common case) reads the feed as a
     range of the (channel, tx, seq) index, already in order: no sort of the
     channel's rows on any page, however large the channel."""
-    from sync import feed
-    from sync.selectors import _main_feed_sql
+    from sync.engine import feed
+    from sync.engine.pull import _main_feed_sql
 
     alice.push(*(customer(f"c{i}") for i in range(3)))
     sql, params = _main_feed_sql({f"user:{alice.user.pk}"}, None, feed.horizon(), feed.ORIGIN, 100)
@@ -319,8 +319,8 @@ def test_the_whole_feed_is_read_in_index_order(alice, bob):
     feed: as a range of a (tx, seq) index, already in order, stopping after a
     page; without one, every page read and sorted every row after the
     cursor (207 ms a page at 1.1 million rows, and more as the feed grows)."""
-    from sync import feed
-    from sync.selectors import _main_feed_sql
+    from sync.engine import feed
+    from sync.engine.pull import _main_feed_sql
 
     alice.push(*(customer(f"a{i}") for i in range(3)))
     bob.push(*(customer(f"b{i}") for i in range(3)))
@@ -336,7 +336,7 @@ def test_the_whole_feed_is_read_in_index_order(alice, bob):
 
 def _generic_plan(sql: str, params: list) -> list[dict]:
     """The nodes of the plan PostgreSQL caches for `sql` when told to plan it
-    generically, as the pull does (sync.generic_plan): without its values."""
+    generically, as the pull does (syncbase.generic_plan): without its values."""
     numbered = sql.split("%s")
     text = "".join(f"{part}${i}" for i, part in enumerate(numbered[:-1], 1)) + numbered[-1]
 
@@ -355,16 +355,16 @@ def _generic_plan(sql: str, params: list) -> list[dict]:
 
 
 def test_a_users_page_never_reads_the_whole_feed_index(alice, bob):
-    """Planned without its values (sync.generic_plan), a user's page cannot
+    """Planned without its values (syncbase.generic_plan), a user's page cannot
     know how much of the feed the user's channel holds, and PostgreSQL may
     then prefer reading the whole feed in (tx, seq) order, keeping the
     channel's rows: for a small user in a large feed, every row after the
     cursor, on every page. So the whole feed's index is partial, on a
     condition only the whole feed's statement states: with the channel's
     index gone, a user's generic plan still cannot use it."""
-    from sync import feed
-    from sync.scope import Scope
-    from sync.selectors import _main_feed_sql, _rendered_sql
+    from sync.engine import feed
+    from sync.engine.pull import _main_feed_sql, _rendered_sql
+    from sync.engine.scope import Scope
 
     alice.push(*(customer(f"a{i}") for i in range(30)))
     bob.push(customer("b"))
@@ -385,9 +385,9 @@ def test_a_page_planned_on_empty_tables_still_probes_each_object_by_key(alice):
     scan is the cheapest way through nothing); the pull's planner settings
     leave it only the plan it should have at any size: the channel's index
     range, then one primary-key probe per row."""
-    from sync import feed
-    from sync.scope import Scope
-    from sync.selectors import PAGE_PLANNER, _main_feed_sql, _rendered_sql
+    from sync.engine import feed
+    from sync.engine.pull import PAGE_PLANNER, _main_feed_sql, _rendered_sql
+    from sync.engine.scope import Scope
 
     alice.push(customer("the only one"))  # work orders and notes: none yet
     with connection.cursor() as cursor:  # as autovacuum finds them: nearly empty

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from fieldwork.models import Team
 from fieldwork.services import team_member_add
-from sync.services import mutations_apply
+from sync.engine.write import mutations_apply
 
 # Demo-only logins, printed by `make run`; never created outside the demo seeder.
 DEMO_USERS = (("demo", "demo-pass-1234"), ("alice", "alice-pass-1234"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from sync.compaction import feed_compact
+from sync.engine.compaction import feed_compact
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync.integrity import CHUNK, integrity_check
+from sync.engine.integrity import CHUNK, integrity_check
 
 
 class Command(BaseCommand):

@@ -1,0 +1,1 @@
+"""API tokens and service accounts (models of the `sync` app)."""

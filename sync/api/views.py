@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from devices.selectors import HEADER, device_from_request, user_id_of
+from sync import registry
+from sync.accounts.services import token_login
+from sync.api.serializers import (
+    ConflictResolveRequestSerializer,
+    ConflictResolveResponseSerializer,
+    ConflictSerializer,
+    ErrorSerializer,
+    ModelDescriptionSerializer,
+    PullResponseSerializer,
+    PushRequestSerializer,
+    PushResponseSerializer,
+    StaleErrorSerializer,
+    TokenRequestSerializer,
+    TokenResponseSerializer,
+)
+from sync.choices import ConflictStatus, Status
+from sync.engine import metrics
+from sync.engine.conflicts import conflict_resolve, conflicts_for_user
+from sync.engine.pull import pull_page, resolve_models
+from sync.engine.push import push_apply
+from sync.engine.seen import device_seen
+from syncbase import request_log
+from syncbase.errors import SyncError
+
+logger = logging.getLogger(__name__)
+
+DEVICE_HEADER = OpenApiParameter(
+    HEADER, str, OpenApiParameter.HEADER, required=True, description="A registered device's id."
+)
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer}
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        request=TokenRequestSerializer, responses={200: TokenResponseSerializer, **ERRORS}
+    )
+    def post(self, request: Request) -> Response:
+        serializer = TokenRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **serializer.validated_data)
+        if user is None or not user.is_active:
+            raise SyncError("invalid_credentials", "Unable to log in with these credentials.")
+        return Response({"token": token_login(user=user, request=request._request)})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return settings.SYNC_PULL_DEFAULT_LIMIT
+    top = settings.SYNC_PULL_MAX_LIMIT
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= top:
+        raise SyncError(
+            "bad_limit",
+            f"limit must be an integer from 1 to {top}.",
+            errors={"limit": [f"Must be an integer from 1 to {top}."]},
+        )
+    return int(raw)
+
+
+class PullView(APIView):
+    @extend_schema(
+        parameters=[
+            DEVICE_HEADER,
+            OpenApiParameter(
+                "cursor", str, description="From the previous response; absent = initial sync."
+            ),
+            OpenApiParameter("limit", int, description="1..1000, default 500."),
+            OpenApiParameter("models", str, description="Comma-separated model labels."),
+        ],
+        responses={200: PullResponseSerializer, 410: ErrorSerializer, **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        device = device_from_request(request)
+        params = request.query_params
+        page = pull_page(
+            user_id=user_id_of(request),
+            cursor=params.get("cursor") or None,
+            limit=_limit(params.get("limit")),
+            models=resolve_models(params.get("models")),
+        )
+        if not page.has_more:
+            # Once per sync rather than per page: a write per page would slow a
+            # large initial sync, and only an up-to-date cursor is worth keeping.
+            device_seen(device=device, cursor=page.cursor, moved=bool(page.changes))
+        metrics.pull_counted(changes=len(page.changes))
+        request_log.annotate(request, changes=len(page.changes), has_more=page.has_more)
+        return Response(page.body())
+
+
+class PushView(APIView):
+    @extend_schema(
+        parameters=[DEVICE_HEADER],
+        request=PushRequestSerializer,
+        responses={200: PushResponseSerializer, 413: ErrorSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data
+        if not isinstance(body, dict) or not isinstance(body.get("mutations"), list):
+            raise SyncError(
+                "invalid",
+                'The body must be {"mutations": [...]}.',
+                errors={"mutations": ["A list of mutations is required."]},
+            )
+        cursor = body.get("cursor")
+        device = device_from_request(request)
+        outcome = push_apply(
+            user=request.user,
+            device=device,
+            mutations=body["mutations"],
+            cursor=cursor if isinstance(cursor, str) else None,
+        )
+        device_seen(device=device)
+        statuses = Counter(r.status for r in outcome.results)
+        # On the request's one log line (syncbase.request_log), e.g.
+        # "mutations=2 applied=1 rejected=1".
+        request_log.annotate(
+            request, mutations=len(outcome.results), **dict(sorted(statuses.items()))
+        )
+        if logger.isEnabledFor(logging.DEBUG):
+            not_applied = [
+                f"{r.mutation_id}:{r.status}" for r in outcome.results if r.status != Status.APPLIED
+            ]
+            if not_applied:
+                logger.debug("push not applied: %s", " ".join(not_applied))
+        return Response(
+            {"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}
+        )
+
+
+class ModelsView(APIView):
+    @extend_schema(responses={200: ModelDescriptionSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response([t.describe() for t in registry.all_types()])
+
+
+CONFLICT_STATUSES = ConflictStatus.values
+
+
+class ConflictsView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=CONFLICT_STATUSES)],
+        responses={200: ConflictSerializer(many=True), **ERRORS},
+        description="Your own conflicts, newest first (the newest 1,000 at most), with "
+        "base / server / client values and, once settled, the outcome.",
+    )
+    def get(self, request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status is not None and status not in CONFLICT_STATUSES:
+            listed = ", ".join(CONFLICT_STATUSES)
+            raise SyncError(
+                "bad_status",
+                f"status must be one of {listed}.",
+                errors={"status": [f"Must be one of {listed}."]},
+            )
+        qs = conflicts_for_user(user_id=user_id_of(request), status=status)
+        newest = qs[: settings.SYNC_CONFLICTS_LIST_MAX]
+        return Response(ConflictSerializer(newest, many=True).data)
+
+
+class ConflictDetailView(APIView):
+    @extend_schema(responses={200: ConflictSerializer, 404: ErrorSerializer, **ERRORS})
+    def get(self, request: Request, conflict_id: uuid.UUID) -> Response:
+        conflict = conflicts_for_user(user_id=user_id_of(request), status=None).filter(
+            pk=conflict_id
+        )
+        found = conflict.first()
+        if found is None:
+            raise SyncError("not_found", "No such conflict of yours.", status_code=404)
+        return Response(ConflictSerializer(found).data)
+
+
+class ConflictResolveView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Optional: the resolving device, which is then not woken by it.",
+            )
+        ],
+        request=ConflictResolveRequestSerializer,
+        responses={
+            200: ConflictResolveResponseSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+            412: StaleErrorSerializer,
+            **ERRORS,
+        },
+        description="Settle one of your own conflicts (unless its model is resolved by staff).",
+    )
+    def post(self, request: Request, conflict_id: uuid.UUID) -> Response:
+        serializer = ConflictResolveRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        body = serializer.validated_data
+        device = device_from_request(request) if request.headers.get(HEADER) else None
+        resolved = conflict_resolve(
+            conflict_id=conflict_id,
+            user=request.user,
+            choice=body["choice"],
+            values=body.get("values"),
+            expected_version=body["expected_version"],
+            note=body.get("note", ""),
+            device_id=device.pk if device is not None else None,
+        )
+        return Response(
+            {"conflict": ConflictSerializer(resolved.conflict).data, "object": resolved.object}
+        )

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import is_valid_path
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("not_authenticated", "Authentication credentials were not provided."),
+    403: ("permission_denied", "You may not do this."),
+    404: ("not_found", "No such endpoint or object."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("payload_too_large", "The request body is too large."),
+    429: ("throttled", "Too many requests; wait and try again."),
+    500: ("server_error", "The server failed to handle this request."),
+}
+
+
+class APIErrorMiddleware:
+    """Under /api/, every error is a JSON `{"code", "detail"}` body, never an HTML page.
+
+    DRF views already answer through `syncbase.errors.exception_handler`; this
+    catches what happens outside them (unknown URLs, Django's own 400/404/500
+    pages, DEBUG's technical pages) so clients can always parse the error.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if (
+            path.startswith("/api/")
+            and not path.endswith("/")
+            and request.method not in ("GET", "HEAD")
+            and is_valid_path(f"{path}/")
+        ):
+            # A redirect would drop the body of a POST/PATCH/DELETE; say what to fix.
+            return _hardened(
+                JsonResponse(
+                    {"code": "not_found", "detail": f"No such endpoint; did you mean {path}/ ?"},
+                    status=404,
+                )
+            )
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return _replacing(response, _error(response.status_code))
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith("/api/"):
+            return None
+        logger.exception("Unhandled error under /api/", exc_info=exception)
+        return _error(500)
+
+
+# What the replaced response said about its body; every other header stays.
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding", "content-language"}
+
+
+def _replacing(original: HttpResponse, replacement: HttpResponse) -> HttpResponse:
+    """Keep the original's headers: this middleware runs outside
+    SecurityMiddleware and XFrameOptionsMiddleware, so a fresh response would
+    lose HSTS, nosniff and frame denial (and Allow, WWW-Authenticate...). An
+    error raised before those middlewares ran has none to keep: nosniff and
+    frame denial suit any JSON error, so `_hardened` sets them regardless."""
+    for name, value in original.items():
+        if name.lower() not in _BODY_HEADERS:
+            replacement[name] = value
+    return _hardened(replacement)
+
+
+def _hardened(response: HttpResponse) -> HttpResponse:
+    response.setdefault("X-Content-Type-Options", "nosniff")
+    response.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def _error(status: int) -> JsonResponse:
+    code, detail = _CODES.get(status, ("error", "The request failed."))
+    return JsonResponse({"code": code, "detail": detail}, status=status)
+
+
+class ReleaseResponseMiddleware:
+    """Lets a DRF response, its data and the parsed request go as soon as the
+    response is sent.
+
+    DRF links them in cycles: the response to itself and its view through
+    `renderer_context`, the view to the response (`view.response`), the
+    request to itself and the view through `parser_context`. Objects in cycles
+    are freed only by the cyclic garbage collector, and once a request has
+    made them long-lived, only by a full collection, which may come hundreds
+    of requests later: a worker serving pull pages of 1,000 changes held
+    50-70 MB of old pages that way (docs/scaling.md). Their contexts are used
+    to render and to parse, both done when the response comes back here.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        context = getattr(response, "renderer_context", None)
+        if isinstance(context, dict):
+            view, drf_request = context.get("view"), context.get("request")
+            context.clear()
+            if view is not None:
+                view.__dict__.pop("response", None)
+            parsed = getattr(drf_request, "parser_context", None)
+            if isinstance(parsed, dict):
+                parsed.clear()
+        return response
