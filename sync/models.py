@@ -6,8 +6,10 @@ from typing import Any
 from django.conf import settings
 from django.db import models, router, transaction
 from django.utils import timezone
+from knox.models import AbstractAuthToken
 from simple_history.models import HistoricalRecords
 
+from sync import writers
 from sync.choices import ConflictKind, ConflictStatus, Op, Policy
 
 
@@ -37,9 +39,9 @@ class SyncedHistory(HistoricalRecords):
 
 
 def _captured(model: type[models.Model]) -> bool:
-    from sync import registry
-
-    return registry.for_model(model) is not None
+    """Registered for sync (`sync.register` marks the class): its writes are
+    captured by the database."""
+    return getattr(model, "_sync_captured", False)
 
 
 def _history_user_id(instance: Any) -> Any:
@@ -59,13 +61,11 @@ class SyncedQuerySet(models.QuerySet):
     records, and wake devices as soon as they commit (sync.engine.capture)."""
 
     def _captured_write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        from sync.engine import capture
-
-        if capture.current(self.db).writer in capture.PASSING:
+        if writers.current(self.db).writer in writers.PASSING:
             return getattr(super(), method)(*args, **kwargs)  # the service's own writes
-        with capture.write_context(user_id=_history_user_id(None), using=self.db):
+        with writers.write_context(user_id=_history_user_id(None), using=self.db):
             result = getattr(super(), method)(*args, **kwargs)
-        capture.wake_after_commit(self.db)
+        writers.wake_after_commit(self.db)
         return result
 
     def update(self, **kwargs: Any) -> int:
@@ -119,29 +119,25 @@ class SyncedModel(models.Model):
         if not _captured(type(self)):
             super().save(*args, **kwargs)
             return
-        from sync.engine import capture
-
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         reason = getattr(self, "_change_reason", None)
         with (
-            capture.write_context(user_id=_history_user_id(self), reason=reason, using=using),
+            writers.write_context(user_id=_history_user_id(self), reason=reason, using=using),
             transaction.atomic(using=using, savepoint=False),
         ):
             super().save(*args, **kwargs)
             self._refresh_sync_state(using)
-        capture.wake_after_commit(using)
+        writers.wake_after_commit(using)
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         """Leaves a tombstone (deleted_at and a new version) that devices pull;
         references to it follow their on_delete as Django applies it."""
         if not _captured(type(self)):
             return super().delete(*args, **kwargs)
-        from sync.engine import capture
-
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         pk = self.pk
         with (
-            capture.write_context(
+            writers.write_context(
                 user_id=_history_user_id(self),
                 reason=getattr(self, "_change_reason", None),
                 using=using,
@@ -151,7 +147,7 @@ class SyncedModel(models.Model):
             result = super().delete(*args, **kwargs)
             self.pk = pk  # Django clears it; the row stays, as a tombstone
             self._refresh_sync_state(using)
-        capture.wake_after_commit(using)
+        writers.wake_after_commit(using)
         return result
 
     @property
@@ -373,19 +369,67 @@ class CaptureState(models.Model):
         return f"{self.tablename}: {self.fingerprint}"
 
 
-# The API's tokens and service accounts are models of this app too.
-from sync.accounts.models import ServiceAccount, Token  # noqa: E402
+# --- API tokens and service accounts ---------------------------------------------------
+# API tokens (for device users and service accounts alike) and service accounts.
+#
+# Tokens are django-rest-knox tokens: several per account, stored as a SHA-512
+# digest (the secret is shown once, when issued), with an optional expiry.
+# Knox is used rather than DRF's `authtoken` (one token per user, stored in
+# clear) or hand-written storage: it is maintained, hashes tokens, and lets the
+# token model be our own (`KNOX_TOKEN_MODEL`), which adds what staff need to
+# manage them: a name, when it was last used, and whether use extends it.
 
-__all__ = [
-    "CaptureState",
-    "ChannelGrant",
-    "Change",
-    "Conflict",
-    "FeedState",
-    "GrantEvent",
-    "MutationRecord",
-    "ServiceAccount",
-    "SyncedModel",
-    "Token",
-    "WriteContext",
-]
+
+class Token(AbstractAuthToken):
+    name = models.CharField(max_length=100, blank=True, help_text="What it is for.")
+    # A login token's expiry moves forward while it is used; a token staff
+    # issued to a service account keeps the expiry it was given.
+    sliding = models.BooleanField(default=False)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Staff who issued it; empty for a login.",
+    )
+
+    # Not a field: the columns of a row that authentication read together
+    # with the token (sync.api.auth.Companion), or () when it read none.
+    companion_row: tuple = ()
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.token_key}… ({self.name or 'token'}) of {self.user}"
+
+    @property
+    def expired(self) -> bool:
+        return self.expiry is not None and self.expiry <= timezone.now()
+
+
+class ServiceAccount(models.Model):
+    """A back-office system (ERP, CRM, an import job) that uses the data API.
+
+    It is a user that cannot log in with a password. What it may do per model
+    is the user's Django model permissions (view / add / change / delete). What
+    it may see is every object, unless `restricted`: then only the channels
+    granted to its user (`sync.models.ChannelGrant`, managed here).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="service_account"
+    )
+    description = models.TextField(blank=True)
+    restricted = models.BooleanField(
+        default=False,
+        help_text="Limit it to the channels granted to it; otherwise it sees every object "
+        "of the models it may view.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.user.get_username()

@@ -260,6 +260,7 @@ def register(
         conflict_resolution=ResolvedBy(conflict_resolution),
     )
     _registry[label] = entry
+    model._sync_captured = True  # type: ignore[attr-defined]  # read by sync.models
     _referrers.clear()  # recomputed with the new model on next use
     return entry
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.accounts.models import ServiceAccount
 from sync.engine.scope import Scope
+from sync.models import ServiceAccount
 
 
 def data_scope(user: Any) -> Scope:

@@ -12,9 +12,9 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from sync.accounts.models import ServiceAccount, Token
+from sync.channels import user_channels
 from sync.engine.grants import channel_grant, channel_revoke
-from sync.engine.scope import user_channels
+from sync.models import ServiceAccount, Token
 
 
 def token_issue(

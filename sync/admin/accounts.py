@@ -21,13 +21,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from sync import registry
-from sync.accounts.models import ServiceAccount, Token
 from sync.accounts.services import (
     service_account_channels_set,
     service_account_create,
     token_issue,
     token_revoke,
 )
+from sync.channels import own_channel, user_channels
 from sync.engine.privacy import (
     ErasureFailed,
     export_json,
@@ -35,7 +35,7 @@ from sync.engine.privacy import (
     user_data_export,
     user_data_summary,
 )
-from sync.engine.scope import own_channel, user_channels
+from sync.models import ServiceAccount, Token
 
 
 def synced_model_permissions() -> QuerySet:

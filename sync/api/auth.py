@@ -19,7 +19,7 @@ from knox.crypto import hash_token
 from knox.settings import CONSTANTS
 from rest_framework import exceptions
 
-from sync.accounts.models import Token
+from sync.models import Token
 
 # last_used_at (and a sliding expiry) is written at most this often per token,
 # so authentication stays a read on the hot paths.

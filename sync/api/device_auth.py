@@ -16,8 +16,8 @@ from django.db import connection
 
 from devices.models import Device
 from devices.selectors import DEVICE_FIELDS, HEADER, remember_device
-from sync.accounts.models import Token
 from sync.api.auth import Companion, TokenAuthentication, with_key
+from sync.models import Token
 
 _DEVICE = Companion(
     table=Device._meta.db_table,

@@ -27,10 +27,10 @@ from django.db import connection, models
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from sync import merge, registry
+from sync import merge, registry, writers
 from sync.choices import ConflictStatus, OnStale, Op, Status
 from sync.codecs import error_messages
-from sync.engine import capture, feed, metrics
+from sync.engine import feed, metrics
 from sync.engine.metrics import ConflictEvent
 from sync.engine.mutations import Malformed, Mutation, MutationResult, Parsed, echo
 from sync.engine.scope import Scope
@@ -478,7 +478,7 @@ class Batch:
             (updates if key in self.in_db else creates)[self.dirty[key]].append(self.objects[key])
         # The batch versions, records and feeds these rows itself: the
         # database's capture of other writers (sync.engine.capture) stands aside.
-        with capture.service_writes():
+        with writers.service_writes():
             for stype, objs in creates.items():
                 bulk.insert(stype.model, objs)
             for stype, objs in updates.items():

@@ -46,9 +46,7 @@ table `sync_writecontext`, which `write_context` restores before it returns
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,137 +57,14 @@ if TYPE_CHECKING:
 
     from sync.registry import SyncedType
 
-# Who is writing, as the triggers read it.
-SERVICE = "service"  # the sync service: versioned, recorded and fed by the caller
-PURGE = "purge"  # a real DELETE (erasure); nothing recorded
-PASSING = (SERVICE, PURGE)
-
-_SETTING = {"writer": "sync.writer", "user": "sync.history_user", "reason": "sync.history_reason"}
-# The newest feed row whose wake-up this transaction has recorded (PostgreSQL).
-_WOKEN = "sync.woken"
-REASON_CHARS = 100  # simple-history's history_change_reason
-
-
-@dataclass(frozen=True)
-class Context:
-    writer: str = ""
-    user: str = ""
-    reason: str = ""
-
-
-_UNSET = Context()
-_local = threading.local()
-
-
-def _stack(alias: str) -> list[Context]:
-    stacks = _local.__dict__.setdefault("stacks", {})
-    return stacks.setdefault(alias, [])
-
-
-def current(using: str = DEFAULT_DB_ALIAS) -> Context:
-    """The write context this thread set on `using` (as far as it knows)."""
-    stack = _stack(using)
-    return stack[-1] if stack else _UNSET
-
-
-@contextmanager
-def write_context(
-    *,
-    writer: str | None = None,
-    user_id: Any = None,
-    reason: str | None = None,
-    using: str = DEFAULT_DB_ALIAS,
-) -> Iterator[None]:
-    """Name the writer, user and reason of the writes inside the block (each
-    None: as it was). Opens a transaction if none is open: the context lives
-    in it, and is gone if it rolls back."""
-    before = current(using)
-    after = Context(
-        writer=before.writer if writer is None else writer,
-        user=before.user if user_id is None else str(user_id),
-        reason=before.reason if reason is None else reason[:REASON_CHARS],
-    )
-    if after == before:
-        yield
-        return
-    connection = connections[using]
-    stack = _stack(using)
-    with transaction.atomic(using=using, savepoint=False):
-        _apply(connection, after)
-        stack.append(after)
-        try:
-            yield
-        except BaseException:
-            # The transaction rolls back (to before the context, at worst).
-            stack.pop()
-            raise
-        stack.pop()
-        _apply(connection, before)
-
-
-@contextmanager
-def service_writes(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """The caller versions, records and feeds the synced rows it writes."""
-    with write_context(writer=SERVICE, using=using):
-        yield
-
-
-@contextmanager
-def purging(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
-    """DELETEs inside remove rows for good, unrecorded (a user's erasure)."""
-    with write_context(writer=PURGE, using=using):
-        yield
-
-
-def wake_after_commit(using: str = DEFAULT_DB_ALIAS) -> None:
-    """Send the wake-ups captured writes recorded, once the transaction
-    commits (at once outside one). Writes this process cannot see (raw SQL,
-    other processes) are sent by the outbox's periodic sweep."""
-    if current(using).writer in PASSING:
-        return
-    connection = connections[using]
-    if any(entry[1] is _send_captured for entry in connection.run_on_commit):
-        return
-    transaction.on_commit(_send_captured, using=using)
-
-
-def _send_captured() -> None:
-    from sync.notify.wakeups import enqueue_captured
-
-    enqueue_captured()
-
-
-def _apply(connection: BaseDatabaseWrapper, context: Context) -> None:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT set_config(%s, %s, true), set_config(%s, %s, true), "
-                "set_config(%s, %s, true)",
-                [
-                    _SETTING["writer"],
-                    context.writer,
-                    _SETTING["user"],
-                    context.user,
-                    _SETTING["reason"],
-                    context.reason,
-                ],
-            )
-        elif context == _UNSET:
-            cursor.execute("DELETE FROM sync_writecontext")
-        else:
-            cursor.execute(
-                "INSERT OR REPLACE INTO sync_writecontext (id, writer, user_id, reason) "
-                "VALUES (1, %s, %s, %s)",
-                [context.writer, context.user, context.reason],
-            )
-
+from sync.writers import PURGE, SERVICE, SETTINGS, WOKEN_SETTING
 
 # --- the triggers -----------------------------------------------------------------------
 
 
 # True while the sync service (or an erasure) writes: the triggers stand aside.
 PG_PASSING = (
-    f"COALESCE(current_setting('{_SETTING['writer']}', true), '') IN ('{SERVICE}', '{PURGE}')"
+    f"COALESCE(current_setting('{SETTINGS['writer']}', true), '') IN ('{SERVICE}', '{PURGE}')"
 )
 
 
@@ -287,9 +162,9 @@ def postgres_sql(stype: SyncedType, connection: BaseDatabaseWrapper) -> list[str
         elif kind == "history_type":
             values.append("kind")
         elif kind == "history_user":
-            values.append(f"NULLIF(current_setting('{_SETTING['user']}', true), '')::{t.user_type}")
+            values.append(f"NULLIF(current_setting('{SETTINGS['user']}', true), '')::{t.user_type}")
         elif kind == "history_change_reason":
-            values.append(f"NULLIF(current_setting('{_SETTING['reason']}', true), '')")
+            values.append(f"NULLIF(current_setting('{SETTINGS['reason']}', true), '')")
         else:
             values.append(f"NEW.{q(kind[1:])}")
     history_insert = (
@@ -394,7 +269,7 @@ BEGIN
   IF pg_current_xact_id_if_assigned() IS NULL THEN
     RETURN NULL;
   END IF;
-  covered := COALESCE(NULLIF(current_setting('{_WOKEN}', true), '')::bigint, 0);
+  covered := COALESCE(NULLIF(current_setting('{WOKEN_SETTING}', true), '')::bigint, 0);
   -- seq > 0: the condition of the feed's index in position order.
   SELECT jsonb_agg(DISTINCT channel), max(seq) INTO found, newest
     FROM {q(t.feed)}
@@ -402,7 +277,7 @@ BEGIN
   IF newest IS NULL THEN
     RETURN NULL;
   END IF;
-  PERFORM set_config('{_WOKEN}', newest::text, true);
+  PERFORM set_config('{WOKEN_SETTING}', newest::text, true);
   INSERT INTO {q(t.outbox)} (channels, seq, created_at, attempts, captured)
   VALUES (found, newest, statement_timestamp(), 0, true);
   RETURN NULL;

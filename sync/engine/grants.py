@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db import transaction
 
+from sync.channels import own_channel
 from sync.engine import feed
-from sync.engine.scope import own_channel
 from sync.models import ChannelGrant, GrantEvent
 from sync.notify.wakeups import wakeup_record
 

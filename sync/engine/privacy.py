@@ -67,15 +67,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from devices.models import Device, PushOutbox
-from sync import registry
-from sync.accounts.models import Token
+from sync import registry, writers
+from sync.channels import own_channel
 from sync.choices import Op, Status
-from sync.engine import capture
 from sync.engine.batch import BLOCKED
 from sync.engine.mutations import Mutation
-from sync.engine.scope import Scope, own_channel
+from sync.engine.scope import Scope
 from sync.engine.write import mutations_apply
-from sync.models import ChannelGrant, Conflict, GrantEvent, MutationRecord
+from sync.models import ChannelGrant, Conflict, GrantEvent, MutationRecord, Token
 from sync.registry import SyncedType
 
 logger = logging.getLogger(__name__)
@@ -299,7 +298,7 @@ def user_data_erase(*, user: Any, by: Any = None) -> ErasureReport:
         if kept:
             report.kept[stype.label] += kept
     # Rows go for good, unrecorded: the deletes devices pull were written above.
-    with transaction.atomic(), capture.purging():
+    with transaction.atomic(), writers.purging():
         _purge(user, username, report)
     logger.info(
         "erased the data of user %s by %s: %s",

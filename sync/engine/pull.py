@@ -14,11 +14,12 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from sync import registry
+from sync.channels import own_channel
 from sync.engine import feed
 from sync.engine.batch import Batch
 from sync.engine.cursor import BadCursor, Cursor, decode
 from sync.engine.feed import ORIGIN, Position
-from sync.engine.scope import Scope, own_channel
+from sync.engine.scope import Scope
 from sync.models import Change
 from sync.registry import SyncedType
 from syncbase import generic_plan, memo

@@ -37,7 +37,7 @@ from kombu.exceptions import OperationalError
 
 from devices.models import Device, PushOutbox
 from devices.push import SendReport, Target, backend
-from sync.engine.scope import members_filter
+from sync.channels import members_filter
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,8 @@ from django.test import Client
 
 from devices.models import Device, PushOutbox
 from fieldwork.models import Customer, Note, TeamMembership, WorkOrder
-from sync.accounts.models import Token
 from sync.engine.privacy import user_data_erase, user_data_export
-from sync.models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord
+from sync.models import Change, ChannelGrant, Conflict, GrantEvent, MutationRecord, Token
 from tests.conftest import Actor
 from tests.factories import customer, mutation, team_of, update, work_order
 from tests.helpers import https_client

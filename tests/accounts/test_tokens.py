@@ -11,10 +11,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from sync.accounts.models import ServiceAccount, Token
 from sync.accounts.services import token_issue, token_login, tokens_purge
 from sync.api.throttling import TokenRateThrottle
-from sync.models import ChannelGrant
+from sync.models import ChannelGrant, ServiceAccount, Token
 from tests.data_helpers import data_url, service_client
 from tests.helpers import assert_error, https_client
 

@@ -21,8 +21,8 @@ from rest_framework.throttling import AnonRateThrottle
 
 from devices.models import Device
 from fieldwork.models import Customer
-from sync.accounts.models import Token
 from sync.accounts.services import token_issue
+from sync.models import Token
 from tests.data_helpers import data_url, service_client
 from tests.factories import customer
 from tests.helpers import assert_error, https_client

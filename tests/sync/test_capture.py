@@ -20,7 +20,7 @@ from django.test import RequestFactory
 
 from devices.models import PushOutbox
 from fieldwork.models import Customer, WorkOrder
-from sync import registry
+from sync import registry, writers
 from sync.engine import capture
 from sync.models import Change
 from tests.factories import customer, team_of, update, work_order
@@ -331,7 +331,7 @@ def test_the_history_names_the_user_and_reason(alice, synced, admin_user):
     job._change_reason = "called the customer"
     job.title = "Call first"
     job.save()
-    with capture.write_context(user_id=admin_user.pk, reason="nightly import"):
+    with writers.write_context(user_id=admin_user.pk, reason="nightly import"):
         WorkOrder.objects.filter(pk=job.pk).update(priority="high")
     rows = list(
         WorkOrder.history.filter(id=job.pk, version__gt=1)
@@ -395,7 +395,7 @@ def test_baseline_gives_rows_written_before_the_capture_version_1(alice, synced)
     """Rows of a model registered with data already in it (or written before
     its triggers existed) get version 1, history and feed rows; twice changes
     nothing."""
-    with capture.service_writes():  # as if no trigger had been there
+    with writers.service_writes():  # as if no trigger had been there
         made = Customer.objects.create(owner=alice.user, name="Old row")
     assert Customer.objects.get(pk=made.pk).version == 0
     assert capture.baseline(registry.for_model(Customer), connection) == 1
@@ -415,7 +415,7 @@ def test_migrate_installs_the_triggers_of_the_code():
 def test_purging_deletes_for_good():
     owner = get_user_model().objects.create(username="gone")
     made = Customer.objects.create(owner=owner, name="Erase me")
-    with capture.purging():
+    with writers.purging():
         Customer.objects.filter(pk=made.pk).delete()
     assert not Customer.objects.filter(pk=made.pk).exists()
 

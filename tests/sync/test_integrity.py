@@ -15,10 +15,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from fieldwork.models import Customer, Note, WorkOrder
-from sync.engine.capture import service_writes as uncaptured
 from sync.engine.compaction import feed_compact
 from sync.engine.integrity import integrity_check
 from sync.models import Change, Conflict, MutationRecord
+from sync.writers import service_writes as uncaptured
 from tests.factories import customer, delete, mutation, team_of, update, work_order
 
 pytestmark = pytest.mark.django_db

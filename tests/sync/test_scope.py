@@ -9,8 +9,9 @@ import uuid
 import pytest
 
 from sync import registry
+from sync.channels import own_channel, user_channels
 from sync.engine.grants import channel_grant, channel_revoke
-from sync.engine.scope import FOREIGN, OUTSIDE, Scope, own_channel, user_channels
+from sync.engine.scope import FOREIGN, OUTSIDE, Scope
 from tests.factories import UserFactory
 
 CUSTOMER = registry.get("fieldwork.customer")

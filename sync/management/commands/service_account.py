@@ -9,8 +9,8 @@ from typing import Any
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync.accounts.models import ServiceAccount
 from sync.accounts.services import service_account_channels_set, service_account_create, token_issue
+from sync.models import ServiceAccount
 
 
 class Command(BaseCommand):
