@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from sync.api.openapi import SCHEMA_SETTINGS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -264,54 +266,27 @@ AUTH_TOKEN_TTL = timedelta(days=env.int("AUTH_TOKEN_TTL_DAYS", default=90))
 # Logins beyond this many per user replace the least recently used token.
 AUTH_TOKENS_PER_USER = env.int("AUTH_TOKENS_PER_USER", default=20)
 
+# The API brings its own authentication, renderers, parsers, throttles and
+# error handler (sync.api.base); the project sets the rates and proxies, and
+# the schema class drf-spectacular's views need (check sync.E003).
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "sync.api.device_auth.DeviceTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["syncbase.renderers.ORJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["syncbase.parsers.ORJSONParser"],
-    "EXCEPTION_HANDLER": "syncbase.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": [
-        "sync.api.throttling.AnonRateThrottle",
-        "sync.api.throttling.UserRateThrottle",
-    ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="1200/min"),
         "token": env.str("THROTTLE_TOKEN", default="2400/min"),
     },
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {
-    "TITLE": "Sync server API",
-    "DESCRIPTION": "Offline-first sync protocol v1: devices, pull, push, conflicts.",
-    "VERSION": "1.0.0",
+    # The API's own description (sync.api.openapi), with the UI's assets
+    # served by us (drf-spectacular-sidecar) rather than a CDN.
+    **SCHEMA_SETTINGS,
     "SERVE_INCLUDE_SCHEMA": False,
-    "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
-        # Throttling, authentication, parsing and size limits answer on every path.
-        "sync.api.openapi.add_common_responses",
-    ],
-    # One named component per choice set (several serializers share them).
-    "ENUM_NAME_OVERRIDES": {
-        "ChangeOpEnum": [("upsert", "upsert"), ("delete", "delete")],
-        "MutationOpEnum": "sync.choices.Op",
-        "ConflictPolicyEnum": "sync.choices.Policy",
-        "ConflictResolutionEnum": "sync.choices.ResolvedBy",
-        "ConflictStatusEnum": "sync.choices.ConflictStatus",
-        "ConflictKindEnum": "sync.choices.ConflictKind",
-        "ResolveChoiceEnum": "sync.choices.Choice",
-    },
 }
 
 # --- Celery: a real broker when REDIS_URL (or CELERY_BROKER_URL) is set, eager otherwise ---

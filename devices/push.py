@@ -15,6 +15,7 @@ The data message is the contract's (PROTOCOL.md, "Push notifications"):
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
 import warnings
@@ -24,8 +25,9 @@ from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any, Protocol
 
-from django.conf import settings
 from django.utils import timezone
+
+from syncbase.conf import sync_settings
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +80,17 @@ class ConsoleBackend:
 
     def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
         if targets:
-            logger.info(
-                "push (console backend) %s to %d device(s): %s",
+            line = "push (console backend) %s to %d device(s): %s" % (  # noqa: UP031
                 dict(data),
                 len(targets),
                 ", ".join(f"{t.device_id} ({t.platform})" for t in targets),
             )
+            if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
+                logger.info(line)
+            else:
+                # A project that configured no logging for us still sees
+                # what would have been sent: that is this backend's point.
+                print(line, file=sys.stderr)  # noqa: T201
         return SendReport(sent=[t.device_id for t in targets])
 
 
@@ -209,4 +216,6 @@ def _configured(name: str, credentials: str, endpoint: str) -> Backend:
 def backend() -> Backend:
     """The backend the settings name (one per process, built on first use)."""
     with _lock:
-        return _configured(settings.PUSH_BACKEND, settings.FCM_CREDENTIALS, settings.FCM_ENDPOINT)
+        return _configured(
+            sync_settings.PUSH_BACKEND, sync_settings.FCM_CREDENTIALS, sync_settings.FCM_ENDPOINT
+        )

@@ -3,12 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from devices.models import Device
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 _FIELDS = ("platform", "name", "app_version", "push_token")
@@ -47,7 +47,7 @@ def _check_room_for_a_device(user: Any) -> None:
     """At most SYNC_MAX_DEVICES_PER_USER devices per user (re-registering one
     of them is always fine). The user's row is locked so that registrations
     racing each other count one after the other and cannot overshoot together."""
-    limit = settings.SYNC_MAX_DEVICES_PER_USER
+    limit = sync_settings.SYNC_MAX_DEVICES_PER_USER
     get_user_model().objects.select_for_update().only("pk").get(pk=user.pk)
     if Device.objects.filter(user_id=user.pk).count() >= limit:
         raise SyncError(

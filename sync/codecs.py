@@ -18,10 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from syncbase.conf import sync_settings
 
 _TYPES: list[tuple[type[models.Field], str]] = [
     (models.ForeignKey, "reference"),
@@ -212,9 +213,9 @@ def codec_for(field: models.Field, *, read_only: bool, limit: int | None = None)
     ref_model = field.related_model if wire == "reference" else None
     max_length = max_bytes = None
     if wire in ("string", "text"):
-        max_length = field.max_length or limit or settings.SYNC_MAX_TEXT_CHARS
+        max_length = field.max_length or limit or sync_settings.SYNC_MAX_TEXT_CHARS
     elif wire == "json":
-        max_bytes = limit or settings.SYNC_MAX_JSON_BYTES
+        max_bytes = limit or sync_settings.SYNC_MAX_JSON_BYTES
     return FieldCodec(
         name=field.name,
         attname=field.attname,

@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connection, models
 from django.db.models import signals
 from django.db.models.base import ModelState
@@ -205,8 +206,13 @@ def register(
     owner_field: str | None = "owner",
     conflict_resolution: str = ResolvedBy.OWNER,
     limits: Mapping[str, int] | None = None,
-) -> SyncedType:
+) -> SyncedType | None:
     """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API.
+
+    A model sync cannot serve (a primary key that is not a UUID, a field or
+    scope field it does not have) is not registered: `manage.py check` names
+    it (sync.E004, sync.E005) and None is returned, so that the project still
+    starts and the check can run.
 
     `conflict_resolution="staff"` keeps its conflicts for staff: the user who
     raised one cannot settle it from the app. `limits` caps text fields
@@ -216,7 +222,10 @@ def register(
     from sync.models import SyncedModel
 
     if not issubclass(model, SyncedModel):
-        raise TypeError(f"{model.__name__} must subclass sync.models.SyncedModel")
+        raise TypeError(
+            f"{model.__name__} must subclass sync.models.SyncedModel (README, "
+            '"Add sync to your Django project")'
+        )
     if resolver is not None and policy == Policy.MERGE:
         policy = Policy.CUSTOM
     if policy not in Policy.values:
@@ -228,6 +237,17 @@ def register(
             f"Unknown conflict_resolution {conflict_resolution!r}; use one of {ResolvedBy.values}"
         )
     label = model._meta.label_lower
+    if not isinstance(model._meta.pk, models.UUIDField):
+        _refuse(
+            "sync.E004",
+            model,
+            f"{label} has a {type(model._meta.pk).__name__} primary key; sync needs a UUID "
+            "that clients choose.",
+            'Keep SyncedModel\'s `id` (README, "Add sync to your Django project": a model '
+            "with rows under another key gets a UUID column first, filled by a migration, "
+            "then made the primary key).",
+        )
+        return None
     read_only = set(read_only) | set(SYSTEM_FIELDS)
     names = list(fields)
     if owner_field:
@@ -243,7 +263,17 @@ def register(
             names.append(name)
     codecs = {}
     for name in names:
-        django_field = model._meta.get_field(name)
+        try:
+            django_field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            role = "scope field" if name in scope.values() else "field"
+            _refuse(
+                "sync.E005",
+                model,
+                f"{label} has no {role} {name!r}.",
+                f"Name fields of {model.__name__} in sync.register(fields=..., scope=...).",
+            )
+            return None
         if not isinstance(django_field, models.Field):
             raise TypeError(f"{label}.{name}: reverse relations cannot be synced")
         codecs[name] = codec_for(
@@ -263,6 +293,23 @@ def register(
     model._sync_captured = True  # type: ignore[attr-defined]  # read by sync.models
     _referrers.clear()  # recomputed with the new model on next use
     return entry
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A model `register` refused, for the system checks (sync.checks)."""
+
+    id: str
+    model: type[models.Model]
+    message: str
+    hint: str
+
+
+refused: list[Refusal] = []
+
+
+def _refuse(check_id: str, model: type[models.Model], message: str, hint: str) -> None:
+    refused.append(Refusal(check_id, model, message, hint))
 
 
 def get(label: str) -> SyncedType | None:

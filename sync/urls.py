@@ -16,6 +16,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sync.api import data, devices, views
+from sync.api.openapi import SCHEMA_SETTINGS
 
 sync_patterns = [
     path("pull/", views.PullView.as_view(), name="sync-pull"),
@@ -40,6 +41,12 @@ urlpatterns = [
     path("devices/", include(device_patterns)),
     path("sync/", include(sync_patterns)),
     path("data/", include(data.urls())),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Not described in the document themselves (schema=None), whatever the
+    # project's DEFAULT_SCHEMA_CLASS.
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(custom_settings=SCHEMA_SETTINGS, schema=None),
+        name="schema",
+    ),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", schema=None), name="docs"),
 ]

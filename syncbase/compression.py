@@ -26,6 +26,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 
+from syncbase.conf import sync_settings
+
 # Below this a response is sent as it is: it fits in a packet anyway.
 MIN_SIZE = 512
 # Compressing must save at least this much to be worth a Content-Encoding.
@@ -33,16 +35,16 @@ MIN_SAVING = 64
 
 
 def _gzip(data: bytes) -> bytes:
-    compressor = zlib.compressobj(settings.COMPRESSION_GZIP_LEVEL, zlib.DEFLATED, 31)
+    compressor = zlib.compressobj(sync_settings.COMPRESSION_GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
 
 
 def _zstd(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=settings.COMPRESSION_ZSTD_LEVEL).compress(data)
+    return zstandard.ZstdCompressor(level=sync_settings.COMPRESSION_ZSTD_LEVEL).compress(data)
 
 
 def _br(data: bytes) -> bytes:
-    return bytes(brotli.compress(data, quality=settings.COMPRESSION_BROTLI_LEVEL))
+    return bytes(brotli.compress(data, quality=sync_settings.COMPRESSION_BROTLI_LEVEL))
 
 
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {"zstd": _zstd, "br": _br, "gzip": _gzip}

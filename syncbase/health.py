@@ -12,6 +12,9 @@ from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.http import HttpRequest, JsonResponse
 
+from syncbase.conf import sync_settings
+from syncbase.tasks import celery_configured
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,7 +30,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception:
         logger.exception("health check: database unreachable")
         checks["database"] = "down"
-    if settings.REDIS_URL:
+    if _shared_cache():
         try:
             cache.set("healthz", "1", 5)
             checks["cache"] = "ok" if cache.get("healthz") == "1" else "down"
@@ -38,6 +41,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if healthy else "down", **checks}, status=200 if healthy else 503
     )
+
+
+def _shared_cache() -> bool:
+    """A cache other processes share (Redis, Memcached...), worth probing."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    return not backend.endswith(("LocMemCache", "DummyCache"))
+
+
+def _runs_tasks_here() -> bool:
+    """Celery runs tasks in this process (eagerly, or without a Celery app):
+    there is no broker to ask."""
+    from celery import current_app
+
+    # The Django setting when the project has one (tests change it), else the app's.
+    eager = getattr(settings, "CELERY_TASK_ALWAYS_EAGER", current_app.conf.task_always_eager)
+    return not celery_configured() or bool(eager)
+
+
+def _broker_url() -> str:
+    # The Django setting when the project has one (tests change it), else the app's.
+    from celery import current_app
+
+    return getattr(settings, "CELERY_BROKER_URL", None) or current_app.conf.broker_url
 
 
 # --- readiness --------------------------------------------------------------------------
@@ -68,10 +94,10 @@ def _broker_answers() -> None:
     # celery.py made current), not one of ours.
     from celery import current_app as app
 
-    timeout = settings.READYZ_TIMEOUT_SECONDS
+    timeout = sync_settings.READYZ_TIMEOUT_SECONDS
     # The URL from the settings rather than the Celery app's configuration,
     # which is read once: the same value in production, overridable in tests.
-    with app.connection_for_write(url=settings.CELERY_BROKER_URL, connect_timeout=timeout) as conn:
+    with app.connection_for_write(url=_broker_url(), connect_timeout=timeout) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
 
 
@@ -84,13 +110,13 @@ def readiness() -> dict[str, str]:
         "cache": _cache_answers,
     }
     states: dict[str, str] = {}
-    if settings.CELERY_TASK_ALWAYS_EAGER:
+    if _runs_tasks_here():
         states["broker"] = "skipped"
     else:
         checks["broker"] = _broker_answers
     pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="readyz")
     futures = {name: pool.submit(check) for name, check in checks.items()}
-    deadline = time.monotonic() + settings.READYZ_TIMEOUT_SECONDS
+    deadline = time.monotonic() + sync_settings.READYZ_TIMEOUT_SECONDS
     for name, future in futures.items():
         try:
             future.result(timeout=max(0.0, deadline - time.monotonic()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
@@ -15,6 +14,7 @@ from django.utils import timezone
 from sync.channels import user_channels
 from sync.engine.grants import channel_grant, channel_revoke
 from sync.models import ServiceAccount, Token
+from syncbase.conf import sync_settings
 
 
 def token_issue(
@@ -46,9 +46,11 @@ def token_login(*, user: Any, request: HttpRequest | None = None) -> str:
     if request is not None:
         user_logged_in.send(sender=user.__class__, request=request, user=user)
     with transaction.atomic():
-        _, secret = token_issue(user=user, name="login", ttl=settings.AUTH_TOKEN_TTL, sliding=True)
+        _, secret = token_issue(
+            user=user, name="login", ttl=sync_settings.AUTH_TOKEN_TTL, sliding=True
+        )
         logins = Token.objects.filter(user=user, sliding=True).order_by("-last_used_at", "-created")
-        extra = list(logins.values_list("pk", flat=True)[settings.AUTH_TOKENS_PER_USER :])
+        extra = list(logins.values_list("pk", flat=True)[sync_settings.AUTH_TOKENS_PER_USER :])
         if extra:
             Token.objects.filter(pk__in=extra).delete()
     return secret

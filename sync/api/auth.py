@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from hmac import compare_digest
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
@@ -20,6 +19,7 @@ from knox.settings import CONSTANTS
 from rest_framework import exceptions
 
 from sync.models import Token
+from syncbase.conf import sync_settings
 
 # last_used_at (and a sliding expiry) is written at most this often per token,
 # so authentication stays a read on the hot paths.
@@ -137,7 +137,7 @@ class TokenAuthentication(KnoxAuthentication):
         if token.last_used_at is None or token.last_used_at < now - TOUCH_EVERY:
             values: dict[str, Any] = {"last_used_at": now}
             if token.sliding and token.expiry is not None:
-                values["expiry"] = now + settings.AUTH_TOKEN_TTL
+                values["expiry"] = now + sync_settings.AUTH_TOKEN_TTL
             Token.objects.filter(pk=token.pk).update(**values)
         return user, token
 

@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any
 
 import django_filters
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
@@ -47,6 +46,7 @@ from rest_framework.routers import SimpleRouter
 from devices.selectors import user_id_of
 from sync import registry
 from sync.accounts.selectors import data_scope
+from sync.api.base import SyncAPIView
 from sync.api.serializers import ErrorSerializer, MutationResultSerializer, PullResponseSerializer
 from sync.api.throttling import TokenRateThrottle
 from sync.choices import OnStale, Op, Status
@@ -57,6 +57,7 @@ from sync.engine.pull import pull_page
 from sync.engine.scope import Scope
 from sync.engine.write import mutations_apply
 from sync.registry import SyncedType
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 DEFAULT_PAGE_SIZE = 100
@@ -215,7 +216,7 @@ def _version_from(header: str | None, name: str) -> int | None:
     return int(tag)
 
 
-class DataViewSet(viewsets.GenericViewSet):
+class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
     """Generated per model; `stype` is set on each generated subclass."""
 
     stype: SyncedType
@@ -415,7 +416,7 @@ class DataViewSet(viewsets.GenericViewSet):
                 'The body must be {"mutations": [...]}.',
                 errors={"mutations": ["A list of mutations is required."]},
             )
-        limit = settings.SYNC_PUSH_MAX_MUTATIONS
+        limit = sync_settings.SYNC_PUSH_MAX_MUTATIONS
         if len(raw) > limit:
             raise SyncError(
                 "too_many_mutations",

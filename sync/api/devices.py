@@ -5,15 +5,15 @@ from rest_framework import status
 from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from devices.selectors import devices_for_user
 from devices.services import device_delete, device_register, device_update
+from sync.api.base import SyncAPIView
 from sync.api.device_serializers import DeviceSerializer, DeviceUpdateSerializer
 from sync.api.serializers import ErrorSerializer
 
 
-class DeviceListView(APIView):
+class DeviceListView(SyncAPIView):
     @extend_schema(responses=DeviceSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response(DeviceSerializer(devices_for_user(user=request.user), many=True).data)
@@ -39,7 +39,7 @@ class DeviceListView(APIView):
         )
 
 
-class DeviceDetailView(APIView):
+class DeviceDetailView(SyncAPIView):
     def _device(self, request: Request, device_id):  # noqa: ANN001, ANN202
         return get_object_or_404(devices_for_user(user=request.user), pk=device_id)
 

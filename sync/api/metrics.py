@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from sync.notify.wakeups import counters as push_counters
+from syncbase.conf import sync_settings
 
 
 class PushOutcomeCollector:
@@ -65,7 +66,7 @@ def metrics_allowed(request: HttpRequest) -> bool:
     """
     if settings.DEBUG:
         return True
-    token = settings.METRICS_TOKEN
+    token = sync_settings.METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if (
         token
@@ -73,7 +74,7 @@ def metrics_allowed(request: HttpRequest) -> bool:
         and hmac.compare_digest(given.strip().encode(), token.encode())
     ):
         return True
-    allowed = settings.METRICS_ALLOWED_IPS
+    allowed = sync_settings.METRICS_ALLOWED_IPS
     if allowed:
         try:
             address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))

@@ -11,6 +11,31 @@ from __future__ import annotations
 
 from typing import Any
 
+# How the document describes the API, whatever the project's
+# SPECTACULAR_SETTINGS: sync.urls serves it with these.
+SCHEMA_SETTINGS = {
+    "TITLE": "Sync server API",
+    "DESCRIPTION": "Offline-first sync protocol v1: devices, pull, push, conflicts.",
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # Throttling, authentication, parsing and size limits answer on every path.
+        "sync.api.openapi.add_common_responses",
+    ],
+    # One named component per choice set (several serializers share them).
+    "ENUM_NAME_OVERRIDES": {
+        "ChangeOpEnum": [("upsert", "upsert"), ("delete", "delete")],
+        "MutationOpEnum": "sync.choices.Op",
+        "ConflictPolicyEnum": "sync.choices.Policy",
+        "ConflictResolutionEnum": "sync.choices.ResolvedBy",
+        "ConflictStatusEnum": "sync.choices.ConflictStatus",
+        "ConflictKindEnum": "sync.choices.ConflictKind",
+        "ResolveChoiceEnum": "sync.choices.Choice",
+    },
+}
+
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 BODY_METHODS = {"post", "put", "patch"}
 

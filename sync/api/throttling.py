@@ -28,6 +28,8 @@ from typing import Any
 
 from rest_framework import throttling
 
+from syncbase.conf import sync_settings
+
 
 class CountedThrottle(throttling.SimpleRateThrottle):
     """`SimpleRateThrottle`'s rates, scopes and cache keys, counted per window."""
@@ -41,6 +43,12 @@ class CountedThrottle(throttling.SimpleRateThrottle):
     # Set by SimpleRateThrottle.__init__ from the rate (untyped in DRF).
     num_requests: int
     duration: int
+
+    def get_rate(self) -> str | None:
+        """The project's REST_FRAMEWORK rate for the scope, else ours
+        (syncbase.conf THROTTLE_RATES): the API is throttled in any project."""
+        rates = {**sync_settings.THROTTLE_RATES, **self.THROTTLE_RATES}
+        return rates.get(self.scope)
 
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None:

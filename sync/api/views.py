@@ -4,17 +4,16 @@ import logging
 import uuid
 from collections import Counter
 
-from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from devices.selectors import HEADER, device_from_request, user_id_of
 from sync import registry
 from sync.accounts.services import token_login
+from sync.api.base import SyncAPIView
 from sync.api.serializers import (
     ConflictResolveRequestSerializer,
     ConflictResolveResponseSerializer,
@@ -35,6 +34,7 @@ from sync.engine.pull import pull_page, resolve_models
 from sync.engine.push import push_apply
 from sync.engine.seen import device_seen
 from syncbase import request_log
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ DEVICE_HEADER = OpenApiParameter(
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer}
 
 
-class TokenView(APIView):
+class TokenView(SyncAPIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
@@ -63,8 +63,8 @@ class TokenView(APIView):
 
 def _limit(raw: str | None) -> int:
     if raw is None:
-        return settings.SYNC_PULL_DEFAULT_LIMIT
-    top = settings.SYNC_PULL_MAX_LIMIT
+        return sync_settings.SYNC_PULL_DEFAULT_LIMIT
+    top = sync_settings.SYNC_PULL_MAX_LIMIT
     # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= top:
         raise SyncError(
@@ -75,7 +75,7 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-class PullView(APIView):
+class PullView(SyncAPIView):
     @extend_schema(
         parameters=[
             DEVICE_HEADER,
@@ -105,7 +105,7 @@ class PullView(APIView):
         return Response(page.body())
 
 
-class PushView(APIView):
+class PushView(SyncAPIView):
     @extend_schema(
         parameters=[DEVICE_HEADER],
         request=PushRequestSerializer,
@@ -145,7 +145,7 @@ class PushView(APIView):
         )
 
 
-class ModelsView(APIView):
+class ModelsView(SyncAPIView):
     @extend_schema(responses={200: ModelDescriptionSerializer(many=True)})
     def get(self, request: Request) -> Response:
         return Response([t.describe() for t in registry.all_types()])
@@ -154,7 +154,7 @@ class ModelsView(APIView):
 CONFLICT_STATUSES = ConflictStatus.values
 
 
-class ConflictsView(APIView):
+class ConflictsView(SyncAPIView):
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=CONFLICT_STATUSES)],
         responses={200: ConflictSerializer(many=True), **ERRORS},
@@ -171,11 +171,11 @@ class ConflictsView(APIView):
                 errors={"status": [f"Must be one of {listed}."]},
             )
         qs = conflicts_for_user(user_id=user_id_of(request), status=status)
-        newest = qs[: settings.SYNC_CONFLICTS_LIST_MAX]
+        newest = qs[: sync_settings.SYNC_CONFLICTS_LIST_MAX]
         return Response(ConflictSerializer(newest, many=True).data)
 
 
-class ConflictDetailView(APIView):
+class ConflictDetailView(SyncAPIView):
     @extend_schema(responses={200: ConflictSerializer, 404: ErrorSerializer, **ERRORS})
     def get(self, request: Request, conflict_id: uuid.UUID) -> Response:
         conflict = conflicts_for_user(user_id=user_id_of(request), status=None).filter(
@@ -187,7 +187,7 @@ class ConflictDetailView(APIView):
         return Response(ConflictSerializer(found).data)
 
 
-class ConflictResolveView(APIView):
+class ConflictResolveView(SyncAPIView):
     @extend_schema(
         parameters=[
             OpenApiParameter(

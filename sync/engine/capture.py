@@ -450,6 +450,11 @@ def fingerprint(stype: SyncedType, connection: BaseDatabaseWrapper) -> str:
 def installed(stype: SyncedType, connection: BaseDatabaseWrapper) -> str | None:
     """The fingerprint of the capture installed for `stype`, if any."""
     table = stype.model._meta.db_table
+    if (
+        connection.vendor == "sqlite"
+        and "sync_capturestate" not in connection.introspection.table_names()
+    ):
+        return None  # not migrated yet
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from sync.models import Change, FeedState, MutationRecord
+from syncbase.conf import sync_settings
 
 # Rows are deleted in seq windows of this size, so no transaction holds many
 # row locks or runs long next to live pushes.
@@ -26,7 +26,7 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
     is recorded and pull answers older cursors with 410 resync_required.
     """
     now = now or timezone.now()
-    cutoff = now - settings.SYNC_RETENTION
+    cutoff = now - sync_settings.SYNC_RETENTION
     top = Change.objects.aggregate(m=Max("seq"))["m"] or 0
     superseded = tombstones = 0
     newer = Change.objects.filter(
@@ -54,6 +54,6 @@ def feed_compact(*, now: dt.datetime | None = None) -> dict[str, int]:
         state.compacted_at = max(state.compacted_at or now, now)
         state.save()
     records, _ = MutationRecord.objects.filter(
-        created_at__lt=now - settings.SYNC_MUTATION_LOG_RETENTION
+        created_at__lt=now - sync_settings.SYNC_MUTATION_LOG_RETENTION
     ).delete()
     return {"superseded": superseded, "tombstones": tombstones, "mutation_records": records}

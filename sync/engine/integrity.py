@@ -40,13 +40,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, Exists, Max, Min, OuterRef
 
 from sync import registry
 from sync.choices import ConflictStatus, Status
 from sync.models import Change, Conflict, FeedState, MutationRecord
 from sync.registry import SyncedType
+from syncbase.conf import sync_settings
 
 CHUNK = 1000
 
@@ -98,7 +98,7 @@ def integrity_check(*, chunk_size: int = CHUNK) -> Report:
     state = FeedState.objects.filter(pk=1).values("purged_seq", "compacted_at").first()
     expired_before = None
     if state and state["purged_seq"] > 0 and state["compacted_at"] is not None:
-        expired_before = state["compacted_at"] - settings.SYNC_RETENTION
+        expired_before = state["compacted_at"] - sync_settings.SYNC_RETENTION
     for stype in types:
         for rows in _chunks(stype, chunk_size):
             report.counts["objects"] += len(rows)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 
@@ -23,6 +22,7 @@ from sync.engine.scope import Scope
 from sync.models import Change
 from sync.registry import SyncedType
 from syncbase import generic_plan, memo
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 from syncbase.renderers import render
 
@@ -104,7 +104,7 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
             "This cursor was issued for a different `models` filter; use the same filter "
             "or start an initial sync for the new one.",
         )
-    if cur.t < time.time() - settings.SYNC_RETENTION.total_seconds():
+    if cur.t < time.time() - sync_settings.SYNC_RETENTION.total_seconds():
         raise _resync()
     return cur
 
@@ -229,7 +229,7 @@ def pull_page(
     # sent, so it needs no delete. Backfill pages still send every delete: a
     # revoked channel's objects may have come earlier in this same sync.
     staged = _materialise(rows, states, page, scope, initial=None if cur.b else cur.i)
-    changes, cut = _within_budget(staged, settings.SYNC_PULL_MAX_BYTES)
+    changes, cut = _within_budget(staged, sync_settings.SYNC_PULL_MAX_BYTES)
     if cut is not None:  # the page filled up: continue after its last change
         has_more = True
         if cur.b:

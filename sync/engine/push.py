@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
 from sync.engine import feed, metrics
 from sync.engine.cursor import BadCursor, Cursor, decode
 from sync.engine.mutations import MutationResult
 from sync.engine.write import BatchOutcome, mutations_apply
 from sync.models import Change
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ def push_apply(
     *, user: Any, device: Any, mutations: Sequence[Any], cursor: str | None = None
 ) -> PushOutcome:
     """A device's push: apply the batch, then hand back a cursor it may adopt."""
-    limit = settings.SYNC_PUSH_MAX_MUTATIONS
+    limit = sync_settings.SYNC_PUSH_MAX_MUTATIONS
     if len(mutations) > limit:
         raise SyncError(
             "too_many_mutations",

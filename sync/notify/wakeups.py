@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
@@ -38,6 +37,8 @@ from kombu.exceptions import OperationalError
 from devices.models import Device, PushOutbox
 from devices.push import SendReport, Target, backend
 from sync.channels import members_filter
+from syncbase.conf import sync_settings
+from syncbase.tasks import run_task
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +53,11 @@ RETRY_CAP_SECONDS = 300.0
 SYNC = "sync"
 CONFLICT_RESOLVED = "conflict_resolved"
 
-# The tasks of sync.tasks, found by name in the Celery app's registry rather
-# than imported (they call this module).
+# The tasks of sync.tasks, run by name (syncbase.tasks) rather than imported:
+# they call this module.
 FANOUT_TASK = "devices.tasks.push_fanout"
 FLUSH_TASK = "devices.tasks.push_flush"
 RETRY_TASK = "devices.tasks.push_retry"
-
-
-def _task(name: str) -> Any:
-    from celery import current_app
-
-    return current_app.tasks[name]
 
 
 class Outcome:
@@ -110,7 +105,7 @@ def enqueue(outbox_id: int) -> bool:
     # The write has committed and the sync request must succeed whatever
     # happens here: on any failure the outbox row stays for the sweep.
     try:
-        _task(FANOUT_TASK).delay(outbox_id)
+        run_task(FANOUT_TASK, [outbox_id])
     except (OperationalError, OSError):
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         logger.warning("Broker unreachable; wake-up #%s left to the sweep", outbox_id)
@@ -156,7 +151,7 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
     targets = _targets(row)
     opened = _coalesce([t.device_id for t in targets], cursor=row.seq)
     if opened:
-        _task(FLUSH_TASK).apply_async(args=[[str(d) for d in opened]], countdown=_window())
+        run_task(FLUSH_TASK, [[str(d) for d in opened]], countdown=_window())
     if (
         row.conflict_id
         and row.conflict_device_id
@@ -246,7 +241,7 @@ def _conflict_resolved(conflict_id: uuid.UUID, device_id: uuid.UUID) -> None:
 
 
 def _window() -> int:
-    return max(1, int(settings.PUSH_COALESCE_SECONDS))
+    return max(1, int(sync_settings.PUSH_COALESCE_SECONDS))
 
 
 def _coalesce(device_ids: Sequence[uuid.UUID], *, cursor: int) -> list[uuid.UUID]:
@@ -357,14 +352,15 @@ def _send(targets: Sequence[Target], data: dict[str, str], *, attempt: int = 1) 
         Device.objects.filter(pk__in=report.unregistered).update(
             push_active=False, last_push_at=now, last_push_outcome=Outcome.UNREGISTERED
         )
-    retry = report.temporary if attempt < settings.PUSH_MAX_ATTEMPTS else []
+    retry = report.temporary if attempt < sync_settings.PUSH_MAX_ATTEMPTS else []
     given_up = report.failed + [d for d in report.temporary if d not in retry]
     if retry:
         Device.objects.filter(pk__in=retry).update(
             last_push_at=now, last_push_outcome=Outcome.RETRYING
         )
-        _task(RETRY_TASK).apply_async(
-            args=[[str(d) for d in retry], data, attempt + 1],
+        run_task(
+            RETRY_TASK,
+            [[str(d) for d in retry], data, attempt + 1],
             countdown=retry_delay(attempt, report.retry_after),
         )
     if given_up:

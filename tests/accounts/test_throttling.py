@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from rest_framework.settings import api_settings
 
+from sync.api.base import SyncAPIView
 from sync.api.throttling import TokenRateThrottle
 
 
 def configured(scope: str) -> Any:
     """The throttle class the API uses for this scope."""
-    return next(c for c in api_settings.DEFAULT_THROTTLE_CLASSES if c.scope == scope)
+    return next(c for c in SyncAPIView.throttle_classes if getattr(c, "scope", None) == scope)
 
 
 def caller() -> SimpleNamespace:

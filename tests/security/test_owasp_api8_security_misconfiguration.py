@@ -31,6 +31,8 @@ PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "ALLOWED_HOSTS": "sync.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://sync.example.com",
+    # A shared cache, as production has (the check reads the setting; nothing connects).
+    "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1",
 }
 
 

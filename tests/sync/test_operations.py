@@ -118,6 +118,13 @@ def test_production_settings_pass_the_deploy_check(settings):
     settings.DEBUG = False
     settings.SECRET_KEY = "x7#Kp2!vQ9zR4mW8nT1yB6cJ3hF5gD0sL-aE_uI+oP=" * 2
     settings.SECRET_KEY_FALLBACKS = []
+    # A shared cache, as production has (the check reads the setting; nothing connects).
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/1",
+        }
+    }
     out = StringIO()
     call_command("check", "--deploy", "--fail-level", "WARNING", stdout=out, stderr=out)
     assert "no issues" in out.getvalue()

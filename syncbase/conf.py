@@ -1,0 +1,61 @@
+"""Every setting `sync`, `devices` and `syncbase` read, with its default, in
+one place (as DRF's `api_settings`): a project sets only what it changes.
+
+    from syncbase.conf import sync_settings
+    sync_settings.SYNC_PULL_MAX_LIMIT
+
+Read through Django's settings each time, so `override_settings` and the
+test `settings` fixture apply. The README's "Configuration" table says what
+each means; the reference project (config/settings.py) reads them from
+environment variables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # The change feed and pushes.
+    "SYNC_RETENTION": dt.timedelta(days=30),  # tombstones kept; older cursors get 410
+    "SYNC_MUTATION_LOG_RETENTION": dt.timedelta(days=30),  # a retried mutation id is known
+    "SYNC_PULL_DEFAULT_LIMIT": 500,
+    "SYNC_PULL_MAX_LIMIT": 1000,
+    "SYNC_PULL_MAX_BYTES": 4 * 1024 * 1024,  # a pull page stops growing past this
+    "SYNC_PUSH_MAX_MUTATIONS": 500,
+    "SYNC_MAX_TEXT_CHARS": 10_000,  # text fields without a max_length
+    "SYNC_MAX_JSON_BYTES": 64 * 1024,  # JSON fields
+    "SYNC_MAX_DEVICES_PER_USER": 50,
+    "SYNC_CONFLICTS_LIST_MAX": 1000,
+    # Tokens.
+    "AUTH_TOKEN_TTL": dt.timedelta(days=90),  # a login token unused this long expires
+    "AUTH_TOKENS_PER_USER": 20,
+    # Wake-ups.
+    "PUSH_BACKEND": "console",  # or "fcm"
+    "FCM_CREDENTIALS": "",  # a Firebase service-account JSON file
+    "FCM_ENDPOINT": "https://fcm.googleapis.com",
+    "PUSH_COALESCE_SECONDS": 10,
+    "PUSH_MAX_ATTEMPTS": 5,
+    # Operations.
+    "READYZ_TIMEOUT_SECONDS": 2.0,
+    "METRICS_TOKEN": "",
+    "METRICS_ALLOWED_IPS": [],  # ipaddress networks
+    "COMPRESSION_ZSTD_LEVEL": 1,
+    "COMPRESSION_BROTLI_LEVEL": 1,
+    "COMPRESSION_GZIP_LEVEL": 3,
+    # The API's throttles (per account, per address without credentials, per
+    # back-office token); a project's REST_FRAMEWORK rates win where given.
+    "THROTTLE_RATES": {"user": "1200/min", "anon": "60/min", "token": "2400/min"},
+}
+
+
+class SyncSettings:
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"no sync setting {name!r}")
+        return getattr(settings, name, DEFAULTS[name])
+
+
+sync_settings = SyncSettings()
