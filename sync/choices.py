@@ -69,3 +69,14 @@ class Choice(models.TextChoices):
     SERVER = "server", "keep the server's values (keep deleted, or keep the object)"
     CLIENT = "client", "take the client's values (restore, or delete)"
     FIELDS = "fields", "the given value for each field at stake"
+
+
+class Reason(models.TextChoices):
+    """Why a mutation was rejected, for code to act on (the messages in
+    `errors` are for people and may be reworded)."""
+
+    INVALID = "invalid", "invalid data or envelope"
+    NOT_FOUND = "not_found", "no such object in the writer's scope"
+    GONE = "gone", "the object has been deleted"
+    EXISTS = "exists", "an object with this id already exists"
+    PROTECTED = "protected", "other objects refer to it"

@@ -49,15 +49,14 @@ from sync.accounts.selectors import data_scope
 from sync.api.base import SyncAPIView
 from sync.api.serializers import ErrorSerializer, MutationResultSerializer, PullResponseSerializer
 from sync.api.throttling import TokenRateThrottle
-from sync.choices import OnStale, Op, Status
+from sync.api.views import mutations_of, pull_limit
+from sync.choices import OnStale, Op, Reason, Status
 from sync.codecs import FieldCodec
-from sync.engine.batch import BLOCKED, GONE, not_in_scope
 from sync.engine.mutations import Malformed, Mutation, MutationResult, parse
 from sync.engine.pull import pull_page
 from sync.engine.scope import Scope
-from sync.engine.write import mutations_apply
+from sync.engine.write import check_batch_size, mutations_apply
 from sync.registry import SyncedType
-from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 DEFAULT_PAGE_SIZE = 100
@@ -264,17 +263,8 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
         return self.get_paginated_response([self._body(obj) for obj in rows])
 
     def _since(self, request: Request, cursor: str) -> Response:
-        limit = request.query_params.get("limit") or request.query_params.get("page_size")
-        try:
-            size = int(limit) if limit else DEFAULT_PAGE_SIZE
-        except ValueError:
-            size = 0
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise SyncError(
-                "bad_limit",
-                f"limit must be an integer from 1 to {MAX_PAGE_SIZE}.",
-                errors={"limit": [f"Must be an integer from 1 to {MAX_PAGE_SIZE}."]},
-            )
+        params = request.query_params
+        size = pull_limit(params.get("limit", params.get("page_size")))
         page = pull_page(
             user_id=user_id_of(request),
             cursor=cursor or None,
@@ -376,13 +366,13 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
             headers["ETag"] = _etag(result.version)
         if result.status == Status.REJECTED:
             errors = result.errors or {}
-            about_id = errors.get("id", [])
-            if about_id in ([not_in_scope(self.stype.label)], [GONE]):
+            if result.reason in (Reason.NOT_FOUND, Reason.GONE):
                 raise SyncError(
                     "not_found", f"No {self.stype.label} with this id.", status_code=404
                 )
-            if about_id and about_id[0].startswith(BLOCKED):
-                raise SyncError("protected", about_id[0], status_code=409, errors=errors)
+            if result.reason == Reason.PROTECTED:
+                detail = errors.get("id", ["Other objects refer to it."])[0]
+                raise SyncError("protected", detail, status_code=409, errors=errors)
             raise SyncError("invalid", "The change was refused; see errors.", errors=errors)
         current = {
             "model": self.stype.label,
@@ -408,21 +398,8 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
 
     @action(detail=False, methods=["post"])
     def bulk(self, request: Request) -> Response:
-        body = request.data
-        raw = body.get("mutations") if isinstance(body, dict) else None
-        if not isinstance(raw, list):
-            raise SyncError(
-                "invalid",
-                'The body must be {"mutations": [...]}.',
-                errors={"mutations": ["A list of mutations is required."]},
-            )
-        limit = sync_settings.SYNC_PUSH_MAX_MUTATIONS
-        if len(raw) > limit:
-            raise SyncError(
-                "too_many_mutations",
-                f"At most {limit} mutations per request; send the rest in another.",
-                status_code=413,
-            )
+        raw = mutations_of(request.data)
+        check_batch_size(raw)
         items = [self._bulk_item(request, m) for m in raw]
         results = self._apply(request, items)
         return Response({"results": [r.as_dict() for r in results]})
@@ -514,7 +491,9 @@ def _schema(stype: SyncedType, viewset: type[DataViewSet]) -> type[DataViewSet]:
                     description="A cursor (empty for the start): what changed after it, tombstones "
                     "included, in change order, in the pull response's shape.",
                 ),
-                OpenApiParameter("limit", int, description="With since: 1..1000, default 100."),
+                OpenApiParameter(
+                    "limit", int, description="With since: 1..1000, default 500 (as a pull)."
+                ),
             ],
             responses={200: _listing(stype, serializer), **errors},
             description=f"Live {stype.label} objects (cursor pagination), or with `since` the "

@@ -33,6 +33,7 @@ SCHEMA_SETTINGS = {
         "ConflictStatusEnum": "sync.choices.ConflictStatus",
         "ConflictKindEnum": "sync.choices.ConflictKind",
         "ResolveChoiceEnum": "sync.choices.Choice",
+        "RejectionReasonEnum": "sync.choices.Reason",
     },
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from sync.choices import Choice, Policy, ResolvedBy
+from sync.choices import Choice, Policy, Reason, ResolvedBy
 from sync.codecs import WIRE_TYPES
 from sync.models import Conflict
 
@@ -58,6 +58,12 @@ class MutationResultSerializer(serializers.Serializer):
     data = serializers.JSONField(allow_null=True)  # type: ignore[assignment]
     conflict_id = serializers.UUIDField(allow_null=True)
     errors = serializers.DictField(child=serializers.ListField(), allow_null=True)  # type: ignore[assignment]
+    reason = serializers.ChoiceField(
+        choices=Reason.choices,
+        allow_null=True,
+        required=False,
+        help_text="Why it was rejected (null otherwise); `errors` says it in words.",
+    )
 
 
 class PushResponseSerializer(serializers.Serializer):

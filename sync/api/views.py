@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from typing import Any
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -61,7 +62,9 @@ class TokenView(SyncAPIView):
         return Response({"token": token_login(user=user, request=request._request)})
 
 
-def _limit(raw: str | None) -> int:
+def pull_limit(raw: str | None) -> int:
+    """`?limit=` of a pull page (the device pull, and the data API's `?since=`):
+    SYNC_PULL_DEFAULT_LIMIT when absent, else 1..SYNC_PULL_MAX_LIMIT."""
     if raw is None:
         return sync_settings.SYNC_PULL_DEFAULT_LIMIT
     top = sync_settings.SYNC_PULL_MAX_LIMIT
@@ -73,6 +76,19 @@ def _limit(raw: str | None) -> int:
             errors={"limit": [f"Must be an integer from 1 to {top}."]},
         )
     return int(raw)
+
+
+def mutations_of(body: Any) -> list[Any]:
+    """The mutations of a push body (a device's push, the data API's bulk):
+    `{"mutations": [...]}`; each is checked when it is applied, and their
+    number by the write service (413 too_many_mutations)."""
+    if not isinstance(body, dict) or not isinstance(body.get("mutations"), list):
+        raise SyncError(
+            "invalid",
+            'The body must be {"mutations": [...]}.',
+            errors={"mutations": ["A list of mutations is required."]},
+        )
+    return body["mutations"]
 
 
 class PullView(SyncAPIView):
@@ -93,7 +109,7 @@ class PullView(SyncAPIView):
         page = pull_page(
             user_id=user_id_of(request),
             cursor=params.get("cursor") or None,
-            limit=_limit(params.get("limit")),
+            limit=pull_limit(params.get("limit")),
             models=resolve_models(params.get("models")),
         )
         if not page.has_more:
@@ -113,18 +129,12 @@ class PushView(SyncAPIView):
     )
     def post(self, request: Request) -> Response:
         body = request.data
-        if not isinstance(body, dict) or not isinstance(body.get("mutations"), list):
-            raise SyncError(
-                "invalid",
-                'The body must be {"mutations": [...]}.',
-                errors={"mutations": ["A list of mutations is required."]},
-            )
-        cursor = body.get("cursor")
         device = device_from_request(request)
+        cursor = body.get("cursor") if isinstance(body, dict) else None
         outcome = push_apply(
             user=request.user,
             device=device,
-            mutations=body["mutations"],
+            mutations=mutations_of(body),
             cursor=cursor if isinstance(cursor, str) else None,
         )
         device_seen(device=device)

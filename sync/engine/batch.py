@@ -28,7 +28,7 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from sync import merge, registry, writers
-from sync.choices import ConflictStatus, OnStale, Op, Status
+from sync.choices import ConflictStatus, OnStale, Op, Reason, Status
 from sync.codecs import error_messages
 from sync.engine import feed, metrics
 from sync.engine.metrics import ConflictEvent
@@ -579,7 +579,7 @@ def apply(batch: Batch, m: Mutation) -> MutationResult:
     if m.op == Op.CREATE:
         return _create(batch, m, current)
     if current is None or not batch.scope.sees(stype, current.__dict__):
-        return m.rejected({"id": [not_in_scope(stype.label)]})
+        return m.rejected({"id": [not_in_scope(stype.label)]}, Reason.NOT_FOUND)
     if m.at_current:
         m.base_version = current.version
     if m.base_version is None:
@@ -599,7 +599,7 @@ def apply(batch: Batch, m: Mutation) -> MutationResult:
 def _create(batch: Batch, m: Mutation, current: SyncedModel | None) -> MutationResult:
     stype = m.type
     if current is not None:
-        return m.rejected({"id": ["An object with this id already exists."]})
+        return m.rejected({"id": ["An object with this id already exists."]}, Reason.EXISTS)
     if m.base_version not in (None, 0):
         return m.rejected({"base_version": ["Must be null for a create."]})
     values, errors = batch.decode(stype, m.data, full=True)
@@ -625,7 +625,7 @@ def _update(batch: Batch, m: Mutation, current: SyncedModel, stale: bool) -> Mut
         return m.rejected(errors)
     if not stale:
         if current.is_deleted:
-            return m.rejected({"id": [GONE]})
+            return m.rejected({"id": [GONE]}, Reason.GONE)
         return _write_values(batch, m, current, values, Status.APPLIED)
     client = {name: stype.codecs[name].encode(v) for name, v in values.items()}
     base = batch.base(stype, m.id, m.base_version or 0)
@@ -731,7 +731,7 @@ def _write_values(
 def _write_delete(batch: Batch, m: Mutation, current: SyncedModel, status: str) -> MutationResult:
     blocked = batch.delete(m.type, current)
     if blocked:
-        return m.rejected(blocked)
+        return m.rejected(blocked, Reason.PROTECTED)
     batch.supersede_settled(m.key, None, f"mutation {m.mutation_id}")
     after = batch.current(m.key)
     assert after is not None  # noqa: S101 - it was just written

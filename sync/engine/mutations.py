@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync import registry
-from sync.choices import Op, Status
+from sync.choices import Op, Reason, Status
 from sync.registry import SyncedType
 
 
@@ -21,6 +21,7 @@ class MutationResult:
     data: dict[str, Any] | None = None
     conflict_id: str | None = None
     errors: dict[str, list[str]] | None = None
+    reason: str | None = None  # a Reason, for a rejection
 
     def as_dict(self) -> dict[str, Any]:
         # Shallow: dataclasses.asdict deep-copies every value, which cost a
@@ -50,9 +51,11 @@ class Mutation:
     def label(self) -> str:
         return self.type.label
 
-    def rejected(self, errors: dict[str, list[str]]) -> MutationResult:
+    def rejected(
+        self, errors: dict[str, list[str]], reason: str = Reason.INVALID
+    ) -> MutationResult:
         return MutationResult(
-            str(self.mutation_id), Status.REJECTED, id=str(self.id), errors=errors
+            str(self.mutation_id), Status.REJECTED, id=str(self.id), errors=errors, reason=reason
         )
 
 
@@ -78,7 +81,13 @@ def parse(raw: Any) -> Parsed:
     """Check a mutation's envelope (field values are checked when it is applied)."""
     if not isinstance(raw, dict):
         return Malformed(
-            None, MutationResult(None, Status.REJECTED, errors={"mutation": ["Must be an object."]})
+            None,
+            MutationResult(
+                None,
+                Status.REJECTED,
+                errors={"mutation": ["Must be an object."]},
+                reason=Reason.INVALID,
+            ),
         )
     errors: dict[str, list[str]] = {}
     mutation_id = _uuid_or_none(raw.get("mutation_id"))
@@ -106,6 +115,7 @@ def parse(raw: Any) -> Parsed:
             Status.REJECTED,
             id=str(object_id) if object_id else _str_or_none(raw.get("id")),
             errors=errors,
+            reason=Reason.INVALID,
         )
         return Malformed(mutation_id, result, stype.label if stype else "", object_id)
     return Mutation(

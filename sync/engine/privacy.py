@@ -69,8 +69,7 @@ from django.utils import timezone
 from devices.models import Device, PushOutbox
 from sync import registry, writers
 from sync.channels import own_channel
-from sync.choices import Op, Status
-from sync.engine.batch import BLOCKED
+from sync.choices import Op, Reason, Status
 from sync.engine.mutations import Mutation
 from sync.engine.scope import Scope
 from sync.engine.write import mutations_apply
@@ -365,7 +364,7 @@ def _delete_through_service(stype: SyncedType, user: Any, author: Any) -> tuple[
         for result in outcome.results:
             if result.status in (Status.APPLIED, Status.MERGED):
                 done += 1
-            elif (result.errors or {}).get("id", [""])[0].startswith(BLOCKED):
+            elif result.reason == Reason.PROTECTED:
                 protected.add(uuid.UUID(str(result.id)))
             else:
                 failed.append(result)

@@ -12,8 +12,6 @@ from sync.engine.cursor import BadCursor, Cursor, decode
 from sync.engine.mutations import MutationResult
 from sync.engine.write import BatchOutcome, mutations_apply
 from sync.models import Change
-from syncbase.conf import sync_settings
-from syncbase.errors import SyncError
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +29,6 @@ def push_apply(
     *, user: Any, device: Any, mutations: Sequence[Any], cursor: str | None = None
 ) -> PushOutcome:
     """A device's push: apply the batch, then hand back a cursor it may adopt."""
-    limit = sync_settings.SYNC_PUSH_MAX_MUTATIONS
-    if len(mutations) > limit:
-        raise SyncError(
-            "too_many_mutations",
-            f"At most {limit} mutations per push; send the rest in another request.",
-            status_code=413,
-        )
     outcome = mutations_apply(
         user=user, mutations=mutations, device_id=device.pk, reason=f"push from device {device.pk}"
     )

@@ -31,6 +31,7 @@ from sync.engine.mutations import Malformed, Mutation, MutationResult, Parsed, p
 from sync.engine.scope import Scope
 from sync.models import MutationRecord, SyncedModel
 from sync.registry import SyncedType
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ class BatchOutcome:
     channels: frozenset[str] = frozenset()
     # It also wrote objects its mutations did not name (a cascade).
     side_effects: bool = False
+
+
+def check_batch_size(mutations: Sequence[Any]) -> None:
+    """At most SYNC_PUSH_MAX_MUTATIONS in one batch, whoever sends it."""
+    limit = sync_settings.SYNC_PUSH_MAX_MUTATIONS
+    if len(mutations) > limit:
+        raise SyncError(
+            "too_many_mutations",
+            f"At most {limit} mutations per request; send the rest in another.",
+            status_code=413,
+        )
 
 
 def mutations_apply(
@@ -62,6 +74,7 @@ def mutations_apply(
     `on_stale=OnStale.REFUSE` answers a write based on an older version with
     status `stale` and the current state instead of merging it.
     """
+    check_batch_size(mutations)
     scope = scope or Scope.of_user(user)
     items = [m if isinstance(m, Mutation | Malformed) else parse(m) for m in mutations]
 

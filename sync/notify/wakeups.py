@@ -163,19 +163,22 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
     return FanoutStats(devices=len(targets), scheduled=len(opened))
 
 
-def _targets(row: PushOutbox) -> list[Target]:
-    """The devices to wake: one query, whatever the number of members."""
-    devices = Device.objects.filter(
-        members_filter(row.channels),
-        push_active=True,
-        user__is_active=True,
-    ).exclude(push_token="")
-    if row.origin_device_id is not None:
-        devices = devices.exclude(pk=row.origin_device_id)
+def _pushable(**where: Any) -> list[Target]:
+    """Devices a message can reach (an active push token), among those asked
+    for: the one home of that rule, one query."""
+    devices = Device.objects.filter(push_active=True, **where).exclude(push_token="")
     return [
         Target(device_id, token, platform)
         for device_id, token, platform in devices.values_list("id", "push_token", "platform")
     ]
+
+
+def _targets(row: PushOutbox) -> list[Target]:
+    """The devices to wake: one query, whatever the number of members."""
+    members = Device.objects.filter(members_filter(row.channels), user__is_active=True)
+    if row.origin_device_id is not None:
+        members = members.exclude(pk=row.origin_device_id)
+    return _pushable(id__in=members.values("pk"))
 
 
 def wakeups_flush(device_ids: Sequence[str]) -> SendReport:
@@ -187,25 +190,13 @@ def wakeups_flush(device_ids: Sequence[str]) -> SendReport:
     pending = _marks.take({f"push:pending:{d}": d for d in ids})
     if not pending:
         return SendReport()
-    targets = [
-        Target(device_id, token, platform)
-        for device_id, token, platform in Device.objects.filter(pk__in=pending, push_active=True)
-        .exclude(push_token="")
-        .values_list("id", "push_token", "platform")
-    ]
+    targets = _pushable(pk__in=pending)
     return _send(targets, {"type": SYNC, "cursor": str(max(pending.values()))})
 
 
 def wakeups_retry(device_ids: Sequence[str], data: dict[str, str], attempt: int) -> SendReport:
     """Send again to devices whose last try failed for a temporary reason."""
-    targets = [
-        Target(device_id, token, platform)
-        for device_id, token, platform in Device.objects.filter(
-            pk__in=[uuid.UUID(d) for d in device_ids], push_active=True
-        )
-        .exclude(push_token="")
-        .values_list("id", "push_token", "platform")
-    ]
+    targets = _pushable(pk__in=[uuid.UUID(d) for d in device_ids])
     return _send(targets, data, attempt=attempt)
 
 
@@ -227,14 +218,7 @@ def outbox_sweep() -> int:
 
 
 def _conflict_resolved(conflict_id: uuid.UUID, device_id: uuid.UUID) -> None:
-    device = (
-        Device.objects.filter(pk=device_id, push_active=True)
-        .exclude(push_token="")
-        .values_list("id", "push_token", "platform")
-        .first()
-    )
-    if device is not None:
-        _send([Target(*device)], {"type": CONFLICT_RESOLVED, "conflict_id": str(conflict_id)})
+    _send(_pushable(pk=device_id), {"type": CONFLICT_RESOLVED, "conflict_id": str(conflict_id)})
 
 
 # --- coalescing ---------------------------------------------------------------------------

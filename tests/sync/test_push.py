@@ -539,3 +539,30 @@ def test_rolled_back_write_leaves_no_change_history_or_record(alice):
     assert not Change.objects.filter(object_id=c["id"]).exists()
     assert not MutationRecord.objects.filter(mutation_id=c["mutation_id"]).exists()
     assert alice.push_one(c)["status"] == "applied"  # the retry is not mistaken for a replay
+
+
+def test_every_rejection_names_its_reason(alice, bob):
+    """A machine reason per rejection, so that no status (the data API's 404 or
+    409) hangs on a message's wording."""
+    c = customer()
+    w = work_order(c["id"])
+    alice.push(c, w)
+    assert alice.push_one(mutation(CUSTOMER, "create", c["id"], {"name": "again"}))["reason"] == (
+        "exists"
+    )
+    assert alice.push_one(update(CUSTOMER, str(uuid.uuid4()), 1, name="x"))["reason"] == (
+        "not_found"
+    )
+    assert bob.push_one(update(CUSTOMER, c["id"], 1, name="x"))["reason"] == "not_found"
+    assert alice.push_one(update(CUSTOMER, c["id"], 1, email="not an email"))["reason"] == (
+        "invalid"
+    )
+    assert alice.push_one({"model": CUSTOMER})["reason"] == "invalid"
+    # A work order refers to the customer (on_delete=PROTECT).
+    blocked = alice.push_one(delete(CUSTOMER, c["id"], 1))
+    assert blocked["status"] == "rejected" and blocked["reason"] == "protected"
+    alice.push(delete("fieldwork.workorder", w["id"], 1))
+    gone = alice.push_one(update("fieldwork.workorder", w["id"], 2, title="late"))
+    assert gone["status"] == "rejected" and gone["reason"] == "gone"
+    applied = alice.push_one(update(CUSTOMER, c["id"], 1, name="fine"))
+    assert applied["status"] == "applied" and applied["reason"] is None
