@@ -424,3 +424,14 @@ def _note(work_order_id: str) -> dict:
     from tests.factories import mutation
 
     return mutation("fieldwork.note", data={"work_order": work_order_id, "body": "hi"})
+
+
+def test_migrate_baselines_rows_that_predate_the_capture(alice, synced):
+    """`migrate` (step 6 of the README's guide) gives old rows version 1 once."""
+    with writers.service_writes():
+        made = Customer.objects.create(owner=alice.user, name="Imported before sync")
+    call_command("migrate", verbosity=0)
+    assert Customer.objects.get(pk=made.pk).version == 1
+    assert pulled(alice, synced["cursor"])[str(made.pk)]["version"] == 1
+    call_command("migrate", verbosity=0)
+    assert history(Customer, made.pk) == [(1, "+")]
