@@ -150,7 +150,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = int(threshold) if threshold else None
     # A kept connection is checked (SELECT 1) before a request uses it, at most
-    # once per this many seconds (config/postgresql/base.py); 0 = every request.
+    # once per this many seconds (syncbase/postgresql/base.py); 0 = every request.
     DATABASES["default"]["CONN_HEALTH_CHECK_SECONDS"] = env.float(
         "DATABASE_HEALTH_CHECK_SECONDS", default=1.0
     )

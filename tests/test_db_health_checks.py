@@ -1,4 +1,4 @@
-"""Health checks of kept database connections (config/postgresql/base.py): at
+"""Health checks of kept database connections (syncbase/postgresql/base.py): at
 most once per CONN_HEALTH_CHECK_SECONDS, and still before the first request
 after a connection sat idle longer than that."""
 
