@@ -80,3 +80,4 @@ class Reason(models.TextChoices):
     GONE = "gone", "the object has been deleted"
     EXISTS = "exists", "an object with this id already exists"
     PROTECTED = "protected", "other objects refer to it"
+    REUSED = "mutation_id_reused", "the mutation id was used for another change"

@@ -273,6 +273,9 @@ class MutationRecord(models.Model):
     object_id = models.UUIDField(null=True, blank=True)
     status = models.CharField(max_length=16)
     result = models.JSONField()
+    # What the mutation asked for (Mutation.digest): a retry must ask the same;
+    # empty for records older than it, and for malformed mutations.
+    digest = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -370,6 +370,13 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
                 raise SyncError(
                     "not_found", f"No {self.stype.label} with this id.", status_code=404
                 )
+            if result.reason == Reason.REUSED:
+                raise SyncError(
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used for another request: a retry sends the "
+                    "same request, a new request a new key.",
+                    status_code=422,
+                )
             if result.reason == Reason.PROTECTED:
                 detail = errors.get("id", ["Other objects refer to it."])[0]
                 raise SyncError("protected", detail, status_code=409, errors=errors)

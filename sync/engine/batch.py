@@ -111,8 +111,9 @@ class Batch:
 
     # --- loading -------------------------------------------------------------
 
-    def load(self, items: Sequence[Parsed]) -> dict[uuid.UUID, dict[str, Any]]:
-        """Lock and load what `items` touch; returns the stored results of replays."""
+    def load(self, items: Sequence[Parsed]) -> dict[uuid.UUID, tuple[dict[str, Any], str]]:
+        """Lock and load what `items` touch; returns the stored results of
+        replays, with what their mutations asked for (`Mutation.digest`)."""
         mids = {m.mutation_id for m in items if m.mutation_id is not None}
         # By mutation id alone, the user checked here: with a condition on the
         # user as well, PostgreSQL, whose statistics lag behind a user whose
@@ -121,10 +122,10 @@ class Batch:
         # at half a million records). The unique index leads with the id.
         user_id = self.scope.user_id
         replays = {
-            mutation_id: result
-            for owner, mutation_id, result in MutationRecord.objects.filter(
+            mutation_id: (result, digest)
+            for owner, mutation_id, result, digest in MutationRecord.objects.filter(
                 mutation_id__any=mids
-            ).values_list("user_id", "mutation_id", "result")
+            ).values_list("user_id", "mutation_id", "result", "digest")
             if owner == user_id
         }
         valid = [m for m in items if isinstance(m, Mutation)]
@@ -452,8 +453,9 @@ class Batch:
         if conflict not in self.conflicts:  # one of the loaded rows: updated at flush
             self.superseded[conflict.pk] = resolution
 
-    def record(self, item: Parsed, result: MutationResult) -> None:
-        """Keep the result of a mutation, so that a retry replays it."""
+    def record(self, item: Parsed, result: MutationResult, digest: str) -> None:
+        """Keep the result of a mutation, so that a retry replays it; `digest`:
+        what it asked for, before it was applied (Mutation.digest)."""
         if item.mutation_id is None:
             return
         self.records.append(
@@ -465,6 +467,7 @@ class Batch:
                 "object_id": item.id,
                 "status": result.status,
                 "result": result.as_dict(),
+                "digest": digest,
                 "created_at": self.now,
             }
         )
@@ -747,19 +750,29 @@ def run(batch: Batch, items: Sequence[Parsed]) -> list[MutationResult]:
     """Load, apply in order (replays answered from their stored result), flush."""
     replays = batch.load(items)
     results: list[MutationResult] = []
-    first: dict[uuid.UUID, MutationResult] = {}
+    first: dict[uuid.UUID, tuple[MutationResult, str]] = {}
     for m in items:
-        if m.mutation_id is not None and m.mutation_id in replays:
-            results.append(MutationResult(**replays[m.mutation_id]))
-            continue
-        if m.mutation_id is not None and m.mutation_id in first:
-            results.append(copy.copy(first[m.mutation_id]))
+        digest = m.digest() if isinstance(m, Mutation) else ""
+        earlier = None
+        if m.mutation_id is not None:
+            if m.mutation_id in replays:
+                stored, asked = replays[m.mutation_id]
+                earlier = (MutationResult(**stored), asked)
+            elif m.mutation_id in first:
+                result, asked = first[m.mutation_id]
+                earlier = (copy.copy(result), asked)
+        if earlier is not None:
+            result, asked = earlier
+            # The same id for another change: refused, and not recorded (the
+            # first change keeps its result for its own retries).
+            reused = isinstance(m, Mutation) and asked and asked != digest
+            results.append(m.reused() if reused else result)  # type: ignore[union-attr]
             continue
         result = m.result if isinstance(m, Malformed) else apply(batch, m)
         if result.status != Status.STALE:  # a refused write may be tried again
-            batch.record(m, result)
+            batch.record(m, result, digest)
         if m.mutation_id is not None:
-            first[m.mutation_id] = result
+            first[m.mutation_id] = (result, digest)
         results.append(result)
     batch.flush()
     return results

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from sync import registry
 from sync.choices import Op, Reason, Status
@@ -43,6 +46,17 @@ class Mutation:
     # without base_version) applies at whatever version the object has once locked.
     at_current: bool = False
 
+    def digest(self) -> str:
+        """What the mutation asks for, in 32 hex digits: a retry under the same
+        mutation_id must ask the same (a different change is refused, never
+        answered with the first one's result)."""
+        # A write at the current version (at_current) learns its base when
+        # applied: what it asked for is "whatever is current".
+        base = None if self.at_current else self.base_version
+        asked = [self.label, self.op, str(self.id), base, self.data]
+        text = orjson.dumps(asked, option=orjson.OPT_SORT_KEYS, default=str)
+        return hashlib.blake2b(text, digest_size=16).hexdigest()
+
     @property
     def key(self) -> tuple[str, uuid.UUID]:
         return self.type.label, self.id
@@ -50,6 +64,17 @@ class Mutation:
     @property
     def label(self) -> str:
         return self.type.label
+
+    def reused(self) -> MutationResult:
+        return self.rejected(
+            {
+                "mutation_id": [
+                    "This id was used for another change: a retry sends the same change, "
+                    "a new change a new id."
+                ]
+            },
+            Reason.REUSED,
+        )
 
     def rejected(
         self, errors: dict[str, list[str]], reason: str = Reason.INVALID

@@ -131,6 +131,7 @@ def _record_alone(
                 object_id=m.id,
                 status=result.status,
                 result=result.as_dict(),
+                digest=m.digest(),
             )
     except IntegrityError:
         logger.info("Mutation %s was recorded concurrently", m.mutation_id)

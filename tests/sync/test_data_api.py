@@ -226,6 +226,20 @@ def test_idempotency_key_makes_a_retry_apply_nothing_twice(alice):
     assert Customer.objects.get(pk=c["id"]).version == 2
 
 
+def test_an_idempotency_key_reused_for_another_request_is_422(alice):
+    c = customer("Acme")
+    alice.push(c)
+    _, erp = service_client()
+    key = str(uuid.uuid4())
+    url = data_url(CUSTOMER, c["id"])
+    assert (
+        erp.patch(url, {"phone": "1"}, format="json", HTTP_IDEMPOTENCY_KEY=key).status_code == 200
+    )
+    other = erp.patch(url, {"phone": "2"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert_error(other, 422, "idempotency_key_reused")
+    assert Customer.objects.get(pk=c["id"]).phone == "1"
+
+
 # --- concurrency ----------------------------------------------------------------------------
 
 

@@ -566,3 +566,24 @@ def test_every_rejection_names_its_reason(alice, bob):
     assert gone["status"] == "rejected" and gone["reason"] == "gone"
     applied = alice.push_one(update(CUSTOMER, c["id"], 1, name="fine"))
     assert applied["status"] == "applied" and applied["reason"] is None
+
+
+def test_a_mutation_id_reused_for_another_change_is_refused(alice):
+    c = customer("Acme")
+    assert alice.push_one(c)["status"] == "applied"
+    # The same change again: a retry, answered with the first result.
+    again = alice.push_one(c)
+    assert again["status"] == "applied" and again["version"] == 1
+    # Another change under the same id: refused, nothing written.
+    other = mutation(CUSTOMER, "update", c["id"], {"name": "Lost?"}, 1, c["mutation_id"])
+    refused = alice.push_one(other)
+    assert refused["status"] == "rejected" and refused["reason"] == "mutation_id_reused"
+    assert Customer.objects.get(pk=c["id"]).name == "Acme"
+    # The id keeps its first result for its own retries.
+    assert alice.push_one(c)["status"] == "applied"
+    # In one batch too: the second use of an id for another change is refused.
+    first = customer("One")
+    second = {**customer("Two"), "mutation_id": first["mutation_id"]}
+    results = alice.push(first, second)["results"]
+    assert [r["status"] for r in results] == ["applied", "rejected"]
+    assert results[1]["reason"] == "mutation_id_reused"
