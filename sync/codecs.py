@@ -232,5 +232,14 @@ def codec_for(field: models.Field, *, read_only: bool, limit: int | None = None)
     )
 
 
+# A message may quote the value it refuses (Django's choice error does): cut,
+# so that a rejection stays small whatever the client sent.
+MESSAGE_CHARS = 300
+
+
 def error_messages(exc: ValidationError) -> list[str]:
-    return [str(m) for m in exc.messages]
+    return [_cut(str(m)) for m in exc.messages[:5]]
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"

@@ -44,6 +44,11 @@ Key = tuple[str, uuid.UUID]
 # History types of django-simple-history.
 CREATED, CHANGED, DELETED = "+", "~", "-"
 
+# Unknown fields a rejection names one by one (the rest are counted), and how
+# much of a made-up name it repeats.
+UNKNOWN_NAMED = 10
+NAME_ECHO_CHARS = 100
+
 # Messages other writers tell apart (the data API answers 404 / 409 for them).
 GONE = "This object has been deleted."
 BLOCKED = "Cannot be deleted while these refer to it: "
@@ -278,10 +283,15 @@ class Batch:
         """Wire values → Python values, with per-field errors; `full` for a create."""
         values: dict[str, Any] = {}
         errors: dict[str, list[str]] = {}
+        unknown = 0
         for name, raw in data.items():
             codec = stype.codecs.get(name)
             if codec is None:
-                errors[echo(name)] = ["Unknown field."]
+                # Named up to a few: a result is answered and stored for
+                # replays, and must not grow with what a client makes up.
+                unknown += 1
+                if unknown <= UNKNOWN_NAMED:
+                    errors[echo(name[:NAME_ECHO_CHARS])] = ["Unknown field."]
                 continue
             if not self._writable(stype, name):
                 errors[name] = ["This field is read-only."]
@@ -296,6 +306,11 @@ class Batch:
                     errors[name] = [not_in_scope(codec.ref_label or "")]
                     continue
             values[name] = value
+        if unknown > UNKNOWN_NAMED:
+            errors["data"] = [
+                f"{unknown} unknown fields in all; see GET /api/v1/sync/models/ for "
+                f"{stype.label}'s fields."
+            ]
         if full:
             for name, codec in stype.writable.items():
                 if codec.required and name not in data and name not in errors:

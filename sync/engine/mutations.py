@@ -134,6 +134,12 @@ def parse(raw: Any) -> Parsed:
     data = raw.get("data")
     if op in (Op.CREATE, Op.UPDATE) and not isinstance(data, dict):
         errors["data"] = ["An object of field values is required."]
+    elif isinstance(data, dict) and stype is not None and len(data) > _most_keys(stype):
+        # Refused before any is looked at: a body of made-up names costs the
+        # server nothing beyond reading it.
+        errors["data"] = [
+            f"At most {_most_keys(stype)} fields; {stype.label} has {len(stype.codecs)}."
+        ]
     if errors or stype is None or mutation_id is None or object_id is None:
         result = MutationResult(
             str(mutation_id) if mutation_id else _str_or_none(raw.get("mutation_id")),
@@ -158,7 +164,17 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return None if value is None else echo(str(value))
+    """A malformed id or mutation_id repeated in the result, cut to what an id could be."""
+    return None if value is None else echo(str(value)[:ECHO_CHARS])
+
+
+ECHO_CHARS = 100
+
+
+def _most_keys(stype: SyncedType) -> int:
+    """Keys a mutation's data may hold: the model's fields, and room for a
+    client a few fields ahead of the server (those are rejected one by one)."""
+    return len(stype.codecs) + 50
 
 
 def echo(text: str) -> str:
