@@ -20,7 +20,9 @@ from client.errors import (
     NetworkError,
     NotFound,
     NotLoggedIn,
+    Redirected,
     StaleResolution,
+    UnexpectedResponse,
     ValidationError,
 )
 from client.http import RetryPolicy
@@ -34,9 +36,11 @@ __all__ = [
     "NotFound",
     "NotLoggedIn",
     "Progress",
+    "Redirected",
     "RetryPolicy",
     "StaleResolution",
     "SyncClient",
     "SyncReport",
+    "UnexpectedResponse",
     "ValidationError",
 ]

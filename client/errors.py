@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 
@@ -20,14 +21,91 @@ class NetworkError(ClientError):
 class ApiError(ClientError):
     """The server answered with an error body `{"code", "detail", "errors"?}`."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any], *, method: str = "", url: str = ""
+    ) -> None:
         self.status = status
         self.body = body
+        self.method = method
+        self.url = url
         self.code: str = str(body.get("code") or "error")
         self.detail: str = str(body.get("detail") or f"HTTP {status}")
         self.errors: dict[str, list[str]] | None = body.get("errors")
         self.retry_after: float | None = None
-        super().__init__(f"{status} {self.code}: {self.detail}")
+        where = f"{method} {url} answered " if method and url else ""
+        super().__init__(f"{where}{status} {self.code}: {self.detail}")
+
+
+class UnexpectedResponse(ClientError):
+    """The server answered with a status this call does not expect: a 2xx
+    other than the call's, or a redirect (`Redirected`). Not the sync server's
+    protocol, so retrying will not help: the URL, or something answering in
+    the server's place (a proxy, a captive portal, another server), needs a
+    look. `code` and `detail` are the body's when it is JSON and has them.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int,
+        body: Any = None,
+        *,
+        expected: Collection[int] = (),
+        message: str | None = None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body = body
+        self.expected = tuple(expected)
+        self.code: str | None = None
+        self.detail: str | None = None
+        if isinstance(body, dict):
+            self.code = str(body["code"]) if body.get("code") else None
+            self.detail = str(body["detail"]) if body.get("detail") else None
+        if message is None:
+            wanted = " or ".join(str(s) for s in self.expected)
+            message = f"{method} {url} answered {status}" + (f", not {wanted}" if wanted else "")
+            said = ": ".join(part for part in (self.code, self.detail) if part)
+            if said:
+                message += f" ({said})"
+            message += ". Is this the sync server's address, with nothing answering in its place?"
+        super().__init__(message)
+
+
+class Redirected(UnexpectedResponse):
+    """The server answered a redirect (3xx), which the client does not follow.
+
+    Usually a server that wants https (Django's SECURE_SSL_REDIRECT, on in
+    production) called over http: every call answers `301` to the https
+    address. The client's server URL has to change; following the redirect
+    would only hide that, and the token has already gone out unencrypted.
+    `location` is where it points (absolute), `suggested_url` the server URL to
+    use instead when it can be told.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int,
+        location: str | None,
+        suggested_url: str | None = None,
+    ) -> None:
+        self.location = location
+        self.suggested_url = suggested_url
+        if location is None:
+            message = f"{method} {url} answered a redirect ({status}) without a Location."
+        else:
+            message = f"{method} {url} redirects ({status}) to {location}."
+        if location is not None and url.startswith("http:") and location.startswith("https:"):
+            message += " The server probably wants https (it redirects plain HTTP)."
+        if suggested_url:
+            message += f" Use SYNC_URL={suggested_url} (the client's server URL)."
+        else:
+            message += " Set SYNC_URL (the client's server URL) to the server's own address."
+        super().__init__(method, url, status, message=message)
 
 
 class NotLoggedIn(ClientError):

@@ -13,14 +13,14 @@ import email.utils
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from client.errors import ApiError, NetworkError
+from client.errors import ApiError, NetworkError, Redirected, UnexpectedResponse
 
 # Worth another try: the request may not have been processed, or the server
 # asked us to come back (429). Any other 4xx would fail the same way again.
@@ -91,6 +91,11 @@ class Api:
             base_url=base_url.rstrip("/"),
             transport=transport,
             timeout=timeout,
+            # A redirect is an error (`Redirected`), not followed: it means the
+            # client's server URL is wrong (http for an https server, most
+            # often), and following it would hide that while every call paid
+            # two round trips and sent its token in the clear first.
+            follow_redirects=False,
             headers={
                 "Accept": "application/json",
                 # Asked for explicitly: the server compresses only when told it
@@ -112,13 +117,17 @@ class Api:
         json_body: Any = None,
         params: Mapping[str, Any] | None = None,
         device: bool = False,
+        expect: int | Collection[int] = 200,
     ) -> Response:
         """Send one request, retrying network errors, 5xx and 429.
 
-        Returns any 2xx; raises `ApiError` for other statuses (after the
-        retries for the retryable ones) and `NetworkError` when the server
-        could not be reached on any try.
+        Returns the answer when its status is `expect` (one status or
+        several); raises `ApiError` for 4xx and 5xx (after the retries for the
+        retryable ones), `Redirected` for a 3xx, `UnexpectedResponse` for any
+        other status, and `NetworkError` when the server could not be reached
+        on any try.
         """
+        expected = (expect,) if isinstance(expect, int) else tuple(expect)
         headers = {}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
@@ -145,9 +154,13 @@ class Api:
                 attempt += 1
                 continue
             self._count(raw)
-            if raw.status_code < 400:
+            if raw.status_code in expected:
                 return Response(raw.status_code, _json(raw), raw.headers)
-            error = ApiError(raw.status_code, _error_body(raw))
+            if raw.status_code < 400:
+                raise self._unexpected(method, raw, expected)
+            error = ApiError(
+                raw.status_code, _error_body(raw), method=method, url=str(raw.request.url)
+            )
             error.retry_after = _retry_after(raw.headers.get("Retry-After"))
             if raw.status_code not in RETRY_STATUSES or attempt + 1 >= self.retry.attempts:
                 raise error
@@ -160,6 +173,23 @@ class Api:
                 delay = error.retry_after + self._rng.uniform(0, self.retry.base_delay)
             self._wait(delay)
             attempt += 1
+
+    def _unexpected(
+        self, method: str, raw: httpx.Response, expected: tuple[int, ...]
+    ) -> UnexpectedResponse:
+        """A status below 400 the call does not expect: a redirect, or a
+        success of the wrong kind (204 with no body for a call that reads one)."""
+        url = raw.request.url
+        if not 300 <= raw.status_code < 400:
+            return UnexpectedResponse(
+                method, str(url), raw.status_code, _json(raw), expected=expected
+            )
+        location = raw.headers.get("Location")
+        if location is None:
+            return Redirected(method, str(url), raw.status_code, None)
+        target = url.join(location)
+        moved = _moved_base(self._http.base_url, url, target)
+        return Redirected(method, str(url), raw.status_code, str(target), moved)
 
     def _wait(self, seconds: float) -> None:
         self.stats.retries += 1
@@ -179,6 +209,15 @@ def _json(raw: httpx.Response) -> Any:
         return raw.json()
     except ValueError:
         return None
+
+
+def _moved_base(base: httpx.URL, url: httpx.URL, target: httpx.URL) -> str | None:
+    """The server URL to use instead, when the redirect keeps the path (and so
+    only moves the server: another scheme, host or port), else None."""
+    if target.path != url.path or (target.scheme, target.netloc) == (url.scheme, url.netloc):
+        return None
+    moved = base.copy_with(scheme=target.scheme, netloc=target.netloc)
+    return str(moved).rstrip("/")
 
 
 def _error_body(raw: httpx.Response) -> dict[str, Any]:

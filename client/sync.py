@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,7 +178,12 @@ class SyncClient:
         for _ in range(3):
             device_id = self.device_id or str(uuid.uuid4())
             try:
-                self._call("POST", "/api/v1/devices/", json_body={"id": device_id, **body})
+                self._call(
+                    "POST",
+                    "/api/v1/devices/",
+                    json_body={"id": device_id, **body},
+                    expect=(200, 201),  # updated, created
+                )
             except ApiError as exc:
                 if exc.code != "device_taken":
                     raise
@@ -514,13 +519,14 @@ class SyncClient:
         json_body: Any = None,
         params: Mapping[str, Any] | None = None,
         device: bool = False,
+        expect: int | Collection[int] = 200,
     ) -> Response:
         """One API call; a refused token becomes `NotLoggedIn`, and a device the
         server no longer knows (deleted in the admin) is registered again."""
         for attempt in range(2):
             try:
                 return self.api.request(
-                    method, path, json_body=json_body, params=params, device=device
+                    method, path, json_body=json_body, params=params, device=device, expect=expect
                 )
             except ApiError as exc:
                 if exc.status == 401:

@@ -4,10 +4,11 @@ Only what the metrics and JSON errors need; everything else is gunicorn's
 defaults or its command-line options (workers, bind, timeouts).
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker process keeps its metrics in
-files there and /metrics adds them up (see sync/engine/metrics.py). Files left by a
-previous run would be added in too, so the directory is emptied when the
-server starts; a worker that exits is marked dead so that its live gauges
-stop counting (its counters stay in the totals, as counters should).
+files there and /metrics adds them up (see sync/engine/metrics.py). Files left
+by a previous run, or by manage.py commands run before it (the settings create
+the directory when it is missing), would be added in too, so the directory is
+emptied when the server starts; a worker that exits is marked dead so that its
+live gauges stop counting (its counters stay in the totals, as counters should).
 """
 
 from __future__ import annotations

@@ -214,6 +214,9 @@ STORAGES = {
 
 # --- Security (production values when DEBUG is off; `manage.py check --deploy`) ---
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# On with DEBUG off: plain HTTP answers 301 to https. Keep it on behind a TLS
+# proxy, which must set X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER above); served
+# without TLS, every API call answers 301 and clients fail (client: Redirected).
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # Load balancers probe health, and Prometheus scrapes, over plain HTTP inside
 # the network (see docs/security.md for what that means for METRICS_TOKEN).
@@ -369,6 +372,19 @@ METRICS_TOKEN = _secret("METRICS_TOKEN", default="") or ""
 METRICS_ALLOWED_IPS = [
     ipaddress.ip_network(net, strict=False) for net in env.list("METRICS_ALLOWED_IPS", default=[])
 ]
+# With PROMETHEUS_MULTIPROC_DIR set, prometheus_client writes each process's
+# metrics in files there as soon as a metric is defined (the apps define theirs
+# as they load, after these settings): made here if missing, so that manage.py
+# commands and Celery run before gunicorn ever did. gunicorn empties it at
+# start-up (config/gunicorn.conf.py).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    try:
+        Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR} cannot be created: {exc}"
+        ) from exc
 
 # One line per request from syncbase.request_log (JSON in production, plain text
 # for `make run`). Django's own per-request lines are switched off below so

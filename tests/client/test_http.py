@@ -5,13 +5,26 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from client import ApiError, NetworkError, RetryPolicy
+from client import (
+    ApiError,
+    NetworkError,
+    Redirected,
+    RetryPolicy,
+    SyncClient,
+    UnexpectedResponse,
+)
 from client.http import Api
 
 POLICY = RetryPolicy(attempts=4, base_delay=1.0, max_delay=8.0, max_retry_after=60.0)
@@ -137,3 +150,104 @@ def test_the_token_and_device_headers():
     assert seen[0].headers["Authorization"] == "Token t"
     assert seen[0].headers["X-Device-Id"] == "d"
     assert "X-Device-Id" not in seen[1].headers
+
+
+@dataclass
+class Canned:
+    """A real HTTP server on 127.0.0.1 giving one canned answer to every
+    request: what a client meets when something other than the sync server
+    answers, or the server is not configured the way the client is."""
+
+    url: str
+    status: int = 200
+    body: Any = None  # JSON, or None for an empty body
+    headers: dict[str, str] = field(default_factory=dict)  # "{host}", "{path}" filled in
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def answer(self, status: int, body: Any = None, **headers: str) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+
+@pytest.fixture
+def canned() -> Iterator[Canned]:
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state.seen.append((self.command, self.path))
+            content = b"" if state.body is None else json.dumps(state.body).encode()
+            self.send_response(state.status)
+            for name, value in state.headers.items():
+                self.send_header(name, value.format(host=self.headers["Host"], path=self.path))
+            if content:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state = Canned(f"http://127.0.0.1:{server.server_port}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def device(canned: Canned, directory: Path) -> SyncClient:
+    client = SyncClient(directory, base_url=canned.url, retry=POLICY, sleep=lambda _: None)
+    client.use_token("alice", "t")
+    return client
+
+
+def test_a_redirect_to_https_is_a_clear_error_naming_the_url_to_use(canned, tmp_path):
+    # A production server (DEBUG off) reached over plain HTTP: Django's
+    # SECURE_SSL_REDIRECT answers every call 301 to the https address.
+    canned.answer(301, Location="https://{host}{path}")
+    client = device(canned, tmp_path / "phone")
+    with pytest.raises(Redirected) as caught:
+        client.login("alice", "pw")
+    login = f"{canned.url}/api/v1/auth/token/"
+    https = canned.url.replace("http:", "https:")
+    assert caught.value.status == 301
+    assert caught.value.location == f"{https}/api/v1/auth/token/"
+    message = str(caught.value)
+    assert f"POST {login} redirects (301) to {https}/api/v1/auth/token/" in message
+    assert "wants https" in message
+    assert f"SYNC_URL={https} " in message
+    assert canned.seen == [("POST", "/api/v1/auth/token/")]  # neither followed nor retried
+
+    with pytest.raises(Redirected) as caught:
+        client.sync()  # registers the device first: a POST that answers 301 too
+    assert caught.value.suggested_url == https
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "said"),
+    [
+        (204, None, UnexpectedResponse, "answered 204, not 200."),
+        (202, {"code": "queued", "detail": "Later."}, UnexpectedResponse, "(queued: Later.)"),
+        (418, {"code": "teapot", "detail": "Short."}, ApiError, "answered 418 teapot: Short."),
+    ],
+)
+def test_a_status_the_call_does_not_expect_is_a_clear_error(
+    canned, tmp_path, status, body, error, said
+):
+    canned.answer(status, body)
+    client = device(canned, tmp_path / "phone")
+    with pytest.raises(error) as caught:
+        client.refresh_models()
+    message = str(caught.value)
+    assert f"GET {canned.url}/api/v1/sync/models/" in message
+    assert f"answered {status}" in message and said in message
+    assert caught.value.status == status
+    assert canned.seen == [("GET", "/api/v1/sync/models/")]  # not retried
+    client.close()

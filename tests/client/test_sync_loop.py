@@ -12,7 +12,9 @@ from client import (
     ConflictSettled,
     NetworkError,
     NotFound,
+    Redirected,
     StaleResolution,
+    SyncClient,
     ValidationError,
 )
 from fieldwork.models import Customer, WorkOrder
@@ -353,7 +355,7 @@ def test_what_validation_refuses_the_server_rejects_on_the_same_fields(make_devi
 
 def test_a_device_deleted_on_the_server_registers_again(make_device):
     device = make_device()
-    device.client.api.request("DELETE", f"/api/v1/devices/{device.client.device_id}/")
+    device.client.api.request("DELETE", f"/api/v1/devices/{device.client.device_id}/", expect=204)
     device.client.create(CUSTOMER, {"name": "Acme"})
     assert device.client.sync().pushed == {"applied": 1}
 
@@ -365,6 +367,16 @@ def test_login_with_wrong_credentials_is_a_clear_error(make_device):
     assert caught.value.code == "invalid_credentials"
     device.client.login(device.user.username, "pw-123456789")
     device.client.sync()
+
+
+def test_this_server_over_plain_http_is_a_clear_error(wsgi, tmp_path):
+    # DEBUG off: SECURE_SSL_REDIRECT answers every API call 301 to https.
+    client = SyncClient(tmp_path / "phone", base_url="http://testserver", transport=wsgi)
+    with pytest.raises(Redirected) as caught:
+        client.login("alice", "pw")
+    assert caught.value.suggested_url == "https://testserver"
+    assert "SYNC_URL=https://testserver" in str(caught.value)
+    client.close()
 
 
 def test_another_user_logging_in_starts_from_a_clean_device(make_device):
