@@ -23,6 +23,7 @@ from client.errors import (
     Redirected,
     StaleResolution,
     UnexpectedResponse,
+    UnsentChanges,
     ValidationError,
 )
 from client.http import RetryPolicy
@@ -42,5 +43,6 @@ __all__ = [
     "SyncClient",
     "SyncReport",
     "UnexpectedResponse",
+    "UnsentChanges",
     "ValidationError",
 ]

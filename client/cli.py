@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("login", cmd_login, "log in and keep the token")
     sub.add_argument("username")
     sub.add_argument("--password", help="default: $SYNC_PASSWORD, else asked for")
+    sub = command("logout", cmd_logout, "send pending edits, then sign out and forget local data")
+    sub.add_argument("--everywhere", action="store_true", help="revoke every token of the user")
+    sub.add_argument("--discard-unsent", action="store_true", help="drop edits not yet sent")
     sub = command("register", cmd_register, "register this device (done by the first sync too)")
     sub.add_argument("--platform", choices=["android", "ios", "web"], default="android")
     sub.add_argument("--name")
@@ -116,6 +119,11 @@ def cmd_login(client: SyncClient, args: argparse.Namespace) -> None:
     password = args.password or os.environ.get("SYNC_PASSWORD") or getpass.getpass()
     client.login(args.username, password)
     out.print(f"Logged in to {client.server} as [bold]{args.username}[/].")
+
+
+def cmd_logout(client: SyncClient, args: argparse.Namespace) -> None:
+    revoked = client.logout(everywhere=args.everywhere, discard_unsent=args.discard_unsent)
+    out.print(f"Logged out ({revoked} token(s) revoked); this device's local data is gone.")
 
 
 def cmd_register(client: SyncClient, args: argparse.Namespace) -> None:

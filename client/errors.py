@@ -147,3 +147,7 @@ class ConflictSettled(ClientError):
     def __init__(self, status: str) -> None:
         self.status = status
         super().__init__(f"The conflict is already {status}.")
+
+
+class UnsentChanges(ClientError):
+    """Logging out with edits the server has not taken: they would be lost."""

@@ -31,6 +31,7 @@ from client.errors import (
     NotFound,
     NotLoggedIn,
     StaleResolution,
+    UnsentChanges,
     ValidationError,
 )
 from client.http import Api, Response, RetryPolicy, TransferStats
@@ -165,6 +166,37 @@ class SyncClient:
         self.store.set("username", username)
         self.store.set("token", token)
         self.api.token = token
+
+    def logout(self, *, everywhere: bool = False, discard_unsent: bool = False) -> int:
+        """Sign out (docs/protocol.md, "Logging out"): push the outbox first,
+        so that nothing edited offline is lost because its author signed out;
+        unregister this device (no more wake-ups for it); revoke the token (or
+        every token of the user, `everywhere`); forget the account's local
+        data. Returns how many tokens were revoked.
+
+        Raises `UnsentChanges` when edits could not be pushed (offline, or
+        refused for a reason a retry would not fix) unless `discard_unsent`.
+        """
+        if self.store.pending() and not discard_unsent:
+            self.sync()
+            left = len(self.store.pending())
+            if left:
+                raise UnsentChanges(
+                    f"{left} edit(s) could not be sent; sync again, or log out with "
+                    "discard_unsent=True to drop them."
+                )
+        revoked = 0
+        try:
+            if self.device_id:
+                self._call("DELETE", f"/api/v1/devices/{self.device_id}/", expect=(204, 404))
+            body = {"everywhere": everywhere}
+            revoked = self._call("POST", "/api/v1/auth/logout/", json_body=body).body["revoked"]
+        except NotLoggedIn:
+            pass  # the token was revoked or expired already: signed out anyway
+        self.store.forget_account()
+        self.api.token = None
+        self.api.device_id = None
+        return int(revoked)
 
     def register_device(self, *, platform: str = "android", name: str | None = None) -> str:
         """Register this installation; idempotent. Returns the device id.

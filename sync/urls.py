@@ -2,7 +2,7 @@
 
     path("api/v1/", include("sync.urls")),
 
-- `auth/token/`: a login's token; `devices/`: the app installations;
+- `auth/token/`: a login's token; `auth/logout/`: revoking it; `devices/`: the app installations;
 - `sync/`: pull, push, discovery and the app's conflicts (docs/protocol.md);
 - `data/`: the back-office API, one resource per synced model;
 - `schema/` and `docs/`: the OpenAPI document and its Swagger UI.
@@ -38,6 +38,7 @@ device_patterns = [
 
 urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="auth-token"),
+    path("auth/logout/", views.LogoutView.as_view(), name="auth-logout"),
     path("devices/", include(device_patterns)),
     path("sync/", include(sync_patterns)),
     path("data/", include(data.urls())),

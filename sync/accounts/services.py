@@ -61,6 +61,19 @@ def token_revoke(*, token: Token) -> None:
     token.delete()
 
 
+def token_logout(*, token: Token, everywhere: bool = False) -> int:
+    """Log out: revoke the token used (a device signing out), or every token
+    of its user (`everywhere`: a lost phone, a changed password). Returns how
+    many were revoked."""
+    tokens = (
+        Token.objects.filter(user_id=token.user_id)
+        if everywhere
+        else Token.objects.filter(pk=token.pk)
+    )
+    revoked, _ = tokens.delete()
+    return revoked
+
+
 def tokens_purge(*, older_than: dt.timedelta = dt.timedelta(days=30)) -> int:
     """Delete tokens that expired more than `older_than` ago (periodic)."""
     deleted, _ = Token.objects.filter(expiry__lt=timezone.now() - older_than).delete()

@@ -173,6 +173,18 @@ class TokenResponseSerializer(serializers.Serializer):
     token = serializers.CharField()
 
 
+class LogoutRequestSerializer(serializers.Serializer):
+    everywhere = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Revoke every token of the user, not only this one.",
+    )
+
+
+class LogoutResponseSerializer(serializers.Serializer):
+    revoked = serializers.IntegerField(help_text="How many tokens were revoked.")
+
+
 class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()

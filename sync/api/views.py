@@ -13,13 +13,15 @@ from rest_framework.response import Response
 
 from devices.selectors import HEADER, device_from_request, user_id_of
 from sync import registry
-from sync.accounts.services import token_login
+from sync.accounts.services import token_login, token_logout
 from sync.api.base import SyncAPIView
 from sync.api.serializers import (
     ConflictResolveRequestSerializer,
     ConflictResolveResponseSerializer,
     ConflictSerializer,
     ErrorSerializer,
+    LogoutRequestSerializer,
+    LogoutResponseSerializer,
     ModelDescriptionSerializer,
     PullResponseSerializer,
     PushRequestSerializer,
@@ -34,6 +36,7 @@ from sync.engine.conflicts import conflict_resolve, conflicts_for_user
 from sync.engine.pull import pull_page, resolve_models
 from sync.engine.push import push_apply
 from sync.engine.seen import device_seen
+from sync.models import Token
 from syncbase import request_log
 from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
@@ -89,6 +92,29 @@ def mutations_of(body: Any) -> list[Any]:
             errors={"mutations": ["A list of mutations is required."]},
         )
     return body["mutations"]
+
+
+class LogoutView(SyncAPIView):
+    """The app signs out: this token is revoked (or every token of the user
+    with `{"everywhere": true}`). docs/protocol.md, "Logging out", says what
+    the app does first (push its outbox)."""
+
+    @extend_schema(
+        request=LogoutRequestSerializer, responses={200: LogoutResponseSerializer, **ERRORS}
+    )
+    def post(self, request: Request) -> Response:
+        body = request.data if isinstance(request.data, dict) else {}
+        everywhere = body.get("everywhere", False)
+        if not isinstance(everywhere, bool):
+            raise SyncError(
+                "invalid",
+                "everywhere must be true or false.",
+                errors={"everywhere": ["Must be a boolean."]},
+            )
+        token = request.auth
+        if not isinstance(token, Token):  # a session (the admin's): nothing to revoke
+            raise SyncError("invalid", "Logging out revokes the token of the request.")
+        return Response({"revoked": token_logout(token=token, everywhere=everywhere)})
 
 
 class PullView(SyncAPIView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -15,6 +16,7 @@ from client import (
     Redirected,
     StaleResolution,
     SyncClient,
+    UnsentChanges,
     ValidationError,
 )
 from fieldwork.models import Customer, WorkOrder
@@ -377,6 +379,24 @@ def test_this_server_over_plain_http_is_a_clear_error(wsgi, tmp_path):
     assert caught.value.suggested_url == "https://testserver"
     assert "SYNC_URL=https://testserver" in str(caught.value)
     client.close()
+
+
+def test_logging_out_sends_pending_edits_first_then_forgets_the_account(make_device):
+    from devices.models import Device as DeviceRow
+    from sync.models import Token
+
+    device = make_device()
+    device.client.sync()
+    device.client.create(CUSTOMER, {"name": "Made offline"})
+    device.network.canned = [httpx.ConnectError("offline")] * 3
+    with pytest.raises((UnsentChanges, NetworkError)):
+        device.client.logout()
+    assert device.client.store.pending() != []  # nothing lost, still logged in
+    assert device.client.logout() == 1
+    assert Customer.objects.filter(name="Made offline").exists()  # pushed before
+    assert not DeviceRow.objects.filter(user=device.user).exists()  # no more wake-ups
+    assert not Token.objects.filter(user=device.user).exists()
+    assert device.client.all() == {} and device.client.store.get("token") is None
 
 
 def test_another_user_logging_in_starts_from_a_clean_device(make_device):

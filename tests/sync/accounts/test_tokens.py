@@ -14,6 +14,7 @@ from django.utils import timezone
 from sync.accounts.services import token_issue, token_login, tokens_purge
 from sync.api.throttling import TokenRateThrottle
 from sync.models import ChannelGrant, ServiceAccount, Token
+from tests.conftest import make_client
 from tests.data_helpers import data_url, service_client
 from tests.helpers import assert_error, https_client
 
@@ -183,3 +184,25 @@ def test_staff_issue_a_token_shown_once_and_revoke_it(staff):
     )
     assert not Token.objects.filter(pk=token.pk).exists()
     assert_error(authed(secret).get(data_url("fieldwork.customer")), 401, "authentication_failed")
+
+
+def test_an_app_logs_out_this_token_or_every_token(alice):
+    other = make_client(alice.user)  # the same user's second login
+    response = alice.client.post("/api/v1/auth/logout/", {}, format="json")
+    assert response.status_code == 200 and response.json() == {"revoked": 1}
+    assert_error(alice.client.get("/api/v1/sync/models/"), 401, "authentication_failed")
+    assert other.get("/api/v1/sync/models/").status_code == 200
+    third = make_client(alice.user)
+    held = Token.objects.filter(user=alice.user).count()
+    response = other.post("/api/v1/auth/logout/", {"everywhere": True}, format="json")
+    assert response.json()["revoked"] == held >= 2
+    assert not Token.objects.filter(user=alice.user).exists()
+    assert_error(third.get("/api/v1/sync/models/"), 401, "authentication_failed")
+    anonymous = https_client()
+    assert_error(
+        anonymous.post("/api/v1/auth/logout/", {}, format="json"), 401, "not_authenticated"
+    )
+    bad = make_client(alice.user)
+    assert_error(
+        bad.post("/api/v1/auth/logout/", {"everywhere": "yes"}, format="json"), 400, "invalid"
+    )
