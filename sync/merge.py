@@ -12,7 +12,8 @@ Three situations follow (`ConflictKind`), each settled by the model's policy:
     policy       both changed fields      client updated,        client deleted,
                                           server deleted         server changed
     merge        disjoint: write;         person                 person
-                 overlap: person
+                 overlap: person (the
+                 disjoint ones written)
     manual       any change: person       person                 person
     server_wins  client's disjoint only   keep deleted           keep the object
     client_wins  client's over server's   restore with client's  delete
@@ -110,7 +111,9 @@ class Action(StrEnum):
     WRITE = "write"  # write `values` over the server state (restoring it if deleted)
     DELETE = "delete"  # delete the object
     KEEP = "keep"  # leave the server state as it is
-    PERSON = "person"  # write nothing; queue a conflict on `fields` for a person
+    # Queue a conflict on `fields` for a person, writing `values` (the client's
+    # changes nobody else made) at once: those are never held back or lost.
+    PERSON = "person"
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,15 @@ def write(values: Values) -> Decision:
 
 
 def person(clash: Clash, fields: tuple[str, ...] | None = None) -> Decision:
-    """Queue a conflict. By default on the overlapping fields of an update, on every
-    field the client sent for an update of a deleted object, and on none for a delete."""
-    if fields is None:
-        fields = clash.overlap if clash.kind == ConflictKind.UPDATE_UPDATE else clash.changed
-    return Decision(Action.PERSON, fields=tuple(sorted(fields)))
+    """Queue a conflict. By default on the overlapping fields of an update, whose
+    disjoint fields are written at once; on every field the client sent for an
+    update of a deleted object; on none for a delete. Given `fields`, the
+    conflict holds those and nothing is written."""
+    if fields is not None:
+        return Decision(Action.PERSON, fields=tuple(sorted(fields)))
+    if clash.kind == ConflictKind.UPDATE_UPDATE:
+        return Decision(Action.PERSON, dict(clash.disjoint), tuple(sorted(clash.overlap)))
+    return Decision(Action.PERSON, fields=tuple(sorted(clash.changed)))
 
 
 # --- one function per policy ------------------------------------------------------

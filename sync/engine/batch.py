@@ -684,6 +684,20 @@ def _settle(
         return _write_delete(batch, m, current, Status.MERGED)
     if decision.action == merge.Action.KEEP:
         return _result(m, stype, current, Status.MERGED)
+    server_data, client_data = clash.server, clash.client
+    if decision.values:
+        # The client's changes nobody else made go in now; only the fields at
+        # stake wait for a person (and a resolution writes only those).
+        values = _decision_values(stype, decision, client_values) or {}
+        after = batch.with_values(stype, current, values, restore=False)
+        if stype.encode(after.__dict__) != stype.encode(current.__dict__):
+            misplaced = batch.scope.placement_errors(stype, current.__dict__, after.__dict__)
+            if misplaced:
+                return m.rejected(misplaced)
+            current = batch.write(stype, current, after, CHANGED)
+            batch.supersede_settled(m.key, values, f"mutation {m.mutation_id}")
+            server_data = stype.encode(current.__dict__)
+        client_data = {f: (clash.client or {})[f] for f in decision.fields}
     conflict = batch.raise_conflict(
         Conflict(
             model=stype.label,
@@ -694,8 +708,8 @@ def _settle(
             base_version=m.base_version,
             server_version=current.version,
             base_data=clash.base,
-            server_data=clash.server,
-            client_data=clash.client,
+            server_data=server_data,
+            client_data=client_data,
             client_op=m.op,
             user_id=batch.scope.user_id,
             device_id=batch.device_id,

@@ -91,17 +91,19 @@ def write(values: dict) -> Decision:
     return Decision(Action.WRITE, values, (), frozenset())
 
 
-def person(*fields: str) -> Decision:
-    return Decision(Action.PERSON, {}, fields, frozenset())
+def person(*fields: str, writing: dict | None = None) -> Decision:
+    """A conflict on `fields`; `writing`: the client's changes written at once."""
+    return Decision(Action.PERSON, writing or {}, fields, frozenset())
 
 
 KEEP = Decision(Action.KEEP, {}, (), frozenset())
 DELETE = Decision(Action.DELETE, {}, (), frozenset())
 
 TABLE = [
-    # merge: disjoint fields merge, overlaps and deletes go to a person
+    # merge: disjoint fields merge, overlaps and deletes go to a person (the
+    # disjoint fields of an overlapping update are written all the same)
     (Policy.MERGE, DISJOINT, write({"email": "b@x.test"})),
-    (Policy.MERGE, OVERLAP, person("phone")),
+    (Policy.MERGE, OVERLAP, person("phone", writing={"email": "b@x.test"})),
     (Policy.MERGE, UNCHANGED, write({})),
     (Policy.MERGE, UPDATE_DELETE, person("email", "phone")),
     (Policy.MERGE, DELETE_UPDATE, person()),
@@ -184,7 +186,8 @@ def test_custom_resolver_answering_no_values_keeps_the_servers_overlap():
     ],
 )
 def test_custom_resolver_that_declines_or_answers_nonsense_leaves_it_to_a_person(answer):
-    assert merge.decide(Policy.CUSTOM, OVERLAP, lambda *a: answer) == person("phone")
+    expected = person("phone", writing={"email": "b@x.test"})
+    assert merge.decide(Policy.CUSTOM, OVERLAP, lambda *a: answer) == expected
 
 
 def test_custom_resolver_that_raises_leaves_it_to_a_person_and_is_logged(caplog):
@@ -192,7 +195,8 @@ def test_custom_resolver_that_raises_leaves_it_to_a_person_and_is_logged(caplog)
         raise RuntimeError("bug")
 
     with caplog.at_level(logging.ERROR, logger="sync.merge"):
-        assert merge.decide(Policy.CUSTOM, OVERLAP, broken) == person("phone")
+        expected = person("phone", writing={"email": "b@x.test"})
+        assert merge.decide(Policy.CUSTOM, OVERLAP, broken) == expected
     [record] = caplog.records
     assert record.getMessage() == "Custom resolver failed; queueing a conflict"
     assert record.exc_info[0] is RuntimeError

@@ -86,26 +86,52 @@ def test_same_change_on_both_sides_merges_without_conflict(alice):
     assert not Conflict.objects.exists()
 
 
-def test_overlapping_change_is_a_conflict_and_writes_nothing(alice):
+def test_overlapping_change_is_a_conflict_on_those_fields_and_the_rest_is_applied(alice):
+    """The device's edits to fields nobody else changed are never lost: written
+    at once, and only the clashing fields wait in the conflict."""
     m = customer("Acme", phone="1")
     alice.push_one(m)
     alice.push_one(update(CUSTOMER, m["id"], 1, phone="2"))
     clash = update(CUSTOMER, m["id"], 1, phone="3", email="x@acme.test")
     result = alice.push_one(clash)
     assert result["status"] == "conflict"
-    assert result["version"] == 2
-    assert result["data"]["phone"] == "2" and result["data"]["email"] == ""
+    assert result["version"] == 3
+    assert result["data"]["phone"] == "2" and result["data"]["email"] == "x@acme.test"
     conflict = Conflict.objects.get(pk=result["conflict_id"])
     assert conflict.status == "open"
     assert conflict.kind == "update_update"
     assert conflict.fields == ["phone"]
     assert conflict.base_data["phone"] == "1"
-    assert conflict.server_data["phone"] == "2"
-    assert conflict.client_data == {"phone": "3", "email": "x@acme.test"}
+    assert conflict.server_data["phone"] == "2" and conflict.server_version == 3
+    assert conflict.client_data == {"phone": "3"}
     assert conflict.user == alice.user and conflict.device_id == alice.device_id
     assert str(conflict.mutation_id) == clash["mutation_id"]
     assert conflict.policy == "merge"
-    assert Customer.objects.get(pk=m["id"]).version == 2
+    stored = Customer.objects.get(pk=m["id"])
+    assert (stored.version, stored.phone, stored.email) == (3, "2", "x@acme.test")
+
+
+def test_resolving_the_conflict_either_way_keeps_the_other_edits(alice):
+    """The issue's case: title clashes, priority does not; whatever the
+    resolution of title, priority stays as the device set it."""
+    c = customer()
+    w = work_order(c["id"], "Fix boiler")
+    alice.push(c, w)
+    alice.push_one(update(ORDER, w["id"], 1, title="Server title"))
+    stale = update(ORDER, w["id"], 1, title="Phone title", priority="urgent")
+    for choice, title in (("server", "Server title"), ("client", "Phone title")):
+        result = alice.push_one({**stale, "mutation_id": str(uuid.uuid4())})
+        assert result["status"] == "conflict", result
+        resolved = alice.client.post(
+            f"/api/v1/sync/conflicts/{result['conflict_id']}/resolve/",
+            {"choice": choice, "expected_version": result["version"]},
+            format="json",
+        )
+        assert resolved.status_code == 200, resolved.content
+        job = WorkOrder.objects.get(pk=w["id"])
+        assert (job.title, job.priority) == (title, "urgent")
+        alice.push_one(update(ORDER, w["id"], job.version, title="Server title"))
+        WorkOrder.objects.filter(pk=w["id"]).update(priority="normal")
 
 
 @pytest.fixture

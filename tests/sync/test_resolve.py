@@ -37,12 +37,15 @@ def staff_user():
 
 
 def update_conflict(actor, **server) -> tuple[dict, dict]:
-    """A customer whose phone both sides changed: returns (creation, conflict result)."""
+    """A customer whose phone both sides changed: returns (creation, conflict
+    result). The client's edits of other fields would be written at once
+    (tests/sync/test_push.py); this one edits only the phone, so the conflict
+    is the object's one open question, at version 2."""
     c = customer("Acme", phone="1", email="a@acme.test")
     actor.push_one(c)
     actor.push_one(update(CUSTOMER, c["id"], 1, phone="2", **server))
-    result = actor.push_one(update(CUSTOMER, c["id"], 1, phone="3", address="Client St"))
-    assert result["status"] == "conflict"
+    result = actor.push_one(update(CUSTOMER, c["id"], 1, phone="3"))
+    assert result["status"] == "conflict" and result["version"] == 2
     return c, result
 
 
@@ -77,14 +80,27 @@ def test_keep_server_writes_a_new_version_with_the_servers_values(alice):
     assert change["version"] == 3 and change["data"]["phone"] == "2"
 
 
-def test_take_client_applies_every_field_the_client_sent(alice):
+def test_take_client_applies_the_clients_values_of_the_fields_at_stake(alice):
     c, result = update_conflict(alice)
     body = resolve(alice, result["conflict_id"], choice="client", expected_version=2)
     assert body["object"]["data"]["phone"] == "3"
-    assert body["object"]["data"]["address"] == "Client St"
     obj = Customer.objects.get(pk=c["id"])
-    assert (obj.phone, obj.address, obj.version) == ("3", "Client St", 3)
+    assert (obj.phone, obj.version) == ("3", 3)
     assert pulled(alice, c["id"])["data"]["phone"] == "3"
+
+
+def test_the_clients_other_edits_were_written_before_and_every_resolution_keeps_them(alice):
+    for choice, phone in (("server", "2"), ("client", "3"), ("fields", "typed")):
+        c = customer("Acme", phone="1")
+        alice.push_one(c)
+        alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))
+        result = alice.push_one(update(CUSTOMER, c["id"], 1, phone="3", address="Client St"))
+        assert result["status"] == "conflict" and result["version"] == 3
+        assert result["data"]["address"] == "Client St"  # written at once
+        values = {"values": {"phone": "typed"}} if choice == "fields" else {}
+        body = resolve(alice, result["conflict_id"], choice=choice, expected_version=3, **values)
+        assert body["object"]["data"]["phone"] == phone
+        assert body["object"]["data"]["address"] == "Client St"
 
 
 def test_fields_writes_the_given_value_of_each_field_at_stake(alice):
@@ -98,23 +114,23 @@ def test_fields_writes_the_given_value_of_each_field_at_stake(alice):
         note="called the customer",
     )
     assert body["object"]["data"]["phone"] == "typed 555"
-    assert body["object"]["data"]["address"] == ""  # not given: the server's value stays
     assert body["conflict"]["note"] == "called the customer"
     assert body["conflict"]["resolution"] == {"choice": "fields", "values": {"phone": "typed 555"}}
     assert pulled(alice, c["id"])["data"]["phone"] == "typed 555"
 
 
-def test_fields_may_also_settle_other_fields_the_client_sent(alice):
+def test_fields_may_only_settle_the_fields_at_stake(alice):
     c, result = update_conflict(alice)
-    resolve(
+    refused = resolve(
         alice,
         result["conflict_id"],
+        expect=400,
         choice="fields",
-        values={"phone": "2", "address": "Client St"},
+        values={"phone": "2", "address": "Typed St"},
         expected_version=2,
     )
-    obj = Customer.objects.get(pk=c["id"])
-    assert (obj.phone, obj.address) == ("2", "Client St")
+    assert refused["errors"] == {"address": ["Not part of this conflict."]}
+    assert Customer.objects.get(pk=c["id"]).address == ""
 
 
 def test_resolution_history_row_names_the_conflict_and_the_resolver(alice):
@@ -481,7 +497,7 @@ def test_conflicts_list_shows_the_outcome(alice):
     entry = listed[0]
     assert entry["base_data"]["phone"] == "1"
     assert entry["server_data"]["phone"] == "2"
-    assert entry["client_data"] == {"phone": "3", "address": "Client St"}
+    assert entry["client_data"] == {"phone": "3"}
     assert entry["resolution"]["choice"] == "client"
     assert entry["resolved_by"] == alice.user.username
     assert entry["resolved_version"] == 3 and entry["note"] == "mine"
@@ -495,7 +511,7 @@ def test_conflicts_list_queries_do_not_grow(alice, django_assert_max_num_queries
     alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))
     for i in range(5):
         result = alice.push_one(update(CUSTOMER, c["id"], 1, phone=f"x{i}", name=f"n{i}"))
-        resolve(alice, result["conflict_id"], choice="server", expected_version=2 + i)
+        resolve(alice, result["conflict_id"], choice="server", expected_version=result["version"])
         alice.push_one(update(CUSTOMER, c["id"], 1, phone="2"))  # reset for the next clash
     with django_assert_max_num_queries(4):
         assert len(alice.client.get("/api/v1/sync/conflicts/").json()) >= 5

@@ -208,18 +208,25 @@ def test_update_update_conflict_row(alice):
     assert conflict.client_op == "update"
     assert conflict.fields == ["name", "phone"]  # the overlap, sorted; email was disjoint
     assert conflict.base_version == 1
-    assert conflict.server_version == 2
+    # The disjoint email was written at once (version 3); the conflict is about
+    # the object as it is after that, and holds only the clashing fields.
+    assert conflict.server_version == 3 and obj.version == 3 and obj.email == "x@acme.test"
     assert conflict.base_data == customer_wire(
         alice.user.pk, obj.created_at, v1.updated_at, phone="1"
     )
     assert conflict.server_data == customer_wire(
-        alice.user.pk, obj.created_at, obj.updated_at, name="Acme Ltd", phone="2"
+        alice.user.pk,
+        obj.created_at,
+        obj.updated_at,
+        name="Acme Ltd",
+        phone="2",
+        email="x@acme.test",
     )
-    assert conflict.client_data == {"phone": "3", "name": "Acme Inc", "email": "x@acme.test"}
+    assert conflict.client_data == {"phone": "3", "name": "Acme Inc"}
     assert (conflict.status, conflict.policy) == ("open", "merge")
     assert (conflict.user_id, conflict.device_id) == (alice.user.pk, alice.device_id)
     assert conflict.mutation_id == uuid.UUID(clash["mutation_id"])
-    assert obj.version == 2 and obj.email == ""  # nothing written, not even the disjoint field
+    assert obj.phone == "2" and obj.name == "Acme Ltd"  # the clashing fields wait for a person
 
 
 def test_update_delete_conflict_row(alice):
