@@ -251,6 +251,7 @@ NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = "sync.api.lockout.lockout_parameters"
+AXES_HANDLER = "sync.api.lockout.LockoutHandler"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "sync.api.lockout.lockout_response"
 AXES_IPWARE_PROXY_COUNT = NUM_PROXIES or None

@@ -1,5 +1,7 @@
-"""Password guessing: client addresses come from trusted proxies only, and
-repeated failures lock the account, on the API and in the admin alike."""
+"""Password guessing: client addresses come from trusted proxies only;
+repeated failures lock a username from the address they come from, and an
+address whatever the usernames (at a higher count), on the API and in the
+admin alike; nobody elsewhere is locked out by them."""
 
 from __future__ import annotations
 
@@ -37,16 +39,31 @@ def test_a_forged_forwarded_for_does_not_dodge_the_address_throttle(settings):
     assert codes[60] == 429
 
 
-def test_failed_logins_lock_the_account_from_any_address(victim, settings):
-    for i in range(settings.AXES_FAILURE_LIMIT - 1):
-        assert_error(login("wrong", HTTP_X_FORWARDED_FOR=f"10.9.0.{i}"), 400, "invalid_credentials")
-    # The failure that reaches the limit locks the account.
-    locked = login("wrong", HTTP_X_FORWARDED_FOR="10.9.9.9")
+def test_failed_logins_lock_the_username_from_that_address_only(victim, settings):
+    attacker = {"REMOTE_ADDR": "10.9.0.1"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert_error(login("wrong", **attacker), 400, "invalid_credentials")
+    # The failure that reaches the limit locks the username from there.
+    locked = login("wrong", **attacker)
     body = assert_error(locked, 429, "too_many_attempts")
     assert "try again" in body["detail"]
     assert int(locked["Retry-After"]) == int(settings.AXES_COOLOFF_TIME.total_seconds())
-    # Even the right password is refused while locked: guessing gains nothing.
-    assert_error(login(PASSWORD), 429, "too_many_attempts")
+    # Even the right password is refused from there: guessing gains nothing.
+    assert_error(login(PASSWORD, **attacker), 429, "too_many_attempts")
+    # The real user, elsewhere, is not locked out by someone else's guesses.
+    assert login(PASSWORD, REMOTE_ADDR="10.7.0.2").status_code == 200
+
+
+def test_one_address_trying_many_usernames_is_locked_out(settings):
+    """Spraying one password over many accounts: each username is tried a few
+    times only, but the address adds them all up (10x the limit)."""
+    settings.AXES_FAILURE_LIMIT = 3
+    attacker = {"REMOTE_ADDR": "10.9.0.1"}
+    codes = [login("wrong", username=f"user{i}", **attacker).status_code for i in range(31)]
+    assert codes[:29] == [400] * 29 and codes[29:] == [429, 429]
+    get_user_model().objects.create_user("someone", password=PASSWORD)
+    assert login(PASSWORD, username="someone", **attacker).status_code == 429
+    assert login(PASSWORD, username="someone", REMOTE_ADDR="10.7.0.2").status_code == 200
 
 
 def test_a_success_before_the_limit_resets_the_count(victim, settings):
