@@ -3,7 +3,7 @@
 gunicorn answers some requests before Django sees them: a request line longer
 than `limit_request_line` (4094 bytes; a pull URL with a huge query string),
 too many or too large headers, malformed HTTP. It writes those as an HTML page,
-so a client that parses every error as `{"code", "detail"}` (PROTOCOL.md) got
+so a client that parses every error as `{"code", "detail"}` (docs/protocol.md) got
 HTML. gunicorn has no setting for that body; `util.write_error` is the one
 function that writes it, and is replaced here in each worker (see
 `post_worker_init` in config/gunicorn.conf.py). Statuses and messages stay

@@ -62,6 +62,8 @@ class PushOutbox(models.Model):
     captured = models.BooleanField(default=False)
 
     class Meta:
+        verbose_name = "wake-up waiting to be sent"
+        verbose_name_plural = "wake-ups waiting to be sent"
         indexes = [models.Index(fields=["created_at"], name="devices_outbox_created")]
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ be sent (the embedded default, `make run`). A backend sends once and sorts
 the outcome per device; retrying the temporary failures, recording the
 outcome and counting are the caller's (`sync.notify.tasks`).
 
-The data message is the contract's (PROTOCOL.md, "Push notifications"):
+The data message is the contract's (docs/protocol.md, "Push notifications"):
 `{"type": "sync", "cursor": …}` or `{"type": "conflict_resolved",
 "conflict_id": …}`, collapse key `sync`, high priority on Android,
 `content-available: 1` for APNs, a Webpush message for web devices.

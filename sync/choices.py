@@ -7,7 +7,7 @@ from django.db import models
 
 
 class Policy(models.TextChoices):
-    """How a model settles concurrent changes (PROTOCOL.md, "Discover")."""
+    """How a model settles concurrent changes (docs/protocol.md, "Discover")."""
 
     MERGE = "merge", "merge disjoint fields, a person settles overlaps"
     MANUAL = "manual", "a person settles any concurrent change"
@@ -32,7 +32,7 @@ class Op(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """The outcome of one mutation (PROTOCOL.md, "Push")."""
+    """The outcome of one mutation (docs/protocol.md, "Push")."""
 
     APPLIED = "applied", "applied"
     MERGED = "merged", "merged"
@@ -64,7 +64,7 @@ class ConflictStatus(models.TextChoices):
 
 
 class Choice(models.TextChoices):
-    """How a person settles a conflict (PROTOCOL.md, "Conflicts")."""
+    """How a person settles a conflict (docs/protocol.md, "Conflicts")."""
 
     SERVER = "server", "keep the server's values (keep deleted, or keep the object)"
     CLIENT = "client", "take the client's values (restore, or delete)"

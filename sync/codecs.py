@@ -89,7 +89,7 @@ class FieldCodec:
 
     def describe(self) -> dict[str, Any]:
         """Discovery's description: enough for a client to validate offline what
-        the server would refuse (PROTOCOL.md, "Discover")."""
+        the server would refuse (docs/protocol.md, "Discover")."""
         out: dict[str, Any] = {
             "type": self.type,
             "required": self.required,

@@ -141,7 +141,7 @@ class SyncedType:
     @cached_property
     def change_sql(self) -> str | None:
         """SQL (PostgreSQL) for this model's upsert change as a pull response
-        carries it (PROTOCOL.md, "Pull"): the bytes `render` would write for
+        carries it (docs/protocol.md, "Pull"): the bytes `render` would write for
         it; None if a field needs Python."""
         if self.wire_sql is None:
             return None

@@ -1,4 +1,4 @@
-"""Compressed bodies both ways (PROTOCOL.md, "Compression").
+"""Compressed bodies both ways (docs/protocol.md, "Compression").
 
 Responses: zstd, brotli or gzip, whichever the client accepts, in that order
 of preference, at levels chosen from `bench/compression.py` (a 1,000-object

@@ -6,7 +6,7 @@ scope (`sync.accounts.selectors.data_scope`); every write is a mutation through
 `sync.engine.write.mutations_apply`, so versions, history (the account as history
 user), the change feed, conflicts and device wake-ups are exactly a push's.
 
-Concurrency (PROTOCOL.md, "Back-office REST"): objects carry their `version`
+Concurrency (docs/protocol.md, "Back-office REST"): objects carry their `version`
 and responses an `ETag: "<version>"`. `If-None-Match` on a read → 304.
 `If-Match` on a write is the version the caller saw: if the object moved on,
 the write is merged under the model's conflict policy like a device's stale

@@ -45,7 +45,7 @@ class PullPage:
     remaining: int = 0
 
     def body(self) -> dict[str, Any]:
-        """The response body (PROTOCOL.md, "Pull"), for the orjson renderer."""
+        """The response body (docs/protocol.md, "Pull"), for the orjson renderer."""
         return {
             "changes": [orjson.Fragment(change) for change in self.changes],
             "cursor": self.cursor,

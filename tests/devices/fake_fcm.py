@@ -1,6 +1,9 @@
 """A local stand-in for Google's OAuth token endpoint and FCM's HTTP v1 send
 endpoint, so firebase-admin's real messaging code runs down to HTTP with no
-network (RECIPES.md, "firebase-admin without the internet")."""
+network. firebase-admin 7 sends with `requests` through google-auth's
+AuthorizedSession: it exchanges the service account's key for a token at the
+key's own `token_uri` (served here), then POSTs each message to
+`_MessagingService.FCM_URL` (pointed here before the first send)."""
 
 from __future__ import annotations
 

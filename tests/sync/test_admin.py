@@ -117,3 +117,10 @@ def test_team_membership_inline_removal_revokes_the_team_channel(staff, alice):
     assert not TeamMembership.objects.filter(team=team).exists()
     assert not ChannelGrant.objects.filter(user=alice.user).exists()
     assert GrantEvent.objects.filter(user=alice.user, granted=False).count() == 1
+
+
+def test_every_model_the_admin_lists_is_named_in_plain_words(staff):
+    """Not "Push outboxs": Django's plural is a trailing s unless the model says."""
+    page = staff.get("/admin/", secure=True).content.decode()
+    assert "Wake-ups waiting to be sent" in page
+    assert "outboxs" not in page.lower()

@@ -1,4 +1,4 @@
-"""Compressed responses and request bodies (PROTOCOL.md, "Compression")."""
+"""Compressed responses and request bodies (docs/protocol.md, "Compression")."""
 
 from __future__ import annotations
 
