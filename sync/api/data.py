@@ -25,8 +25,9 @@ from dataclasses import replace
 from typing import Any
 
 import django_filters
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import (
@@ -319,7 +320,30 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
             raise SyncError("invalid", "The body must be a JSON object of field values.")
         data = dict(request.data)
         data.pop("version", None)  # echoed back from a read: versions come from If-Match
-        return data
+        return self._owner_named(data)
+
+    def _owner_named(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An owner may be named by username or e-mail as well as by user id:
+        an ERP knows its people by those, and an object owned by the service
+        account itself reaches no device."""
+        name = self.stype.owner_field
+        given = data.get(name) if name else None
+        if not isinstance(given, str) or given.isdigit():
+            return data
+        users = get_user_model()._default_manager
+        found = list(
+            users.filter(
+                Q(**{users.model.USERNAME_FIELD: given}) | Q(email__iexact=given)
+            ).values_list("pk", flat=True)[:2]
+        )
+        if len(found) != 1:
+            problem = "No user" if not found else "More than one user"
+            raise SyncError(
+                "invalid",
+                "The request is invalid; see errors.",
+                errors={str(name): [f"{problem} with this id, username or e-mail."]},
+            )
+        return {**data, str(name): found[0]}
 
     def _write(
         self,
@@ -420,6 +444,13 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
         item = parse(raw)
         if isinstance(item, Malformed):
             return item
+        if item.type is self.stype and item.data:
+            try:
+                item.data = self._owner_named(dict(item.data))
+            except SyncError as exc:
+                return Malformed(
+                    item.mutation_id, item.rejected(exc.errors or {}), item.label, item.id
+                )
         if item.type is not self.stype:
             return Malformed(
                 item.mutation_id,

@@ -157,6 +157,33 @@ def test_an_unrestricted_account_sees_every_object(make_actor):
 # --- writes go through the write path -----------------------------------------------------
 
 
+def test_an_erp_names_the_owner_by_username_or_email(alice):
+    """Objects an ERP makes reach the owner's devices without it knowing
+    Django's user ids (owned by the service account, they reach nobody)."""
+    alice.user.email = "alice@example.test"
+    alice.user.save()
+    _, erp = service_client()
+    by_name = create(erp, name="By username", owner=alice.user.username)
+    by_mail = create(erp, name="By e-mail", owner="ALICE@example.test")
+    assert by_name["owner"] == by_mail["owner"] == alice.user.pk
+    changes, _ = alice.pull_all()
+    assert {by_name["id"], by_mail["id"]} <= {c["id"] for c in changes}
+    unknown = erp.post(data_url(CUSTOMER), {"name": "X", "owner": "nobody"}, format="json")
+    body = assert_error(unknown, 400, "invalid")
+    assert body["errors"] == {"owner": ["No user with this id, username or e-mail."]}
+    bulk = erp.post(
+        data_url(CUSTOMER) + "bulk/",
+        {
+            "mutations": [
+                {"op": "create", "data": {"name": "B", "owner": alice.user.username}},
+                {"op": "create", "data": {"name": "C", "owner": "nobody"}},
+            ]
+        },
+        format="json",
+    )
+    assert [r["status"] for r in bulk.json()["results"]] == ["applied", "rejected"]
+
+
 def test_create_update_delete_reach_a_device_pull_with_history_by_the_account(alice):
     account, erp = service_client()
     made = create(erp, name="From ERP", owner=alice.user.pk)
