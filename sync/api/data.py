@@ -197,6 +197,20 @@ class Pages(CursorPagination):
 # --- the viewset ------------------------------------------------------------------------
 
 
+_NO_EMPTY = object()
+
+
+def _empty_value(field: Any) -> Any:
+    """What a field holds when nobody set it: its default, else null, else ""."""
+    if field.has_default():
+        return field.get_default()
+    if field.null:
+        return None
+    if field.empty_strings_allowed:
+        return ""
+    return _NO_EMPTY
+
+
 def _etag(version: int) -> str:
     return f'"{version}"'
 
@@ -305,6 +319,12 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
                 "PUT replaces the object: send every required field, or use PATCH.",
                 errors={name: ["This field is required."] for name in missing},
             )
+        # Replaced: a writable field left out goes back to its empty value.
+        for name, codec in self.stype.writable.items():
+            if name not in data and name != self.stype.owner_field:
+                empty = _empty_value(self.stype.model._meta.get_field(name))
+                if empty is not _NO_EMPTY:
+                    data[name] = codec.encode(empty)
         return self._write(request, Op.UPDATE, pk, data)
 
     def partial_update(self, request: Request, pk: str) -> Response:

@@ -157,6 +157,17 @@ def test_an_unrestricted_account_sees_every_object(make_actor):
 # --- writes go through the write path -----------------------------------------------------
 
 
+def test_put_replaces_the_object_and_omitted_fields_go_back_to_empty(alice):
+    _, erp = service_client()
+    made = create(erp, name="Acme", phone="555-0100", email="ops@acme.test", owner=alice.user.pk)
+    url = data_url(CUSTOMER, made["id"])
+    replaced = erp.put(url, {"name": "Acme Limited", "email": "new@acme.test"}, format="json")
+    assert replaced.status_code == 200, replaced.content
+    body = replaced.json()
+    assert (body["name"], body["email"], body["phone"]) == ("Acme Limited", "new@acme.test", "")
+    assert body["owner"] == alice.user.pk and body["team"] is None
+
+
 def test_an_erp_names_the_owner_by_username_or_email(alice):
     """Objects an ERP makes reach the owner's devices without it knowing
     Django's user ids (owned by the service account, they reach nobody)."""
