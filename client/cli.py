@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[red]The server is unreachable[/] ({exc}). Local edits are kept.")
     except ClientError as exc:
         err.print(f"[red]{exc}[/]")
+    except BrokenPipeError:
+        # The reader stopped reading (`| head -n 1`): what it wanted it got.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 1
 
 
@@ -84,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("list", cmd_list, "list local records of a model")
     sub.add_argument("model")
     sub.add_argument("--fields", help="comma-separated fields to show")
+    sub.add_argument("--ids", action="store_true", help="only the ids, one a line (for scripts)")
     sub = command("show", cmd_show, "one record, as JSON")
     sub.add_argument("model")
     sub.add_argument("id")
@@ -160,6 +165,10 @@ def cmd_list(client: SyncClient, args: argparse.Namespace) -> None:
     spec = client.spec(args.model)
     rows = client.all(spec.label)
     pending = {m.object_id: m.op for m in client.store.pending() if m.model == spec.label}
+    if args.ids:
+        sys.stdout.write("".join(f"{object_id}\n" for _, object_id in rows))
+        sys.stdout.flush()
+        return
     fields = args.fields.split(",") if args.fields else _summary_fields(spec)
     table = Table(title=f"{spec.label}: {len(rows)}", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=36)

@@ -117,6 +117,19 @@ def run(server: str, tmp: Path) -> None:
         )
     print(_converged(devices))
 
+    # One left open, so that the admin's queue has something to show.
+    phone.update(ORDER, order_id, {"title": f"{base}: parts ordered"})
+    tablet.update(ORDER, order_id, {"title": f"{base}: waiting for parts"})
+    phone.sync()
+    left = tablet.sync().conflicts
+    if not left:
+        raise ClientError("expected a second conflict; none came")
+    print(
+        "\nOne more, left open for staff: the phone and the tablet retitled it at once.\n"
+        f"  Resolve it in the admin (admin / admin-pass-1234): "
+        f"{server}/admin/sync/conflict/{left[0]}/change/"
+    )
+
 
 def _shared_work_order(phone: SyncClient, alice: SyncClient) -> tuple[str, dict[str, Any]]:
     """A team work order that both users see, the same one on every run."""

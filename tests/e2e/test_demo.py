@@ -7,6 +7,7 @@ from django.conf import global_settings
 from django.core.management import call_command
 
 from client import demo
+from sync.models import Conflict
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -21,4 +22,8 @@ def test_the_demo_merges_resolves_and_converges(live_gunicorn, tmp_path, setting
     assert any("merged    the phone's title kept" in line for line in lines)
     assert any("conflict  title changed on both sides" in line for line in lines)
     assert any("/admin/sync/conflict/" in line and "/change/" in line for line in lines)
-    assert lines[-1] == "converged: 3 devices, 56 objects each"
+    assert "converged: 3 devices, 56 objects each" in lines
+    # It leaves one conflict open for the admin's queue, and says where.
+    assert "left open for staff" in lines[-2] and "/admin/sync/conflict/" in lines[-1]
+    conflict_id = lines[-1].rstrip("/").split("/")[-2]
+    assert Conflict.objects.get(pk=conflict_id).status == "open"
