@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from fieldwork.models import Customer, Note, Team, TeamMembership, WorkOrder
 from fieldwork.services import team_member_add, team_member_remove
+from sync.admin.guards import GuardedAdmin
 from sync.admin.synced import SyncedModelAdmin
 
 
@@ -17,7 +18,7 @@ class TeamMembershipInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(GuardedAdmin, admin.ModelAdmin):
     list_display = ("name",)
     search_fields = ("name",)
     inlines = [TeamMembershipInline]

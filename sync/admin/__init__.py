@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from sync.admin import accounts as admin_accounts  # noqa: F401 - tokens, service accounts, users
 from sync.admin import conflicts as admin_conflicts  # noqa: F401 - registers the conflict queue
 from sync.admin import devices as admin_devices  # noqa: F401 - devices and the wake-up outbox
+from sync.admin.guards import GuardedAdmin
 from sync.admin.synced import SyncedModelAdmin
 from sync.engine import grants
 from sync.models import Change, ChannelGrant, MutationRecord
@@ -31,7 +32,7 @@ class ReadOnlyAdminMixin:
 
 
 @admin.register(Change)
-class ChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ChangeAdmin(ReadOnlyAdminMixin, GuardedAdmin):
     list_display = ("seq", "channel", "model", "object_id", "version", "op", "created_at")
     list_filter = ("op", "model")
     search_fields = ("=channel", "=object_id")
@@ -39,7 +40,7 @@ class ChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ChannelGrant)
-class ChannelGrantAdmin(admin.ModelAdmin):
+class ChannelGrantAdmin(GuardedAdmin):
     """Granting and revoking go through the services so pulls backfill or delete."""
 
     list_display = ("user", "channel", "created_at")
@@ -65,7 +66,7 @@ class ChannelGrantAdmin(admin.ModelAdmin):
 
 
 @admin.register(MutationRecord)
-class MutationRecordAdmin(admin.ModelAdmin):
+class MutationRecordAdmin(GuardedAdmin):
     list_display = ("mutation_id", "user", "model", "object_id", "status", "created_at")
     list_filter = ("status", "model")
     search_fields = ("=mutation_id", "=object_id", "user__username")
@@ -79,4 +80,4 @@ class MutationRecordAdmin(admin.ModelAdmin):
         return False
 
 
-__all__ = ["SyncedModelAdmin"]  # for apps' admins
+__all__ = ["GuardedAdmin", "SyncedModelAdmin"]  # for apps' admins

@@ -27,6 +27,7 @@ from sync.accounts.services import (
     token_issue,
     token_revoke,
 )
+from sync.admin.guards import GuardedAdmin
 from sync.channels import own_channel, user_channels
 from sync.engine.privacy import (
     ErasureFailed,
@@ -89,7 +90,7 @@ class ServiceAccountForm(forms.ModelForm):
 
 
 @admin.register(ServiceAccount)
-class ServiceAccountAdmin(admin.ModelAdmin):
+class ServiceAccountAdmin(GuardedAdmin):
     form = ServiceAccountForm
     list_display = ("__str__", "description", "restricted", "tokens", "issue_link")
     search_fields = ("user__username", "description")
@@ -172,7 +173,7 @@ class IssueTokenForm(forms.Form):
 
 
 @admin.register(Token)
-class TokenAdmin(admin.ModelAdmin):
+class TokenAdmin(GuardedAdmin):
     """Tokens are listed (never shown: only a digest is stored) and revoked here."""
 
     list_display = (

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Count, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
@@ -26,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from devices.models import Device
+from sync.admin.guards import GuardedAdmin, pk_or_404
 from sync.admin.resolve import (
     PICK,
     PICK_CLIENT,
@@ -33,12 +36,17 @@ from sync.admin.resolve import (
     PICK_VALUE,
     VALUE,
     ConflictView,
+    FieldRow,
     as_text,
     conflict_view,
     current_objects,
+    device_name,
+    name_references,
+    object_name,
     outcome_in_words,
     picked_values,
     read_picks,
+    short_id,
     shown,
 )
 from sync.choices import Choice, ConflictStatus
@@ -55,6 +63,47 @@ def object_admin_url(label: str, object_id: Any, view: str = "change") -> str | 
         return reverse(f"admin:{app_label}_{model_name}_{view}", args=[object_id])
     except NoReverseMatch:
         return None
+
+
+def reference_html(row: FieldRow, value: Any) -> str:
+    """A row's value on the resolve page: a reference by its object's name, linked
+    to the object, with the id as the link's title."""
+    pk = row.referred_id(value)
+    if pk is None or row.refers_to is None:
+        return shown(value)
+    name = row.name_of(value)
+    text = name if name is not None else f"{short_id(pk)} (not found)"
+    url = object_admin_url(row.refers_to._meta.label_lower, pk)
+    if url is None or name is None:
+        return format_html('<span title="{}">{}</span>', pk, text)
+    return format_html('<a href="{}" title="{}">{}</a>', url, pk, text)
+
+
+def device_html(device_id: Any, name: str | None, platform: str | None) -> str:
+    """A device by its name (else platform and short id), linked, its id as the title."""
+    if device_id is None:
+        return "—"
+    text = device_name(name, platform, device_id)
+    if name is None and platform is None:  # no such device any more
+        return format_html('<span title="{}">{}</span>', device_id, text)
+    url = reverse("admin:devices_device_change", args=[device_id])
+    return format_html('<a href="{}" title="{}">{}</a>', url, device_id, text)
+
+
+# Set on each conflict of a queue page: its object as it is now (None if gone).
+_CURRENT = "current_object"
+
+
+class ConflictChangeList(ChangeList):
+    """The queue: each page's objects read at once (one query per model), so
+    that each row shows its object by name."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        page = list(self.result_list)  # evaluated here; the template reuses these rows
+        current = current_objects(page)
+        for conflict in page:
+            setattr(conflict, _CURRENT, current.get((conflict.model, conflict.object_id)))
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -82,7 +131,7 @@ class AgeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Conflict)
-class ConflictAdmin(admin.ModelAdmin):
+class ConflictAdmin(GuardedAdmin):
     list_display = (
         "status_badge",
         "model",
@@ -102,6 +151,9 @@ class ConflictAdmin(admin.ModelAdmin):
     actions = ["resolve_keep_server", "resolve_take_client", "dismiss_selected"]
 
     # --- the queue ---------------------------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ConflictChangeList
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         devices = Device.objects.filter(pk=OuterRef("device_id"))
@@ -144,7 +196,8 @@ class ConflictAdmin(admin.ModelAdmin):
     @admin.display(description="object")
     def object_link(self, obj: Conflict) -> str:
         url = object_admin_url(obj.model, obj.object_id)
-        short = str(obj.object_id)[:8]
+        current = getattr(obj, _CURRENT, None)
+        name = object_name(current) if current is not None else short_id(obj.object_id)
         stacked = getattr(obj, "open_on_object", 0)
         extra = (
             format_html(' <span class="conflict-stacked">+{} open here</span>', stacked - 1)
@@ -152,8 +205,8 @@ class ConflictAdmin(admin.ModelAdmin):
             else ""
         )
         if url is None:
-            return format_html("{}{}", short, extra)
-        return format_html('<a href="{}" title="{}">{}</a>{}', url, obj.object_id, short, extra)
+            return format_html('<span title="{}">{}</span>{}', obj.object_id, name, extra)
+        return format_html('<a href="{}" title="{}">{}</a>{}', url, obj.object_id, name, extra)
 
     @admin.display(description="fields at stake")
     def fields_at_stake(self, obj: Conflict) -> str:
@@ -161,10 +214,11 @@ class ConflictAdmin(admin.ModelAdmin):
 
     @admin.display(description="device")
     def device(self, obj: Conflict) -> str:
-        if obj.device_id is None:
-            return "—"
-        name = getattr(obj, "device_name", None) or getattr(obj, "device_platform", None)
-        return name or str(obj.device_id)[:8]
+        return device_html(
+            obj.device_id,
+            getattr(obj, "device_name", None),
+            getattr(obj, "device_platform", None),
+        )
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: Conflict) -> str:
@@ -200,7 +254,8 @@ class ConflictAdmin(admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         conflict = get_object_or_404(
-            Conflict.objects.select_related("user", "resolved_by"), pk=object_id
+            Conflict.objects.select_related("user", "resolved_by"),
+            pk=pk_or_404(Conflict, unquote(object_id)),
         )
         if not self.has_view_permission(request, conflict):
             raise PermissionDenied
@@ -213,7 +268,9 @@ class ConflictAdmin(admin.ModelAdmin):
 
     def _view(self, conflict: Conflict) -> ConflictView:
         current = current_objects([conflict]).get((conflict.model, conflict.object_id))
-        return conflict_view(conflict, current)
+        view = conflict_view(conflict, current)
+        name_references([view])
+        return view
 
     def _render(
         self,
@@ -249,12 +306,15 @@ class ConflictAdmin(admin.ModelAdmin):
             "rows": [
                 {
                     "row": row,
-                    "base": shown(row.base),
-                    "server": shown(row.server) if not view.server_deleted else "(deleted)",
-                    "client": shown(row.client) if row.sent else "",
+                    "base": reference_html(row, row.base),
+                    "server": reference_html(row, row.server)
+                    if not view.server_deleted
+                    else "(deleted)",
+                    "client": reference_html(row, row.client) if row.sent else "",
                 }
                 for row in view.rows
             ],
+            "device": self._device_html(conflict),
             "labels": view.labels,
             "choices": {"server": Choice.SERVER, "client": Choice.CLIENT, "fields": Choice.FIELDS},
             "picks": {"server": PICK_SERVER, "client": PICK_CLIENT, "value": PICK_VALUE},
@@ -273,6 +333,16 @@ class ConflictAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/sync/conflict/resolve.html", context, status=status)
+
+    def _device_html(self, conflict: Conflict) -> str:
+        if conflict.device_id is None:
+            return ""
+        found = Device.objects.filter(pk=conflict.device_id).values("name", "platform").first()
+        return device_html(
+            conflict.device_id,
+            found["name"] if found else None,
+            found["platform"] if found else None,
+        )
 
     def _resolve_posted(self, request: HttpRequest, conflict: Conflict) -> HttpResponse:
         action = request.POST.get("action", "")
@@ -415,12 +485,16 @@ class ConflictAdmin(admin.ModelAdmin):
         self, request: HttpRequest, conflicts: list[Conflict], choice: str
     ) -> HttpResponse:
         current = current_objects(conflicts)
-        items, skipped = [], []
+        views, skipped = [], []
         for conflict in conflicts:
             if conflict.status != ConflictStatus.OPEN:
                 skipped.append(conflict)
                 continue
-            view = conflict_view(conflict, current.get((conflict.model, conflict.object_id)))
+            views.append(conflict_view(conflict, current.get((conflict.model, conflict.object_id))))
+        name_references(views)
+        items = []
+        for view in views:
+            conflict = view.conflict
             items.append(
                 {
                     "conflict": conflict,

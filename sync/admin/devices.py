@@ -6,11 +6,12 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
 from devices.models import Device, PushOutbox
+from sync.admin.guards import GuardedAdmin
 from sync.notify.wakeups import counters
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(GuardedAdmin):
     list_display = (
         "id",
         "user",
@@ -50,7 +51,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(PushOutbox)
-class PushOutboxAdmin(admin.ModelAdmin):
+class PushOutboxAdmin(GuardedAdmin):
     """Wake-ups not sent yet: normally empty within seconds of a write."""
 
     list_display = ("id", "created_at", "claimed_until", "attempts", "origin_device_id", "seq")

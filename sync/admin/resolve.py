@@ -3,10 +3,16 @@ against the object's current state, and the resolution a form asks for.
 
 Plain functions of a conflict and the object's current row; the admin
 (`sync.admin.conflicts`) renders them and calls the resolution service.
+
+Staff read names, not ids: an object, the objects its references point to
+and a device are shown by what they are called (their `__str__`, a device's
+name), the id kept for a link or a title. Names are read for a whole page at
+once (`name_references`, `current_objects`): one query per model.
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 import uuid
 from collections.abc import Iterable, Mapping
@@ -14,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from django.db import models
 
 from sync import registry
+from sync.admin.guards import pk_or_none
 from sync.choices import Choice, ConflictKind
 from sync.models import Conflict, SyncedModel
 from sync.registry import SyncedType
@@ -38,6 +46,26 @@ class FieldRow:
     pick: str = ""  # what the form chose (server / client / value)
     typed: str = ""  # the typed value, as text
     errors: list[str] = field(default_factory=list)
+    # builtins.type: the `type` field above shadows the builtin in this class body.
+    refers_to: builtins.type[models.Model] | None = None  # a reference's model
+    # A reference's objects by id (as text): what each one's __str__ says.
+    names: dict[str, str] = field(default_factory=dict)
+
+    def referred_id(self, value: Any) -> Any:
+        """The id a value of this row refers to (None: not a reference, or no id)."""
+        if self.refers_to is None or not isinstance(value, str | int) or isinstance(value, bool):
+            return None
+        return pk_or_none(self.refers_to, value)
+
+    def name_of(self, value: Any) -> str | None:
+        """The name of the object a reference value points to, if it exists."""
+        pk = self.referred_id(value)
+        return None if pk is None else self.names.get(str(pk))
+
+    def display(self, value: Any) -> str:
+        """A value of this row as text: a reference by its object's name."""
+        name = self.name_of(value)
+        return shown(value) if name is None else name
 
     @property
     def choosable(self) -> bool:
@@ -74,6 +102,20 @@ class ConflictView:
     @property
     def server_deleted(self) -> bool:
         return self.current is not None and self.current.is_deleted
+
+    @property
+    def object_name(self) -> str:
+        """The object by what its __str__ says (by model and short id once it is gone)."""
+        if self.current is not None:
+            return object_name(self.current)
+        return f"{self.conflict.model} {short_id(self.conflict.object_id)}"
+
+    @property
+    def owner(self) -> Any:
+        """The object's owner (a user), if its model has one."""
+        if self.current is None or self.stype is None or not self.stype.owner_field:
+            return None
+        return getattr(self.current, self.stype.owner_field)
 
     @property
     def client_deleted(self) -> bool:
@@ -127,6 +169,7 @@ def conflict_view(conflict: Conflict, current: SyncedModel | None) -> ConflictVi
             base=base.get(name, _MISSING) if base is not None else _MISSING,
             server=server.get(name),
             client=client.get(name),
+            refers_to=codec.ref_model,
         )
         for name, codec in stype.writable.items()
     ]
@@ -145,9 +188,50 @@ def current_objects(conflicts: Iterable[Conflict]) -> dict[tuple[str, uuid.UUID]
         stype = registry.get(label)
         if stype is None:
             continue
-        for obj in stype.model._default_manager.filter(pk__in=ids):
+        objects = stype.model._default_manager.filter(pk__in=ids)
+        if stype.owner_field:
+            objects = objects.select_related(stype.owner_field)  # the page names the owner
+        for obj in objects:
             found[(label, obj.pk)] = obj
     return found
+
+
+def name_references(views: Iterable[ConflictView]) -> None:
+    """Fill each reference row's `names` with the objects its values point to:
+    one query per referenced model for all the views."""
+    views = list(views)
+    wanted: dict[type[models.Model], set[Any]] = {}
+    for view in views:
+        for row in view.rows:
+            if row.refers_to is None:
+                continue
+            for value in (row.base, row.server, row.client):
+                pk = row.referred_id(value)
+                if pk is not None:
+                    wanted.setdefault(row.refers_to, set()).add(pk)
+    names = {
+        model: {str(obj.pk): object_name(obj) for obj in model._default_manager.filter(pk__in=ids)}
+        for model, ids in wanted.items()
+    }
+    for view in views:
+        for row in view.rows:
+            if row.refers_to is not None:
+                row.names = names.get(row.refers_to, {})
+
+
+def object_name(obj: models.Model) -> str:
+    """What staff call an object: its __str__, and whether it is deleted."""
+    name = str(obj)
+    return f"{name} (deleted)" if getattr(obj, "deleted_at", None) is not None else name
+
+
+def short_id(object_id: Any) -> str:
+    return f"{str(object_id)[:8]}…"
+
+
+def device_name(name: str | None, platform: str | None, device_id: Any) -> str:
+    """A device by its name, else its platform and a short id ("android 3f2a9c1e…")."""
+    return name or f"{platform or 'device'} {short_id(device_id)}"
 
 
 def read_picks(view: ConflictView, form: Mapping[str, str]) -> dict[str, list[str]]:
@@ -266,7 +350,7 @@ def outcome_in_words(view: ConflictView, choice: str) -> list[str]:
 
 def _assignments(view: ConflictView, rows: Iterable[FieldRow], *, server: bool = False) -> str:
     parts = [
-        f"{r.name} = {shown(r.server if server else r.client)}"
+        f"{r.name} = {r.display(r.server if server else r.client)}"
         for r in rows
         if r.at_stake or not server
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -37,6 +37,7 @@ from simple_history.models import to_historic
 
 from devices.models import Device
 from sync import registry
+from sync.admin.guards import GuardedAdmin, pk_or_404
 from sync.choices import ConflictStatus, Op, Status
 from sync.codecs import FieldCodec
 from sync.engine import write as services
@@ -254,7 +255,20 @@ class _Outcome:
     back_to_form: bool = False
 
 
-class SyncedModelAdmin(SimpleHistoryAdmin):
+if TYPE_CHECKING:
+    # simple-history has no types, so to mypy this base is Any, as it was
+    # before the guard was mixed in: mixing it in visibly would check every
+    # override below against django-stubs' ModelAdmin, a change of its own.
+    class _SyncedAdminBase(SimpleHistoryAdmin):
+        pass
+
+else:
+
+    class _SyncedAdminBase(GuardedAdmin, SimpleHistoryAdmin):
+        """simple-history's admin, with ids and query strings checked (guards.py)."""
+
+
+class SyncedModelAdmin(_SyncedAdminBase):
     """Staff view and edit a synced model through the write service.
 
     Edits are pushes at the version the form was opened at (merged under the
@@ -402,6 +416,18 @@ class SyncedModelAdmin(SimpleHistoryAdmin):
             )
             extra_context = {**(extra_context or {}), "show_delete": False}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def history_form_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # simple-history looks both up as given: an id that cannot be one is a 404 here.
+        pk_or_404(self.model, unquote(object_id))
+        pk_or_404(self.model.history.model, unquote(version_id))
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     # --- writing ---------------------------------------------------------------
 

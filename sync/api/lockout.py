@@ -29,9 +29,7 @@ def lockout_response(
 ) -> HttpResponse:
     """429 with Retry-After: JSON under /api/, a page in the admin."""
     seconds = int(settings.AXES_COOLOFF_TIME.total_seconds())
-    detail = (
-        f"Too many failed logins; try again in {max(1, seconds // 60)} minutes."
-    )
+    detail = f"Too many failed logins; try again in {max(1, seconds // 60)} minutes."
     response: HttpResponse
     if request.path.startswith("/api/"):
         response = JsonResponse({"code": "too_many_attempts", "detail": detail}, status=429)

@@ -77,7 +77,7 @@ def raise_customer_conflict(actor: Any, name: str) -> tuple[dict, str]:
     c = customer(name, phone="1", email="desk@example.test")
     actor.push_one(c)
     actor.push_one(update(CUSTOMER, c["id"], 1, phone="2"))
-    result = actor.push_one(update(CUSTOMER, c["id"], 1, phone="3", address="Client St"))
+    result = actor.push_one(update(CUSTOMER, c["id"], 1, phone="3"))
     assert result["status"] == "conflict"
     return c, result["conflict_id"]
 
@@ -138,16 +138,17 @@ def test_staff_resolves_a_work_order_conflict_field_by_field(new_page, make_acto
     assert "sam.tech" in summary
     assert cells(page, "priority") == ("normal", "high", "urgent")
     assert cells(page, "scheduled_for") == ("2025-06-12", "2025-06-13", "2025-06-11")
-    assert cells(page, "estimated_hours") == ("2.0", "2.0", "3.5")
+    # The technician's edits nobody else made went in with the push: the
+    # server now has them, and only the clashing fields are to decide.
+    assert cells(page, "estimated_hours")[:2] == ("2.0", "3.5")
+    assert "Pressure drops overnight" in page.locator("#row-description").inner_text()
     assert "at stake" in page.locator("#row-scheduled_for th").inner_text()
-    assert "client changed" in page.locator("#row-description th").inner_text()
-    # Nothing is pre-chosen for a field at stake; the client's other edits are.
+    assert "at stake" not in page.locator("#row-description th").inner_text()
+    # Nothing is pre-chosen for a field at stake.
     assert not pick(page, "priority", "keep server").is_checked()
     assert not pick(page, "priority", "take client").is_checked()
-    assert pick(page, "description", "take client").is_checked()
 
     pick(page, "priority", "take client").check()
-    pick(page, "estimated_hours", "keep server").check()
     pick(page, "scheduled_for", "keep server").check()
     # Typing in a field's box chooses that box (the page's script).
     page.get_by_label("value for scheduled_for").fill("2025-06-12")
@@ -168,16 +169,16 @@ def test_staff_resolves_a_work_order_conflict_field_by_field(new_page, make_acto
 
     page.get_by_role("button", name="Resolve with the choices below").click()
     page.wait_for_url("**/admin/sync/conflict/")
-    assert f"Conflict resolved: {WORK_ORDER} {wo['id'][:8]} is now at version 3" in (
+    assert f"Conflict resolved: {WORK_ORDER} {wo['id'][:8]} is now at version 4" in (
         messages_text(page)
     )
 
     obj = WorkOrder.objects.get(pk=wo["id"])
-    assert obj.version == 3
+    assert obj.version == 4
     assert obj.priority == "urgent"
     assert obj.scheduled_for.isoformat() == "2025-06-12"
     assert obj.description.startswith("Pressure drops overnight")
-    assert obj.estimated_hours == 2.0
+    assert obj.estimated_hours == 3.5
     conflict = Conflict.objects.get(pk=conflict_id)
     assert (conflict.status, conflict.resolved_by.username) == ("resolved", "boss")
     assert conflict.note == "Called Sam: vessel in stock, the practice can do Thursday."
@@ -188,7 +189,7 @@ def test_staff_resolves_a_work_order_conflict_field_by_field(new_page, make_acto
     text = newest.inner_text()
     assert "boss" in text
     assert f"conflict {conflict_id} resolved (fields)" in text
-    assert newest.locator("td").nth(1).inner_text().strip() == "3"  # the version column
+    assert newest.locator("td").nth(1).inner_text().strip() == "4"  # the version column
 
 
 def test_a_second_staff_resolution_is_refused_and_applies_nothing(new_page, alice):
@@ -212,7 +213,7 @@ def test_a_second_staff_resolution_is_refused_and_applies_nothing(new_page, alic
     assert second.locator("#resolve-form button").count() == 0
 
     obj = Customer.objects.get(pk=c["id"])
-    assert (obj.version, obj.phone, obj.address) == (3, "3", "Client St")
+    assert (obj.version, obj.phone) == (3, "3")
     history = Customer.history.filter(id=c["id"])
     assert history.count() == 3  # created, updated, resolved once
     assert history.filter(history_change_reason__startswith=f"conflict {conflict_id}").count() == 1
