@@ -283,9 +283,11 @@ def extend_user_admin(site: admin.AdminSite = admin.site) -> bool:
     current = site._registry.get(user_model)
     if current is None or isinstance(current, UserDataActions):
         return isinstance(current, UserDataActions)
+    # Guarded too: the user model's admin sits among ours and gets the same
+    # hostile URLs (a NUL byte in its search was a 500 on PostgreSQL).
     extended = type(
         type(current).__name__,
-        (UserDataActions, type(current)),
+        (UserDataActions, GuardedAdmin, type(current)),
         {"actions": [*(type(current).actions or []), *UserDataActions.actions]},
     )
     site.unregister(user_model)

@@ -53,7 +53,8 @@ def _ours() -> list[tuple[type[models.Model], ModelAdmin]]:
         (
             (model, model_admin)
             for model, model_admin in admin.site._registry.items()
-            if model._meta.app_label in APPS
+            # and the user admin, which ours extend with the data actions
+            if model._meta.app_label in APPS or model is get_user_model()
         ),
         key=lambda pair: pair[0]._meta.label_lower,
     )
