@@ -25,20 +25,15 @@ deletes. An UPDATE that changes nothing writes nothing.
 
 The service's own writes are not captured a second time: it versions, records
 and feeds them itself (in bulk, faster than a row trigger would), and marks
-its transaction while it writes (`service_writes`). `purging` lets a real
-DELETE through (a user's erasure).
+its transaction while it writes (`sync.writers.service_writes`, which says
+where the mark is kept); `sync.writers.purging` lets a real DELETE through (a
+user's erasure).
 
 Why hand-written and not django-pgtrigger: the embedded default runs on
 SQLite, which pgtrigger does not serve, and these triggers are generated from
 the runtime registry (scope, fields, history columns), so `migrate` installs
 them from the code as it is, on either database, and `manage.py check` says
 when a database's triggers do not match the code (sync.W101).
-
-Where a writer is marked: PostgreSQL keeps it in settings local to the
-transaction (`set_config(..., true)`), so a rollback or the end of the
-transaction clears it; SQLite, which has no such settings, in the one-row
-table `sync_writecontext`, which `write_context` restores before it returns
-(SQLite serialises writers, so no other transaction can see it).
 """
 
 # ruff: noqa: S608 - every statement here is built from model metadata (tables,
