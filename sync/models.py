@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -119,23 +121,26 @@ class SyncedModel(models.Model):
         if not _captured(type(self)):
             super().save(*args, **kwargs)
             return
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        reason = getattr(self, "_change_reason", None)
-        with (
-            writers.write_context(user_id=_history_user_id(self), reason=reason, using=using),
-            transaction.atomic(using=using, savepoint=False),
-        ):
+        with self._captured_write(kwargs.get("using")):
             super().save(*args, **kwargs)
-            self._refresh_sync_state(using)
-        writers.wake_after_commit(using)
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         """Leaves a tombstone (deleted_at and a new version) that devices pull;
         references to it follow their on_delete as Django applies it."""
         if not _captured(type(self)):
             return super().delete(*args, **kwargs)
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
         pk = self.pk
+        with self._captured_write(kwargs.get("using")):
+            result = super().delete(*args, **kwargs)
+            self.pk = pk  # Django clears it; the row stays, as a tombstone
+        return result
+
+    @contextmanager
+    def _captured_write(self, using: str | None) -> Iterator[None]:
+        """Around one write of this instance: the history names its user and
+        reason, the instance reads back the state the database gave it, and
+        devices are woken once it commits."""
+        using = using or router.db_for_write(type(self), instance=self)
         with (
             writers.write_context(
                 user_id=_history_user_id(self),
@@ -144,11 +149,9 @@ class SyncedModel(models.Model):
             ),
             transaction.atomic(using=using, savepoint=False),
         ):
-            result = super().delete(*args, **kwargs)
-            self.pk = pk  # Django clears it; the row stays, as a tombstone
+            yield
             self._refresh_sync_state(using)
         writers.wake_after_commit(using)
-        return result
 
     @property
     def is_deleted(self) -> bool:
