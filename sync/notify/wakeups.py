@@ -6,12 +6,15 @@ Every synced write records a `PushOutbox` row in its own transaction
 with an active push token, minus the device that made the change, coalesces,
 and sends through the push backend (`devices.push`).
 
-Coalescing: at most one message per device per window (PUSH_COALESCE_SECONDS),
-kept in the cache (Redis in production). The first change for a device opens
-its window with an atomic SET NX EX and schedules a flush at the window's end;
-every change in the window only updates the device's pending mark. The flush
-sends one message carrying the newest change, so a burst of writes becomes one
-message per device, and the last write of the burst is always covered.
+Coalescing, leading and trailing edge, per device (PUSH_COALESCE_SECONDS, kept
+in the cache: Redis in production). The first change for a device in a quiet
+spell is sent at once and opens a window; changes within the window only raise
+the device's pending mark, and the first of them schedules a flush at the
+window's end. The flush sends one message carrying the newest pending change
+and opens the next window, so a steady stream of writes costs one message per
+window. An isolated write wakes devices as soon as the worker has it; a burst
+costs at most two messages per device and window, and its last write is always
+covered.
 
 Nothing here may fail a sync request: enqueueing happens after commit, and if
 the broker is down the outbox row stays for the periodic sweep.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import time
 import uuid
@@ -133,8 +137,9 @@ def enqueue_captured() -> int:
 
 @dataclass
 class FanoutStats:
-    devices: int = 0  # woken by this write
-    scheduled: int = 0  # of which opened a window (the others were in one already)
+    devices: int = 0  # to wake for this write
+    sent: int = 0  # of which at once (the leading edge: their window was closed)
+    scheduled: int = 0  # held for a flush this write scheduled (the first held in its window)
 
 
 def wakeups_send(outbox_id: int) -> FanoutStats | None:
@@ -149,9 +154,12 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
         return None  # a re-delivered or duplicate task: the first one has it
     row = PushOutbox.objects.get(pk=outbox_id)
     targets = _targets(row)
-    opened = _coalesce([t.device_id for t in targets], cursor=row.seq)
-    if opened:
-        run_task(FLUSH_TASK, [[str(d) for d in opened]], countdown=_window())
+    now_, later = _coalesce([t.device_id for t in targets], cursor=row.seq)
+    for cursor, devices in _grouped(now_).items():
+        chosen = set(devices)
+        _send([t for t in targets if t.device_id in chosen], _sync_message(cursor))
+    for delay, devices in _flushes(later).items():
+        run_task(FLUSH_TASK, [[str(d) for d in devices]], countdown=delay)
     if (
         row.conflict_id
         and row.conflict_device_id
@@ -159,8 +167,8 @@ def wakeups_send(outbox_id: int) -> FanoutStats | None:
     ):
         _conflict_resolved(row.conflict_id, row.conflict_device_id)
     PushOutbox.objects.filter(pk=outbox_id).delete()
-    _count(Outcome.COALESCED, len(targets) - len(opened))
-    return FanoutStats(devices=len(targets), scheduled=len(opened))
+    _count(Outcome.COALESCED, len(targets) - len(now_))
+    return FanoutStats(devices=len(targets), sent=len(now_), scheduled=len(later))
 
 
 def _pushable(**where: Any) -> list[Target]:
@@ -182,16 +190,41 @@ def _targets(row: PushOutbox) -> list[Target]:
 
 
 def wakeups_flush(device_ids: Sequence[str]) -> SendReport:
-    """At a window's end: one message to each device with changes pending."""
-    ids = [uuid.UUID(d) for d in device_ids]
-    # Close the windows first: a change landing from here on opens a new one
-    # and schedules its own flush, so none is left pending without one.
-    _marks.delete([f"push:window:{d}" for d in ids])
-    pending = _marks.take({f"push:pending:{d}": d for d in ids})
+    """At a window's end: one message to each device with changes pending,
+    which opens its next window (changes from here on are held for that one)."""
+    pending = _marks.flush([uuid.UUID(d) for d in device_ids], window=_window())
     if not pending:
         return SendReport()
-    targets = _pushable(pk__in=pending)
-    return _send(targets, {"type": SYNC, "cursor": str(max(pending.values()))})
+    report = SendReport()
+    for cursor, devices in _grouped(pending).items():
+        report.merge(_send(_pushable(pk__in=devices), _sync_message(cursor)))
+    return report
+
+
+def _sync_message(cursor: int) -> dict[str, str]:
+    return {"type": SYNC, "cursor": str(cursor)}
+
+
+def _grouped(cursors: dict[uuid.UUID, int]) -> dict[int, list[uuid.UUID]]:
+    """Devices by the cursor their message carries: one send per cursor."""
+    groups: dict[int, list[uuid.UUID]] = {}
+    for device, cursor in cursors.items():
+        groups.setdefault(cursor, []).append(device)
+    return groups
+
+
+# Flushes due within this much of each other are one task.
+FLUSH_GRAIN_SECONDS = 0.1
+
+
+def _flushes(due: dict[uuid.UUID, float]) -> dict[float, list[uuid.UUID]]:
+    """Devices by when their window ends (seconds from now, rounded up to the
+    grain): a fan-out to a team whose windows opened together is one task."""
+    groups: dict[float, list[uuid.UUID]] = {}
+    for device, seconds in due.items():
+        slot = math.ceil(max(seconds, 0.0) / FLUSH_GRAIN_SECONDS) * FLUSH_GRAIN_SECONDS
+        groups.setdefault(round(slot, 3), []).append(device)
+    return groups
 
 
 def wakeups_retry(device_ids: Sequence[str], data: dict[str, str], attempt: int) -> SendReport:
@@ -228,83 +261,127 @@ def _window() -> int:
     return max(1, int(sync_settings.PUSH_COALESCE_SECONDS))
 
 
-def _coalesce(device_ids: Sequence[uuid.UUID], *, cursor: int) -> list[uuid.UUID]:
-    """Mark the devices pending at `cursor`; returns those whose window this
-    opened (their flush is to be scheduled)."""
-    window = _window()
-    # Pending first, then the window: a flush that closes the window in between
-    # has either taken this mark or leaves it to the flush this opens.
-    _marks.set_max({f"push:pending:{d}": cursor for d in device_ids}, window * 3)
-    opened = _marks.set_nx([f"push:window:{d}" for d in device_ids], window)
-    return [d for d, ok in zip(device_ids, opened, strict=True) if ok]
+def _coalesce(
+    device_ids: Sequence[uuid.UUID], *, cursor: int
+) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, float]]:
+    """A change at `cursor` for these devices: returns those to wake now (their
+    window was closed; this opened it) with the cursor to send, and those whose
+    flush is to be scheduled (the first change held in their open window) with
+    the seconds until their window ends. The others' flush is scheduled already."""
+    return _marks.coalesce(device_ids, cursor=cursor, window=_window())
+
+
+def _window_key(device: uuid.UUID) -> str:
+    return f"push:window:{device}"
+
+
+def _pending_key(device: uuid.UUID) -> str:
+    return f"push:pending:{device}"
+
+
+# A pending mark outlives its window: the flush that takes it may run late.
+PENDING_WINDOWS = 3
 
 
 class _CacheMarks:
-    """Coalescing marks in Django's cache (local memory in the embedded default)."""
+    """Coalescing marks in Django's cache (local memory in the embedded default,
+    one process: not atomic across processes, which only Redis needs to be)."""
 
-    def set_nx(self, keys: Sequence[str], timeout: int) -> list[bool]:
-        return [cache.add(key, 1, timeout) for key in keys]
+    def coalesce(
+        self, device_ids: Sequence[uuid.UUID], *, cursor: int, window: int
+    ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, float]]:
+        now, later = {}, {}
+        clock = time.time()
+        for device in device_ids:
+            # The window's key holds when it ends, for the flush's countdown.
+            if cache.add(_window_key(device), clock + window, window):
+                left = cache.get(_pending_key(device))  # a flush that never ran
+                cache.delete(_pending_key(device))
+                now[device] = max(cursor, int(left or 0))
+                continue
+            held = cache.get(_pending_key(device))
+            cache.set(
+                _pending_key(device), max(cursor, int(held or 0)), window * PENDING_WINDOWS
+            )
+            if held is None:
+                ends = cache.get(_window_key(device))
+                later[device] = float(ends) - clock if ends is not None else 0.0
+        return now, later
 
-    def set_max(self, values: dict[str, int], timeout: int) -> None:
-        """Set each key to the larger of its value and the given one."""
-        found = cache.get_many(list(values))
-        cache.set_many(
-            {k: max(v, int(found.get(k, v))) for k, v in values.items()}, timeout=timeout
-        )
-
-    def take(self, keys: dict[str, uuid.UUID]) -> dict[uuid.UUID, int]:
+    def flush(self, device_ids: Sequence[uuid.UUID], *, window: int) -> dict[uuid.UUID, int]:
+        keys = {_pending_key(d): d for d in device_ids}
         found = cache.get_many(list(keys))
         cache.delete_many(list(found))
-        return {keys[k]: int(v) for k, v in found.items()}
+        taken = {keys[k]: int(v) for k, v in found.items()}
+        ends = time.time() + window
+        cache.set_many({_window_key(d): ends for d in taken}, timeout=window)
+        return taken
 
-    def delete(self, keys: Sequence[str]) -> None:
-        cache.delete_many(list(keys))
 
+# KEYS: the device's window and pending mark; ARGV: the change's cursor, the
+# window and the pending mark's lifetime in milliseconds. Returns {1, cursor}
+# to send now, {2, ms left in the window} to schedule the flush, {0, 0} when
+# the change joins a flush already scheduled. Atomic: fan-outs run on several
+# workers at once.
+_COALESCE = """
+local cursor = tonumber(ARGV[1])
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[2]) then
+  local left = tonumber(redis.call('GETDEL', KEYS[2]) or '0')
+  if left > cursor then cursor = left end
+  return {1, cursor}
+end
+local held = redis.call('GET', KEYS[2])
+if held and tonumber(held) > cursor then cursor = tonumber(held) end
+redis.call('SET', KEYS[2], cursor, 'PX', ARGV[3])
+if held then return {0, 0} end
+return {2, redis.call('PTTL', KEYS[1])}
+"""
 
-# Raise a key to ARGV[1] unless it already holds more, with a fresh expiry:
-# concurrent fan-outs may finish out of order, and the newest change must win.
-_SET_MAX = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local value = tonumber(ARGV[1])
-if value > current then current = value end
-redis.call('SET', KEYS[1], current, 'EX', ARGV[2])
-return current
+# KEYS: the device's window and pending mark; ARGV: the window in ms. Takes the
+# pending mark (GETDEL: two flushes cannot both send it) and, if there was one,
+# opens the next window with the message this flush sends.
+_FLUSH = """
+local held = redis.call('GETDEL', KEYS[2])
+if held then redis.call('SET', KEYS[1], 1, 'PX', ARGV[1]) end
+return held
 """
 
 
-class _RedisMarks(_CacheMarks):
-    """The same on Redis, pipelined: one round trip per fan-out of thousands of
-    devices, and atomic GETDEL so two flushes cannot both send."""
+class _RedisMarks:
+    """The same on Redis: one script per device, pipelined, one round trip per
+    fan-out of thousands of devices."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def set_nx(self, keys: Sequence[str], timeout: int) -> list[bool]:
+    def coalesce(
+        self, device_ids: Sequence[uuid.UUID], *, cursor: int, window: int
+    ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, float]]:
+        ms = window * 1000
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(cache.make_key(key), 1, nx=True, ex=timeout)
-        return [bool(ok) for ok in pipe.execute()]
+        for device in device_ids:
+            pipe.eval(_COALESCE, 2, *self._keys(device), cursor, ms, ms * PENDING_WINDOWS)
+        now, later = {}, {}
+        for device, (kind, value) in zip(device_ids, pipe.execute(), strict=True):
+            if kind == 1:
+                now[device] = int(value)
+            elif kind == 2:
+                later[device] = max(int(value), 0) / 1000
+        return now, later
 
-    def set_max(self, values: dict[str, int], timeout: int) -> None:
-        # A sorted set per device would do too; one Lua call keeps it one key.
+    def flush(self, device_ids: Sequence[uuid.UUID], *, window: int) -> dict[uuid.UUID, int]:
         pipe = self.client.pipeline(transaction=False)
-        for key, value in values.items():
-            pipe.eval(_SET_MAX, 1, cache.make_key(key), value, timeout)
-        pipe.execute()
-
-    def take(self, keys: dict[str, uuid.UUID]) -> dict[uuid.UUID, int]:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.getdel(cache.make_key(key))
+        for device in device_ids:
+            pipe.eval(_FLUSH, 2, *self._keys(device), window * 1000)
         return {
-            device: int(value)
-            for device, value in zip(keys.values(), pipe.execute(), strict=True)
-            if value is not None
+            device: int(held)
+            for device, held in zip(device_ids, pipe.execute(), strict=True)
+            if held is not None
         }
 
-    def delete(self, keys: Sequence[str]) -> None:
-        if keys:
-            self.client.delete(*[cache.make_key(k) for k in keys])
+    @staticmethod
+    def _keys(device: uuid.UUID) -> tuple[str, str]:
+        return cache.make_key(_window_key(device)), cache.make_key(_pending_key(device))
 
 
 class _Marks:

@@ -7,6 +7,7 @@ worker on the real broker. FCM is the local fake behind firebase-admin.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -73,8 +74,8 @@ def test_a_write_wakes_the_other_devices_in_scope_only(fcm, scene, eager):
     assert set(row.channels) == {f"user:{phone.user.pk}", f"team:{team.pk}"}
     last_seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
     assert row.seq == last_seq
-    stats = wakeups_send(row.pk)  # its flush runs at once here (eager)
-    assert stats is not None and stats.devices == 2 and stats.scheduled == 2
+    stats = wakeups_send(row.pk)  # the first change in a quiet window: sent at once
+    assert stats is not None and stats.devices == 2 and stats.sent == 2 and stats.scheduled == 0
     assert fcm.sent_to(tokens["phone"]) == [] and fcm.sent_to(tokens["carol"]) == []
     for name in ("tablet", "bob"):
         [message] = fcm.sent_to(tokens[name])
@@ -258,10 +259,10 @@ def test_fan_out_queries_do_not_grow_with_the_devices_woken(
     )
     phone.push(customer("Shared", team=str(team.pk)))
     row = only_outbox_row()
-    # The fan-out and the flush it schedules (run at once here).
+    # The fan-out, sending at once (the leading edge).
     with django_assert_max_num_queries(10):
         stats = wakeups_send(row.pk)
-    assert stats is not None and stats.devices == members + 2 and stats.scheduled == members + 2
+    assert stats is not None and stats.devices == members + 2 and stats.sent == members + 2
     assert Device.objects.filter(last_push_outcome="sent").count() == members + 2
 
 
@@ -281,33 +282,55 @@ def test_device_admin_shows_last_push_and_counters(fcm, scene, eager):
 
 
 @pytest.mark.redis
-def test_changes_inside_a_window_are_held_for_its_flush(fcm, scene):
-    """Without a worker, the flush waits in the broker: a burst of writes sends
-    nothing until it runs, then one message per device with the newest change."""
+def test_the_first_change_is_sent_at_once_and_the_rest_of_the_window_held_for_its_flush(
+    fcm, scene, settings
+):
+    """Without a worker, a scheduled flush waits in the broker: the first
+    change wakes the devices at once, the next ones send nothing until the
+    flush runs, which sends one message per device with the newest change."""
     from sync.notify.wakeups import wakeups_flush
 
+    settings.PUSH_COALESCE_SECONDS = 1
     assert not app.conf.task_always_eager  # the broker holds the scheduled flush
     phone, tablet, bob, carol, team, tokens = scene
     c = customer("Busy", team=str(team.pk))
     phone.push(c)
     first = wakeups_send(only_outbox_row().pk)
-    assert first is not None and first.scheduled == 2
+    assert first is not None and (first.sent, first.scheduled) == (2, 0)
+    created = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    for name in ("tablet", "bob"):
+        assert [m["data"] for m in fcm.sent_to(tokens[name])] == [
+            {"type": "sync", "cursor": str(created)}
+        ]
     for version in range(1, 6):
         phone.push(update(CUSTOMER, c["id"], version, name=f"n{version}"))
         again = wakeups_send(only_outbox_row().pk)
-        assert again is not None and again.devices == 2 and again.scheduled == 0
-    assert fcm.messages == []
+        # The first held change schedules the window's flush; the others join it.
+        assert again is not None and again.devices == 2 and again.sent == 0
+        assert again.scheduled == (2 if version == 1 else 0)
+    assert len(fcm.messages) == 2
     last = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
     report = wakeups_flush([str(tablet.device_id), str(bob.device_id)])
     assert sorted(report.sent) == sorted([tablet.device_id, bob.device_id])
     for name in ("tablet", "bob"):
-        assert [m["data"] for m in fcm.sent_to(tokens[name])] == [
-            {"type": "sync", "cursor": str(last)}
+        assert [m["data"]["cursor"] for m in fcm.sent_to(tokens[name])] == [
+            str(created),
+            str(last),
         ]
     assert counters()["coalesced"] == 10
-    # The flush closed the windows: the next change opens new ones.
+    # A flush with nothing pending sends nothing.
+    assert wakeups_flush([str(tablet.device_id)]).sent == []
+    # The flush's message opened the next window: a change now is held for it...
     phone.push(update(CUSTOMER, c["id"], 6, name="later"))
-    assert wakeups_send(only_outbox_row().pk).scheduled == 2
+    held = wakeups_send(only_outbox_row().pk)
+    assert held is not None and (held.sent, held.scheduled) == (0, 2)
+    # ...and once the device has been quiet for a window, a change is sent at once.
+    wakeups_flush([str(tablet.device_id), str(bob.device_id)])
+    time.sleep(1.2)
+    phone.push(update(CUSTOMER, c["id"], 7, name="quiet again"))
+    fresh = wakeups_send(only_outbox_row().pk)
+    assert fresh is not None and (fresh.sent, fresh.scheduled) == (2, 0)
+    assert len(fcm.sent_to(tokens["tablet"])) == 4
 
 
 def test_push_outcomes_are_prometheus_counters_at_metrics(fcm, scene, eager, settings):

@@ -73,19 +73,46 @@ def test_a_push_wakes_each_other_device_in_scope_once(fcm, make_actor, worker, s
     assert fcm.sent_to(tokens["carol"]) == []
 
 
-def test_a_burst_becomes_one_push_per_device_and_the_last_write_is_covered(
+def test_an_isolated_write_wakes_at_once_not_at_the_windows_end(fcm, make_actor, worker, settings):
+    window = 8
+    settings.PUSH_COALESCE_SECONDS = window
+    phone = make_actor()
+    tablet = make_actor(user=phone.user)
+    token = with_token(tablet)
+    wait_for(lambda: not PushOutbox.objects.exists(), what="the registration's wake-ups")
+    time.sleep(0.5)
+    fcm.messages.clear()
+    # Quiet since the registration: the device's window is closed.
+    from django.core.cache import cache
+
+    cache.delete(f"push:window:{tablet.device_id}")
+
+    started = time.monotonic()
+    phone.push(customer("Now"))
+    wait_for(lambda: fcm.sent_to(token), seconds=window, what="the wake-up")
+    took = time.monotonic() - started
+    # Sent by the fan-out itself, not by a flush at the window's end.
+    assert took < window / 2, f"the wake-up took {took:.1f} s"
+    seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    assert [m["data"] for m in fcm.sent_to(token)] == [{"type": "sync", "cursor": str(seq)}]
+
+
+def test_a_burst_costs_two_pushes_per_device_and_the_last_write_is_covered(
     fcm, make_actor, worker, settings
 ):
-    window = 8
+    window = 6
     settings.PUSH_COALESCE_SECONDS = window
     phone = make_actor()
     tablet = make_actor(user=phone.user)
     token = with_token(tablet)
     c = customer("Busy")
     wait_for(lambda: not PushOutbox.objects.exists(), what="the registration's wake-ups")
+    time.sleep(window + 0.5)  # the registration's window, if any, closes
+    fcm.messages.clear()
 
     started = time.monotonic()
     mutations_apply(user=phone.user, mutations=[c], device_id=phone.device_id)
+    first_seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
     for version in range(1, 100):  # 100 writes in all, each its own transaction
         mutations_apply(
             user=phone.user,
@@ -96,13 +123,15 @@ def test_a_burst_becomes_one_push_per_device_and_the_last_write_is_covered(
     last_seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
     assert burst < window, f"the burst took {burst:.1f} s, longer than the window"
 
-    wait_for(lambda: fcm.sent_to(token), seconds=window + 10, what="the wake-up")
+    wait_for(lambda: len(fcm.sent_to(token)) >= 2, seconds=window + 10, what="the trailing one")
     time.sleep(1)
-    # One message for the whole burst, at its window's end, carrying the last change.
-    assert [m["data"] for m in fcm.sent_to(token)] == [{"type": "sync", "cursor": str(last_seq)}]
+    # The first write at once, the rest of the burst in one message at the
+    # window's end, carrying the last change.
+    assert [m["data"]["cursor"] for m in fcm.sent_to(token)] == [str(first_seq), str(last_seq)]
 
-    phone.push(update(CUSTOMER, c["id"], 100, name="later"))  # after the window: its own
-    wait_for(lambda: len(fcm.sent_to(token)) == 2, seconds=window + 10, what="the next one")
+    # The trailing message opened the next window: a write in it waits for its end.
+    phone.push(update(CUSTOMER, c["id"], 100, name="later"))
+    wait_for(lambda: len(fcm.sent_to(token)) == 3, seconds=window + 10, what="the next one")
 
 
 def test_broker_down_the_write_succeeds_and_the_sweep_sends_it_later(fcm, make_actor, settings):

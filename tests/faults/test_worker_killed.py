@@ -138,9 +138,11 @@ def test_killed_after_claiming_the_row_its_wake_ups_are_sent_once(
 
 
 def test_killed_while_sending_the_rerun_adds_no_duplicate(fcm, scene, celery_worker_process):
-    """Killed in the middle of an FCM request, after it had already marked the
-    devices pending and scheduled their flush: the rerun sends what was not
-    sent and, inside the coalescing window, nothing twice."""
+    """Killed in the middle of an FCM request, after it had opened the devices'
+    windows (the leading edge) and while sending: the rerun finds the windows
+    open and holds the change for their flush, so whatever the dead task did
+    not deliver arrives at the window's end, and no device gets more than the
+    two messages a window allows."""
     # The rerun must come within the window the dead task opened; sending the
     # first message takes a new pool process some seconds on a busy machine.
     window = 12
@@ -154,7 +156,7 @@ def test_killed_while_sending_the_rerun_adds_no_duplicate(fcm, scene, celery_wor
     worker = _start_worker(celery_worker_process, fcm, window=window)
     pool = worker.pool_process()
 
-    held = fcm.hold(tokens["tablet"])
+    held = fcm.hold(tokens["tablet"])  # the leading edge's sync message
     response = phone.client.post(
         f"/api/v1/sync/conflicts/{conflict.pk}/resolve/",
         {"choice": "client", "expected_version": 2},
@@ -166,7 +168,7 @@ def test_killed_while_sending_the_rerun_adds_no_duplicate(fcm, scene, celery_wor
     assert held.wait(20), "the conflict_resolved message never reached FCM"
     _kill(pool)
     fcm.release()  # its answer goes to a dead socket: never delivered
-    assert [m["data"]["type"] for m in fcm.held] == ["conflict_resolved"]
+    assert [m["data"]["type"] for m in fcm.held] == ["sync"]
 
     wait_for(lambda: SKIPPED.search(worker.text()), 20, "the redelivered task")
     _sweep_once_the_claim_has_run_out(row.pk)
@@ -179,9 +181,12 @@ def test_killed_while_sending_the_rerun_adds_no_duplicate(fcm, scene, celery_wor
     time.sleep(2)  # a duplicate would arrive by now
     sync = {"type": "sync", "cursor": str(seq)}
     resolved = {"type": "conflict_resolved", "conflict_id": str(conflict.pk)}
+    # The tablet's sync died with the task: the rerun's flush sends it.
     assert [m["data"] for m in fcm.delivered_to(tokens["tablet"])] == [resolved, sync]
-    assert [m["data"] for m in fcm.delivered_to(tokens["bob"])] == [sync]
-    # The dead task had scheduled the window's flush; the rerun did not add one.
+    # Bob's may have been delivered before the kill: then he has it twice (a
+    # wake-up too many is a cheap pull; one too few is a stale app).
+    assert [m["data"] for m in fcm.delivered_to(tokens["bob"])] in ([sync], [sync, sync])
+    # The dead task sent at once; the rerun scheduled the window's one flush.
     assert (
         worker.text().count("push_flush[")
         and len(re.findall(r"Task devices\.tasks\.push_flush\[[^\]]+\] received", worker.text()))
