@@ -49,6 +49,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     problems += _middleware_order()
+    problems += _sync_only_middleware()
     problems += _cache_and_tasks()
     return problems
 
@@ -118,6 +119,28 @@ def _middleware_order() -> list[Any]:
             )
         ]
     return []
+
+
+def _sync_only_middleware() -> list[Any]:
+    problems = []
+    for path in settings.MIDDLEWARE:
+        try:
+            middleware = import_string(path)
+        except ImportError:
+            continue  # Django itself fails loudly on it, at startup
+        # False unless declared, as Django's handler reads it.
+        if getattr(middleware, "async_capable", False):
+            continue
+        problems.append(
+            Warning(
+                f"{path} in MIDDLEWARE is not async-capable: under ASGI (live pulls, "
+                "`manage.py serve_live`), each waiting live pull holds a thread while "
+                "this middleware runs.",
+                hint="Use an async-capable middleware (see docs/protocol.md, 'Live pulls').",
+                id="sync.W106",
+            )
+        )
+    return problems
 
 
 def _cache_and_tasks() -> list[Any]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sync.api import data, devices, views
+from sync.api import data, devices, live, views
 from sync.api.openapi import SCHEMA_SETTINGS
 
 sync_patterns = [
     path("pull/", views.PullView.as_view(), name="sync-pull"),
+    # The same page, waiting for a change when there is none (async: sync.api.live).
+    path("live/", live.live_pull, name="sync-live"),
     path("push/", views.PushView.as_view(), name="sync-push"),
     path("models/", views.ModelsView.as_view(), name="sync-models"),
     path("conflicts/", views.ConflictsView.as_view(), name="sync-conflicts"),

@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 
 from syncbase.conf import sync_settings
+from syncbase.middleware import SyncAndAsyncMiddleware
 
 # Below this a response is sent as it is: it fits in a packet anyway.
 MIN_SIZE = 512
@@ -71,12 +72,8 @@ def choose(header: str) -> str | None:
     return None
 
 
-class ResponseCompressionMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+class ResponseCompressionMiddleware(SyncAndAsyncMiddleware):
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if response.streaming or response.has_header("Content-Encoding"):
             return response
         patch_vary_headers(response, ("Accept-Encoding",))
@@ -99,17 +96,12 @@ class ResponseCompressionMiddleware:
         return response
 
 
-class RequestDecompressionMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+class RequestDecompressionMiddleware(SyncAndAsyncMiddleware):
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
         if encoding and encoding != "identity":
-            refused = self._decompress(request, encoding)
-            if refused is not None:
-                return refused
-        return self.get_response(request)
+            return self._decompress(request, encoding)
+        return None
 
     def _decompress(self, request: HttpRequest, encoding: str) -> HttpResponse | None:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE

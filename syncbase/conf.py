@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "FCM_ENDPOINT": "https://fcm.googleapis.com",
     "PUSH_COALESCE_SECONDS": 10,
     "PUSH_MAX_ATTEMPTS": 5,
+    # Live pulls (sync/live/).
+    "LIVE_PULL_MAX_WAIT": 50,  # seconds; keep under the proxy's read timeout
+    "LIVE_PULLS_PER_USER": 10,  # waiting at once, per server process
+    "LIVE_PULL_THREADS": 8,  # reading for live pulls under ASGI, per process
     # Operations.
     "READYZ_TIMEOUT_SECONDS": 2.0,
     "METRICS_TOKEN": "",

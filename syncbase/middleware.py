@@ -1,12 +1,62 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import is_valid_path
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 logger = logging.getLogger(__name__)
+
+# The rest of the chain: returns a response under WSGI, an awaitable of one under ASGI.
+GetResponse = Callable[[HttpRequest], Any]
+
+
+class SyncAndAsyncMiddleware:
+    """A middleware that runs in the handler's own mode: synchronous under WSGI
+    (gunicorn), a coroutine under ASGI (uvicorn, live pulls).
+
+    Django runs a sync-only middleware under ASGI in a thread and calls the
+    rest of the chain back through async_to_sync, so a live pull waiting up to
+    a minute for a change would hold that thread all along. `before` and
+    `after` are pure CPU (headers, bodies in memory, no database): in async
+    mode they run inline on the event loop, where a thread hop would cost more
+    than the work. Subclasses override either; a response from `before` is
+    the answer, without the rest of the chain or `after`.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        early = self.before(request)
+        if early is not None:
+            return early
+        return self.after(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        early = self.before(request)
+        if early is not None:
+            return early
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
 
 _CODES = {
     400: ("bad_request", "The request could not be understood."),
@@ -20,7 +70,7 @@ _CODES = {
 }
 
 
-class APIErrorMiddleware:
+class APIErrorMiddleware(SyncAndAsyncMiddleware):
     """Under /api/, every error is a JSON `{"code", "detail"}` body, never an HTML page.
 
     DRF views already answer through `syncbase.errors.exception_handler`; this
@@ -28,10 +78,7 @@ class APIErrorMiddleware:
     pages, DEBUG's technical pages) so clients can always parse the error.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path_info
         if (
             path.startswith("/api/")
@@ -46,7 +93,9 @@ class APIErrorMiddleware:
                     status=404,
                 )
             )
-        response = self.get_response(request)
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if (
             request.path.startswith("/api/")
             and response.status_code >= 400
@@ -89,7 +138,7 @@ def _error(status: int) -> JsonResponse:
     return JsonResponse({"code": code, "detail": detail}, status=status)
 
 
-class ReleaseResponseMiddleware:
+class ReleaseResponseMiddleware(SyncAndAsyncMiddleware):
     """Lets a DRF response, its data and the parsed request go as soon as the
     response is sent.
 
@@ -103,11 +152,7 @@ class ReleaseResponseMiddleware:
     to render and to parse, both done when the response comes back here.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         context = getattr(response, "renderer_context", None)
         if isinstance(context, dict):
             view, drf_request = context.get("view"), context.get("request")
@@ -118,3 +163,40 @@ class ReleaseResponseMiddleware:
             if isinstance(parsed, dict):
                 parsed.clear()
         return response
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, able to run as a coroutine under ASGI (WhiteNoise 6's own
+    middleware is sync only, so every live pull would hold a thread in it).
+
+    Under WSGI it is WhiteNoise's own `__call__`. Under ASGI, serving a static
+    file (opening it) runs in a thread; any other request goes on to the rest
+    of the chain on the event loop. Looking the URL up is a dict lookup, except
+    in autorefresh mode (the default with DEBUG), where it stats the disk and
+    so runs in a thread too: only the lookup, not the rest of the request."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        super().__init__(get_response)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        # No database, no thread-local state: any thread of the default pool will do.
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file, thread_sensitive=False)(
+                request.path_info
+            )
+        else:
+            static_file = self.files.get(request.path_info)  # built at startup: a dict
+        if static_file is None:
+            return await self.get_response(request)
+        return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)

@@ -24,13 +24,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import empty
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
+
+from syncbase.middleware import SyncAndAsyncMiddleware
 
 logger = logging.getLogger("sync.request")
 
@@ -110,20 +112,36 @@ def _user_id_of(request: HttpRequest) -> int | None:
     return int(pk) if pk is not None else None
 
 
-class RequestLogMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+class RequestLogMiddleware(SyncAndAsyncMiddleware):
+    """Outermost, so its duration is the whole request's. Not `before`/`after`:
+    the request id must be unset even when the rest of the chain raises (a
+    live pull cancelled because its client went away, under ASGI)."""
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        request_id = _request_id_of(request)
-        token = _request_id.set(request_id)
-        started = time.perf_counter()
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self.__acall__(request)
+        request_id, token, started = self._start(request)
         try:
-            response = self.get_response(request)
-            response[REQUEST_ID_HEADER] = request_id
-            self._log(request, response, time.perf_counter() - started)
+            return self._finish(request, self.get_response(request), request_id, started)
         finally:
             _request_id.reset(token)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        request_id, token, started = self._start(request)
+        try:
+            return self._finish(request, await self.get_response(request), request_id, started)
+        finally:
+            _request_id.reset(token)
+
+    def _start(self, request: HttpRequest) -> tuple[str, contextvars.Token[str | None], float]:
+        request_id = _request_id_of(request)
+        return request_id, _request_id.set(request_id), time.perf_counter()
+
+    def _finish(
+        self, request: HttpRequest, response: HttpResponse, request_id: str, started: float
+    ) -> HttpResponse:
+        response[REQUEST_ID_HEADER] = request_id
+        self._log(request, response, time.perf_counter() - started)
         # Django's handler logs every 4xx/5xx response once more on
         # `django.request` unless it has been logged; ours is that line. An
         # unhandled exception is still logged there, with its traceback, by

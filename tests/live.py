@@ -26,15 +26,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterator[str]:
-    """Serve the app on a free loopback port; yields its base URL. `env`
-    overrides the server's environment (production settings otherwise: DEBUG
-    off; only the HTTPS redirect is off, since the loopback speaks plain HTTP).
-    The server's output goes to `log` if given, else to the test's."""
+def _server_env(env: dict[str, str]) -> dict[str, str]:
     db = connection.settings_dict
-    port = _free_port()
-    server_env = {
+    return {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
         "SECURE_SSL_REDIRECT": "0",
@@ -42,25 +36,15 @@ def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterat
         "DEBUG": "0",
         **env,
     }
-    binary = Path(sys.executable).with_name("gunicorn")
+
+
+@contextmanager
+def _serving(
+    command: list[str], port: int, *, log: Path | None, env: dict[str, str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     output = log.open("ab") if log is not None else None
     proc = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
-        [
-            str(binary),
-            "-c",
-            "config/gunicorn.conf.py",  # production's hooks (JSON errors, metrics)
-            "config.wsgi",
-            "-w",
-            str(workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=server_env,
-        stdout=output,
-        stderr=output,
+        command, cwd=ROOT, env=_server_env(env), stdout=output, stderr=output
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -71,12 +55,47 @@ def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterat
             except urllib.error.HTTPError:
                 break  # 401: it answers
             except OSError:
-                assert proc.poll() is None, "gunicorn exited"
-                assert time.monotonic() < deadline, "gunicorn did not start"
+                assert proc.poll() is None, f"{command[0]} exited"
+                assert time.monotonic() < deadline, f"{command[0]} did not start"
                 time.sleep(0.2)
-        yield base
+        yield base, proc
     finally:
-        proc.terminate()
-        proc.wait(10)
-        if output is not None:
-            output.close()
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(15)
+
+
+@contextmanager
+def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterator[str]:
+    """Serve the app on a free loopback port; yields its base URL. `env`
+    overrides the server's environment (production settings otherwise: DEBUG
+    off; only the HTTPS redirect is off, since the loopback speaks plain HTTP).
+    The server's output goes to `log` if given, else to the test's."""
+    port = _free_port()
+    binary = Path(sys.executable).with_name("gunicorn")
+    command = [
+        str(binary),
+        "-c",
+        "config/gunicorn.conf.py",  # production's hooks (JSON errors, metrics)
+        "config.wsgi",
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    with _serving(command, port, log=log, env=env) as (base, _):
+        yield base
+
+
+@contextmanager
+def serve_live(
+    *, log: Path | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`manage.py serve_live` (the ASGI server of live pulls) on the test
+    database, as `gunicorn` above; yields its base URL and its process."""
+    port = _free_port()
+    command = [sys.executable, "manage.py", "serve_live", "--port", str(port)]
+    with _serving(command, port, log=log, env=env) as served:
+        yield served

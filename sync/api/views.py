@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from devices.models import Device
 from devices.selectors import HEADER, device_from_request, user_id_of
 from sync import registry
 from sync.accounts.services import token_login, token_logout
@@ -33,7 +34,7 @@ from sync.api.serializers import (
 from sync.choices import ConflictStatus, Status
 from sync.engine import metrics
 from sync.engine.conflicts import conflict_resolve, conflicts_for_user
-from sync.engine.pull import pull_page, resolve_models
+from sync.engine.pull import PullPage, pull_page, resolve_models
 from sync.engine.push import push_apply
 from sync.engine.seen import device_seen
 from sync.models import Token
@@ -131,13 +132,19 @@ class PullView(SyncAPIView):
     )
     def get(self, request: Request) -> Response:
         device = device_from_request(request)
+        return self.answer(request, device, self.read(request, device))
+
+    def read(self, request: Request, device: Device, *, cursor: str | None = None) -> PullPage:
+        """A page from `cursor` (by default the request's)."""
         params = request.query_params
-        page = pull_page(
+        return pull_page(
             user_id=user_id_of(request),
-            cursor=params.get("cursor") or None,
+            cursor=cursor or params.get("cursor") or None,
             limit=pull_limit(params.get("limit")),
             models=resolve_models(params.get("models")),
         )
+
+    def answer(self, request: Request, device: Device, page: PullPage) -> Response:
         if not page.has_more:
             # Once per sync rather than per page: a write per page would slow a
             # large initial sync, and only an up-to-date cursor is worth keeping.

@@ -29,7 +29,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 
 from django.db import transaction
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from sync.choices import Status
 
@@ -50,6 +50,11 @@ PUSH_MUTATIONS = Counter(
 )
 CONFLICTS = Counter(
     "sync_conflicts", "Conflicts opened, resolved, superseded and dismissed.", ["event"]
+)
+# Live pulls waiting for a change now (sync.api.live): in several processes,
+# the sum over the live ones.
+LIVE_WAITING = Gauge(
+    "sync_live_pulls_waiting", "Live pulls waiting for a change.", multiprocess_mode="livesum"
 )
 # Every label value from the start, so a rate is 0 rather than absent.
 for _status in Status.values:

@@ -43,6 +43,9 @@ class PullPage:
     cursor: str = ""
     has_more: bool = False
     remaining: int = 0
+    # The channels the page was read for (None: every object), for a live
+    # pull to wait on; not part of the body.
+    channels: frozenset[str] | None = None
 
     def body(self) -> dict[str, Any]:
         """The response body (docs/protocol.md, "Pull"), for the orjson renderer."""
@@ -270,7 +273,13 @@ def pull_page(
         for channel, upto, pos in nxt.b:
             remaining += _estimate(_backfill_rows(by_model, channel, upto, pos).filter(settled))
         nxt = nxt.evolve(r=remaining)
-    return PullPage(changes=changes, cursor=nxt.encode(), has_more=has_more, remaining=remaining)
+    return PullPage(
+        changes=changes,
+        cursor=nxt.encode(),
+        has_more=has_more,
+        remaining=remaining,
+        channels=scope.channels,
+    )
 
 
 # The page's plan is made once per connection (syncbase.generic_plan) and kept

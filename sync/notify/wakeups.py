@@ -41,6 +41,7 @@ from kombu.exceptions import OperationalError
 from devices.models import Device, PushOutbox
 from devices.push import SendReport, Target, backend
 from sync.channels import members_filter
+from sync.notify import live
 from syncbase.conf import sync_settings
 from syncbase.tasks import run_task
 
@@ -92,7 +93,12 @@ def wakeup_record(
         conflict_device_id=conflict_device_id,
     )
     # Ids only, and only once committed: a rolled-back write wakes nobody.
-    transaction.on_commit(lambda: enqueue(row.pk))
+    transaction.on_commit(lambda: committed(row))
+
+
+def committed(row: PushOutbox) -> None:
+    live.published(row.channels)  # live pulls waiting in this process
+    enqueue(row.pk)
 
 
 # While the broker looks down, this process stops trying to enqueue (each try
@@ -124,6 +130,7 @@ def enqueue(outbox_id: int) -> bool:
 def enqueue_captured() -> int:
     """Hand the wake-ups the database recorded for captured writes
     (sync.engine.capture) to the fan-out task; returns how many."""
+    live.published(None)  # channels unknown here: every live pull looks
     ids = list(
         PushOutbox.objects.filter(captured=True, claimed_until__isnull=True)
         .order_by("pk")
@@ -300,9 +307,7 @@ class _CacheMarks:
                 now[device] = max(cursor, int(left or 0))
                 continue
             held = cache.get(_pending_key(device))
-            cache.set(
-                _pending_key(device), max(cursor, int(held or 0)), window * PENDING_WINDOWS
-            )
+            cache.set(_pending_key(device), max(cursor, int(held or 0)), window * PENDING_WINDOWS)
             if held is None:
                 ends = cache.get(_window_key(device))
                 later[device] = float(ends) - clock if ends is not None else 0.0

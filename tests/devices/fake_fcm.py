@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +78,8 @@ class FakeFCM:
         self.messages: list[dict[str, Any]] = []
         self.delivered: list[dict[str, Any]] = []
         self.held: list[dict[str, Any]] = []
+        # (token, time.monotonic()) of each send as it arrived: bench/live.py.
+        self.arrivals: list[tuple[str, float]] = []
         self.token_requests = 0
         self._holds: dict[str, threading.Event] = {}
         self._release = threading.Event()
@@ -105,6 +108,7 @@ class FakeFCM:
                 message = json.loads(body)["message"]
                 with fake._lock:
                     fake.messages.append(message)
+                    fake.arrivals.append((message.get("token", ""), time.monotonic()))
                     arrived = fake._holds.pop(message.get("token", ""), None)
                     queued = fake.script.get(message.get("token", ""))
                     scripted = queued.popleft() if queued and arrived is None else None

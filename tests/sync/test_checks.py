@@ -46,6 +46,25 @@ def test_history_middleware_missing_or_before_authentication_is_a_warning(settin
     assert "sync.W102" in ids(checks.check_settings())
 
 
+class SyncOnlyMiddleware:
+    """Declares neither `sync_capable` nor `async_capable`: sync only, as Django reads it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+def test_a_sync_only_middleware_is_a_warning_naming_it(settings):
+    assert "sync.W106" not in ids(checks.check_settings())
+    path = f"{__name__}.SyncOnlyMiddleware"
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, path]
+    [warning] = [p for p in checks.check_settings() if p.id == "sync.W106"]
+    assert path in warning.msg and "ASGI" in warning.msg
+    assert "async-capable" in warning.hint
+
+
 def test_a_process_local_cache_in_production_is_a_warning(settings):
     settings.DEBUG = False
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
