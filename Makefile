@@ -45,7 +45,8 @@ lint: install
 	$(VENV)/bin/mypy sync devices syncbase client
 
 # Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
-# and the raw floor), bench/run.py (in process), fan-out and compression.
+# and the raw floor), bench/run.py (in process), fan-out, compression, and
+# bench/live.py (wake-up and live pull latency, a thousand waiting devices).
 # QUICK=1 runs small versions of each in a few minutes.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
 bench: install
@@ -55,6 +56,7 @@ bench: install
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/run.py $(if $(QUICK),--objects 20000) $(BENCH_ARGS)
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/fanout.py
 	$(PY) bench/compression.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/live.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .

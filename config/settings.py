@@ -334,11 +334,16 @@ FCM_CREDENTIALS = env.str("FCM_CREDENTIALS", default="")
 PUSH_BACKEND = env.str("PUSH_BACKEND", default="fcm" if FCM_CREDENTIALS else "console")
 # Where firebase-admin sends (a local fake for staging and load tests).
 FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com")
-# At most one wake-up per device per window; the last change of a burst gets
-# one at the window's end.
+# A device's first wake-up after a quiet spell goes at once; the changes of the
+# next this many seconds share one message at the window's end.
 PUSH_COALESCE_SECONDS = env.int("PUSH_COALESCE_SECONDS", default=10)
 # Temporary FCM failures are retried this many times in all, with backoff.
 PUSH_MAX_ATTEMPTS = env.int("PUSH_MAX_ATTEMPTS", default=5)
+
+# --- Live pulls (sync.api.live, manage.py serve_live) ---
+LIVE_PULL_MAX_WAIT = env.int("LIVE_PULL_MAX_WAIT", default=50)
+LIVE_PULLS_PER_USER = env.int("LIVE_PULLS_PER_USER", default=10)
+LIVE_PULL_THREADS = env.int("LIVE_PULL_THREADS", default=8)
 
 # --- Sync engine ---
 # Tombstones (and the feed rows they live in) older than this are compacted away;

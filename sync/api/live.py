@@ -108,7 +108,8 @@ class LivePullView(PullView):
 
 @dataclass
 class Waiting:
-    """A live pull that found nothing new, handed from the view to the waiting."""
+    """A live pull that found nothing new, handed from the view to the waiting,
+    with the response the view began (its renderer chosen)."""
 
     view: LivePullView
     request: Request
@@ -117,10 +118,11 @@ class Waiting:
     since: int
     wait: int
     slot: Slot
+    response: Response | None = None
 
-    async def changes(self, raw: HttpRequest) -> PullPage | Response:
-        """The first page with changes, or the last one read when the wait
-        ends or the server is closing; a Response if reading failed."""
+    async def answer(self, raw: HttpRequest) -> Response:
+        """Wait for a change, then answer with it (rendered); when the wait
+        ends or the server is closing, answer with the last page read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         page, woken_at, rechecks = self.page, None, list[float]()
@@ -138,32 +140,37 @@ class Waiting:
                     break  # the wait is over
                 if hub.closing:
                     break
-                read = await in_thread(raw, self.read_again, page.cursor)
-                if isinstance(read, Response):
-                    return read
-                page = read
-                if page.changes or page.has_more:
-                    break
-        request_log.annotate(
-            raw,
-            waited=f"{self.wait - max(deadline - loop.time(), 0):.3f}",
-            woken=woken_at is not None,
-        )
+                self._annotate(raw, deadline - loop.time(), woken_at)
+                found = await in_thread(raw, self.look, page.cursor)
+                if isinstance(found, Response):
+                    return found
+                page = found
+        self._annotate(raw, deadline - loop.time(), woken_at)
+        return await in_thread(raw, self.finish, page)
+
+    def look(self, cursor: str) -> PullPage | Response:
+        """Read from `cursor`: a page with changes is answered at once, in
+        this same thread job (a thousand woken together then answer as each
+        is read, not after all of them); an empty one is returned."""
+        try:
+            page = self.view.read(self.request, self.device, cursor=cursor)
+        except Exception as exc:  # as the view answers it: {"code", "detail"}
+            return self.view.finalize_response(
+                self.request, self.view.handle_exception(exc)
+            ).render()
+        if page.changes or page.has_more:
+            return self.finish(page)
         return page
 
-    def read_again(self, cursor: str) -> PullPage | Response:
-        try:
-            return self.view.read(self.request, self.device, cursor=cursor)
-        except Exception as exc:  # as the view answers it: {"code", "detail"}
-            return self.view.finalize_response(self.request, self.view.handle_exception(exc))
+    def finish(self, page: PullPage) -> Response:
+        assert self.response is not None  # noqa: S101 - set by the view
+        self.response.data = self.view.answer(self.request, self.device, page).data
+        return self.response.render()
 
-    def finish(self, found: PullPage | Response, response: Response) -> Response:
-        """The answer, rendered: an error as it is, a page as the response the
-        view began (its renderer chosen)."""
-        if isinstance(found, PullPage):
-            response.data = self.view.answer(self.request, self.device, found).data
-            found = response
-        return found.render()
+    def _annotate(self, raw: HttpRequest, left: float, woken_at: float | None) -> None:
+        request_log.annotate(
+            raw, waited=f"{self.wait - max(left, 0):.3f}", woken=woken_at is not None
+        )
 
 
 _view = LivePullView.as_view()
@@ -176,10 +183,10 @@ async def live_pull(request: HttpRequest) -> HttpResponse:
     if waiting is None:
         return response
     del response.live  # type: ignore[attr-defined]
+    waiting.response = response
     metrics.LIVE_WAITING.inc()
     try:
-        found = await waiting.changes(request)
-        return await in_thread(request, waiting.finish, found, response)
+        return await waiting.answer(request)
     finally:
         metrics.LIVE_WAITING.dec()
         waiting.slot.release()
