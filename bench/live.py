@@ -45,39 +45,54 @@ WAIT = 50  # seconds a live pull waits (the server's maximum)
 # --- the holder of a thousand live pulls (a process of its own, no Django) ---------------
 
 
-async def _hold_one(client: httpx.AsyncClient, token: str, device: str, answers: list) -> None:
-    headers = {"Authorization": f"Token {token}", "X-Device-Id": device}
+async def _get(
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str, headers: str
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET on a kept-alive connection. Plain asyncio streams:
+    httpx's pool looks through its connections on every request, which with
+    a thousand of them made the client, not the server, the slow side."""
+    reader, writer = conn
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
+async def _hold_one(port: int, token: str, device: str, answers: list) -> None:
+    headers = f"Authorization: Token {token}\r\nX-Device-Id: {device}\r\n"
     cursor = None
+    conn = None
     while True:
-        params: dict[str, Any] = {"wait": WAIT}
-        if cursor:
-            params["cursor"] = cursor
+        query = f"wait={WAIT}" + (f"&cursor={cursor}" if cursor else "")
         try:
-            r = await client.get("/api/v1/sync/live/", params=params, headers=headers)
-        except httpx.HTTPError:
+            conn = conn or await asyncio.open_connection("127.0.0.1", port)
+            status, body = await _get(conn, f"/api/v1/sync/live/?{query}", headers)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            conn = None
             await asyncio.sleep(1)
             continue
-        if r.status_code != 200:
-            answers.append((time.monotonic(), -r.status_code))
+        if status != 200:
+            answers.append((time.monotonic(), -status))
             await asyncio.sleep(1)
             continue
-        page = r.json()
+        page = json.loads(body)
         answers.append((time.monotonic(), len(page["changes"])))
         cursor = page["cursor"]
 
 
 async def _hold(port: int, devices: list[tuple[str, str]], out: Path) -> None:
     answers: list[tuple[float, int]] = []
-    limits = httpx.Limits(max_connections=len(devices) + 10, max_keepalive_connections=None)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=WAIT + 30, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(_hold_one(client, t, d, answers)) for t, d in devices]
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        for task in tasks:
-            task.cancel()
+    tasks = [asyncio.create_task(_hold_one(port, t, d, answers)) for t, d in devices]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
     out.write_text(json.dumps(answers))
 
 

@@ -5,7 +5,7 @@ read it top to bottom and rebuild it in Kotlin or Swift.
 
 - `store.py`: the local SQLite store (server copies, the outbox of pending
   mutations, conflicts, rejections, the cursor).
-- `sync.py`: `SyncClient`, the sync loop and the local edit API.
+- `sync.py`: `SyncClient`, the sync loop, live pulls and the local edit API.
 - `schema.py`: discovery's field metadata and offline validation.
 - `http.py`: JSON over HTTP with gzip, retries, backoff and jitter.
 - `cli.py` (`python -m client`): a command line for people; `demo.py`: `make demo`.

@@ -6,10 +6,12 @@
     python -m client --state-dir /tmp/phone list workorder
     python -m client --state-dir /tmp/phone edit workorder <id> status=done
     python -m client --state-dir /tmp/phone status
+    python -m client --state-dir /tmp/phone follow                 # live, until Ctrl-C
 
 State (server URL, token, device id, local store) lives in the state
 directory: `--state-dir`, else `$SYNC_STATE_DIR`, else `~/.sync-client`. The
-server is `--url`, else `$SYNC_URL`, else the one used at login.
+server is `--url`, else `$SYNC_URL`, else the one used at login; live pulls
+go to `--live-url`, else `$SYNC_LIVE_URL`, else the one kept, else the server.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import getpass
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -42,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     state_dir = args.state_dir or os.environ.get("SYNC_STATE_DIR") or DEFAULT_STATE_DIR
     url = args.url or os.environ.get("SYNC_URL")
+    live_url = args.live_url or os.environ.get("SYNC_LIVE_URL")
     try:
-        with SyncClient(state_dir, base_url=url) as client:
+        with SyncClient(state_dir, base_url=url, live_url=live_url) as client:
             handler: Callable[[SyncClient, argparse.Namespace], int | None] = args.handler
             return handler(client, args) or 0
     except NotLoggedIn as exc:
@@ -68,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
     parser.add_argument("--state-dir", help=f"this device's state (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--url", help="the server (default $SYNC_URL, else the one logged in to)")
+    parser.add_argument(
+        "--live-url", help="where live pulls are served, if not by the server ($SYNC_LIVE_URL)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., int | None], helptext: str) -> Any:
@@ -104,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("id")
     sub = command("sync", cmd_sync, "push pending edits, then pull what changed")
     sub.add_argument("--page-size", type=int, default=500)
+    sub = command("follow", cmd_follow, "sync, then follow live changes until Ctrl-C")
+    sub.add_argument("--wait", type=int, default=30, help="seconds a live pull waits (30)")
+    sub.add_argument(
+        "--poll-every", type=float, default=60.0, help="seconds between syncs without them (60)"
+    )
     command("status", cmd_status, "pending edits, last sync, open conflicts")
     sub = command("conflicts", cmd_conflicts, "this user's conflicts (from the server)")
     sub.add_argument("--local", action="store_true", help="do not ask the server")
@@ -224,6 +237,19 @@ def cmd_sync(client: SyncClient, args: argparse.Namespace) -> None:
         out.print(
             f"  [yellow]conflict[/] {conflict_id}: `resolve {conflict_id} server|client|fields`"
         )
+
+
+def cmd_follow(client: SyncClient, args: argparse.Namespace) -> None:
+    out.print(f"Following {client.live_server} (Ctrl-C to stop).")
+
+    def synced(report: SyncReport) -> None:
+        out.print(f"{datetime.now().astimezone():%H:%M:%S} {_report_text(report)}")
+
+    try:
+        # Nothing sets the event: Ctrl-C ends it, which is safe anywhere.
+        client.follow(threading.Event(), wait=args.wait, poll_every=args.poll_every, on_sync=synced)
+    except KeyboardInterrupt:
+        out.print("Stopped.")
 
 
 def cmd_status(client: SyncClient, args: argparse.Namespace) -> None:

@@ -118,6 +118,8 @@ class Api:
         params: Mapping[str, Any] | None = None,
         device: bool = False,
         expect: int | Collection[int] = 200,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Response:
         """Send one request, retrying network errors, 5xx and 429.
 
@@ -126,7 +128,14 @@ class Api:
         retryable ones), `Redirected` for a 3xx, `UnexpectedResponse` for any
         other status, and `NetworkError` when the server could not be reached
         on any try.
+
+        `timeout` (seconds) replaces the client's for this call: a live pull
+        is answered only after its wait. `retry` replaces the retry policy for
+        this call: `RetryPolicy(attempts=1)` retries nothing in place, for a
+        caller that handles failures itself (`SyncClient.follow` falls back to
+        polling on a 429 rather than sleeping through it).
         """
+        policy = retry or self.retry
         expected = (expect,) if isinstance(expect, int) else tuple(expect)
         headers = {}
         if self.token:
@@ -142,15 +151,20 @@ class Api:
             self.stats.requests += 1
             try:
                 raw = self._http.request(
-                    method, path, content=content, params=params, headers=headers
+                    method,
+                    path,
+                    content=content,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
             except httpx.TransportError as exc:
                 # Connect refused, timeout, connection reset, or a response cut
                 # off: the request may or may not have been processed. Both are
                 # fine to repeat (module docstring).
-                if attempt + 1 >= self.retry.attempts:
+                if attempt + 1 >= policy.attempts:
                     raise NetworkError(f"{method} {path}: {exc!r}") from exc
-                self._wait(self.retry.backoff(attempt, self._rng))
+                self._wait(policy.backoff(attempt, self._rng))
                 attempt += 1
                 continue
             self._count(raw)
@@ -162,15 +176,15 @@ class Api:
                 raw.status_code, _error_body(raw), method=method, url=str(raw.request.url)
             )
             error.retry_after = _retry_after(raw.headers.get("Retry-After"))
-            if raw.status_code not in RETRY_STATUSES or attempt + 1 >= self.retry.attempts:
+            if raw.status_code not in RETRY_STATUSES or attempt + 1 >= policy.attempts:
                 raise error
-            delay = self.retry.backoff(attempt, self._rng)
+            delay = policy.backoff(attempt, self._rng)
             if error.retry_after is not None:
-                if error.retry_after > self.retry.max_retry_after:
+                if error.retry_after > policy.max_retry_after:
                     raise error
                 # Never earlier than asked; a little jitter on top so that the
                 # devices told the same second do not all come back on it.
-                delay = error.retry_after + self._rng.uniform(0, self.retry.base_delay)
+                delay = error.retry_after + self._rng.uniform(0, policy.base_delay)
             self._wait(delay)
             attempt += 1
 

@@ -13,7 +13,8 @@ Tables (the same shape ports to Room on Android or Core Data / GRDB on iOS):
   same ids and the server applies nothing twice.
 - `conflicts` and `rejections`: what the server did not apply, kept for the
   user (a conflict can be resolved from the app; a rejection shows its errors).
-- `meta`: the pull cursor, the login, the device id, the last sync.
+- `meta`: the pull cursor, the login, the device id, the last sync, the
+  server's URL (and its live pulls' URL, when they are served elsewhere).
 - `models`: discovery's description of each model, for offline validation.
 
 What the app shows is the **local view**: the server copy with the pending
@@ -322,7 +323,7 @@ class Store:
         with self.transaction() as db:
             for table in ("objects", "outbox", "conflicts", "rejections"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
-            db.execute("DELETE FROM meta WHERE key NOT IN ('base_url', 'platform')")
+            db.execute("DELETE FROM meta WHERE key NOT IN ('base_url', 'live_url', 'platform')")
 
     def start_over(self) -> None:
         """Forget the cursor: the next pull is an initial sync (after a `410` or

@@ -6,6 +6,7 @@
     order = client.create("fieldwork.workorder", {"customer": cid, "title": "Fix boiler"})
     client.update("fieldwork.workorder", order, {"status": "done"})   # offline is fine
     report = client.sync(progress=print)  # push the outbox, then pull
+    client.follow(stop)                   # while on screen: live pulls until stop.set()
 
 The loop and how each answer is handled are explained step by step in
 `client/README.md`.
@@ -13,6 +14,8 @@ The loop and how each answer is handled are explained step by step in
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 import uuid
@@ -28,6 +31,7 @@ import httpx
 from client.errors import (
     ApiError,
     ConflictSettled,
+    NetworkError,
     NotFound,
     NotLoggedIn,
     StaleResolution,
@@ -40,6 +44,17 @@ from client.store import Data, LocalConflict, Mutation, Rejection, Store
 
 PUSH_BATCH = 500  # the server's maximum per push (docs/protocol.md, "Push")
 DEFAULT_URL = "http://127.0.0.1:8000"
+PULL_PATH = "/api/v1/sync/pull/"
+LIVE_PATH = "/api/v1/sync/live/"
+# A live pull is answered when its wait ends at the latest; this much more
+# covers the network and the server's own reading before it counts as lost.
+LIVE_TIMEOUT_MARGIN = 15.0
+# Polls (a sync every `poll_every`) after a 429, or while the live server
+# cannot be reached, before a live pull is tried again.
+POLLS_BEFORE_LIVE = 3
+# follow() decides what each failure of a live pull means (fall back to
+# polling, back off, resync): none is retried in place.
+LIVE_RETRY = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class SyncClient:
         state_dir: str | Path,
         *,
         base_url: str | None = None,
+        live_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -99,8 +115,12 @@ class SyncClient:
         self.state_dir = Path(state_dir).expanduser()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "store.sqlite3")
-        if base_url:
+        if base_url and base_url.rstrip("/") != self.store.get("base_url"):
             self.store.set("base_url", base_url.rstrip("/"))
+            # Live pulls served elsewhere belong to that server, not this one.
+            self.store.set("live_url", None)
+        if live_url:
+            self.store.set("live_url", live_url.rstrip("/"))
         self.page_size = page_size
         self.on_result = on_result
         self.api = Api(
@@ -112,8 +132,9 @@ class SyncClient:
             sleep=sleep,
         )
         self._specs: dict[str, ModelSpec] | None = None
-        # One sync at a time (a push timer and a push notification may both
-        # start one); local edits need no lock of their own (store.py).
+        # One sync, push or pull at a time (a push timer, a push notification
+        # and follow() may each start one, on threads of their own); local
+        # edits need no lock of their own (store.py).
         self._syncing = threading.Lock()
 
     def close(self) -> None:
@@ -129,6 +150,11 @@ class SyncClient:
     @property
     def server(self) -> str:
         return self.store.get("base_url") or DEFAULT_URL
+
+    @property
+    def live_server(self) -> str:
+        """Where live pulls go: the server, unless they are served elsewhere."""
+        return self.store.get("live_url") or self.server
 
     @property
     def username(self) -> str | None:
@@ -341,8 +367,8 @@ class SyncClient:
         if not self.specs():
             self.refresh_models()
         report = SyncReport()
-        self.push(report)
-        self.pull(report, progress=progress)
+        self._push(report)
+        self._pull(report, progress)
         if self.store.conflicts("open"):
             self.refresh_conflicts()
         self.store.prune_tombstones()
@@ -350,8 +376,13 @@ class SyncClient:
         return report
 
     def push(self, report: SyncReport | None = None) -> SyncReport:
-        """Send the outbox oldest first, in batches, and settle every result."""
-        report = report or SyncReport()
+        """Send the outbox oldest first, in batches, and settle every result.
+        Call it right after a local edit to send it at once (also while
+        `follow()` runs on another thread)."""
+        with self._syncing:
+            return self._push(report or SyncReport())
+
+    def _push(self, report: SyncReport) -> SyncReport:
         while batch := self.store.next_batch(PUSH_BATCH):
             # Frozen before the request leaves: if we crash or the answer is
             # lost, the next push resends exactly these mutation ids.
@@ -383,34 +414,55 @@ class SyncClient:
         progress: Callable[[Progress], None] | None = None,
     ) -> SyncReport:
         """Pull pages until `has_more` is false, each stored with its cursor."""
-        report = report or SyncReport()
+        with self._syncing:
+            return self._pull(report or SyncReport(), progress)
+
+    def _pull(
+        self, report: SyncReport, progress: Callable[[Progress], None] | None = None
+    ) -> SyncReport:
         started_over = False
         while True:
             cursor = self.store.cursor
-            params: dict[str, Any] = {"limit": self.page_size}
-            if cursor is not None:
-                params["cursor"] = cursor
             try:
-                page = self._call("GET", "/api/v1/sync/pull/", params=params, device=True).body
+                page = self._call(
+                    "GET", PULL_PATH, params=self._page_params(cursor), device=True
+                ).body
             except ApiError as exc:
                 # 410: the cursor is older than the tombstones kept; 400
                 # bad_cursor: it cannot be read (another account, a rotated
                 # server secret). Both: start over with an initial sync. The
                 # local rows stay until it has brought their replacements, and
                 # the outbox is untouched (it was pushed just before).
-                if exc.code in ("resync_required", "bad_cursor") and cursor and not started_over:
+                if _cursor_refused(exc) and cursor and not started_over:
                     self.store.start_over()
                     started_over = report.resynced = True
                     continue
                 raise
-            initial = cursor is None or self.store.get("initial_sync") is not None
-            report.initial = report.initial or initial
-            self.store.apply_page(page["changes"], page["cursor"], has_more=page["has_more"])
-            report.pulled += len(page["changes"])
-            if progress is not None:
-                progress(Progress(report.pulled, page["remaining"], initial))
+            self._apply_page(cursor, page, report, progress)
             if not page["has_more"]:
                 return report
+
+    def _apply_page(
+        self,
+        cursor: str | None,
+        page: Mapping[str, Any],
+        report: SyncReport,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        """Store a page pulled from `cursor` (a pull's or a live pull's): its
+        changes and its cursor in one local transaction."""
+        initial = cursor is None or self.store.get("initial_sync") is not None
+        report.initial = report.initial or initial
+        self.store.apply_page(page["changes"], page["cursor"], has_more=page["has_more"])
+        report.pulled += len(page["changes"])
+        if progress is not None:
+            progress(Progress(report.pulled, page["remaining"], initial))
+
+    def _page_params(self, cursor: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": self.page_size}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return params
 
     def fetch_all(self) -> dict[tuple[str, str], tuple[int, Data]]:
         """What an initial sync would bring right now, `(model, id) → (version,
@@ -418,10 +470,7 @@ class SyncClient:
         found: dict[tuple[str, str], tuple[int, Data]] = {}
         cursor = None
         while True:
-            params: dict[str, Any] = {"limit": self.page_size}
-            if cursor is not None:
-                params["cursor"] = cursor
-            page = self._call("GET", "/api/v1/sync/pull/", params=params, device=True).body
+            page = self._call("GET", PULL_PATH, params=self._page_params(cursor), device=True).body
             for change in page["changes"]:
                 key = (change["model"], change["id"])
                 if change["op"] == "upsert":
@@ -431,6 +480,123 @@ class SyncClient:
             cursor = page["cursor"]
             if not page["has_more"]:
                 return found
+
+    # --- in the foreground: live pulls ---------------------------------------
+
+    def follow(
+        self,
+        until: threading.Event,
+        *,
+        wait: int = 30,
+        poll_every: float = 60.0,
+        on_sync: Callable[[SyncReport], None] | None = None,
+    ) -> None:
+        """Keep the store up to date while the app is on screen, until `until`
+        is set (client/README.md, "Live pulls").
+
+        Syncs once, then keeps a live pull open (one that the server answers
+        as soon as something changes in the user's scope, or after `wait`
+        seconds), pushing pending edits before each. `on_sync` gets a report
+        whenever something was pushed or pulled. Without live pulls on the
+        server (404), or while none can be had (429, the live server down), it
+        polls: a `sync()` every `poll_every` seconds; while the server cannot
+        be reached, it backs off. Returns soon after `until` is set: at once
+        while polling or backing off, else when the live pull then waiting is
+        answered, `wait` seconds at worst.
+
+        `push()` and `sync()` may be called from other threads meanwhile (right
+        after a local edit, to send it at once): the live pull waits without
+        holding the sync lock. `NotLoggedIn`, and any error `sync()` raises
+        other than the server being unreachable or failing (5xx), end it.
+        """
+        if wait < 1:
+            raise ValueError("wait must be at least a second: 0 would be pulls in a busy loop")
+        rng = random.Random()  # noqa: S311 - jitter, not security
+        troubles = 0  # tries in a row that did not reach a working server
+        dropped = 0  # live pulls in a row that got no answer
+        polls = 0.0  # polls to make before the next live pull (inf: not this time)
+        must_sync = True
+        while not until.is_set():
+            try:
+                if must_sync:
+                    report = self.sync()
+                    must_sync = False
+                elif polls:
+                    if until.wait(poll_every):
+                        return
+                    polls -= 1
+                    report = self.sync()
+                else:
+                    if self.store.pending():
+                        _tell(on_sync, self.push())
+                    cursor = self.store.cursor
+                    try:
+                        page = self._live_page(cursor, wait)
+                    except (NetworkError, ApiError) as exc:
+                        if _cursor_refused(exc):
+                            must_sync = True  # sync() starts over, the outbox kept
+                            continue
+                        if isinstance(exc, ApiError) and exc.status in (404, 429):
+                            # 404: an older server, without live pulls. 429
+                            # (too_many_live_pulls): the user's other devices
+                            # and tabs hold all of them; try again later.
+                            polls = math.inf if exc.status == 404 else POLLS_BEFORE_LIVE
+                            continue
+                        # No answer (or a proxy's 5xx). Once is ordinary on a
+                        # phone (wifi hands over to mobile data): back off, sync,
+                        # go on. Twice in a row with a sync working in between:
+                        # the live server is down (a deploy) or absent; poll.
+                        dropped += 1
+                        if dropped > 1:
+                            polls = POLLS_BEFORE_LIVE
+                        raise
+                    dropped = 0
+                    report = self._apply_live_page(cursor, page)
+                troubles = 0
+                _tell(on_sync, report)
+            except (NetworkError, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    raise
+                # Unreachable, or failing even after the retries in place: wait
+                # (longer each time, with jitter), then sync and go on.
+                troubles += 1
+                if until.wait(self.api.retry.backoff(troubles, rng)):
+                    return
+                must_sync = True
+
+    def _live_page(self, cursor: str | None, wait: int) -> dict[str, Any]:
+        params = {**self._page_params(cursor), "wait": wait}
+        return self._call(
+            "GET",
+            self.live_server + LIVE_PATH,  # absolute: the live server may be another
+            params=params,
+            device=True,
+            timeout=wait + LIVE_TIMEOUT_MARGIN,
+            retry=LIVE_RETRY,
+        ).body
+
+    def _apply_live_page(self, cursor: str | None, page: Mapping[str, Any]) -> SyncReport:
+        """Apply a page live-pulled from `cursor` as a pulled one, and pull on
+        while it has more."""
+        report = SyncReport()
+        with self._syncing:
+            # The live pull waited without the lock, so a push or a sync on
+            # another thread may have moved the cursor meanwhile. Applying the
+            # page would set it back: harmless by itself (what lies between is
+            # pulled again, and a version not newer than the one held changes
+            # nothing), but not during an initial sync that the other thread
+            # began (410) and did not finish: this page, with no more to come,
+            # would end it and drop the rows it has not brought yet. So the page
+            # is dropped; nothing is lost, the next live pull starts from the
+            # cursor stored, and everything before it is applied. (A push's
+            # cursor, the other way round, is only taken if ours did not move:
+            # `Store.adopt_push_cursor`.)
+            if self.store.cursor != cursor:
+                return report
+            self._apply_page(cursor, page, report)
+            if page["has_more"]:
+                self._pull(report)
+        return report
 
     # --- conflicts and rejections -------------------------------------------
 
@@ -552,13 +718,22 @@ class SyncClient:
         params: Mapping[str, Any] | None = None,
         device: bool = False,
         expect: int | Collection[int] = 200,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Response:
         """One API call; a refused token becomes `NotLoggedIn`, and a device the
         server no longer knows (deleted in the admin) is registered again."""
         for attempt in range(2):
             try:
                 return self.api.request(
-                    method, path, json_body=json_body, params=params, device=device, expect=expect
+                    method,
+                    path,
+                    json_body=json_body,
+                    params=params,
+                    device=device,
+                    expect=expect,
+                    timeout=timeout,
+                    retry=retry,
                 )
             except ApiError as exc:
                 if exc.status == 401:
@@ -568,6 +743,17 @@ class SyncClient:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+
+def _cursor_refused(exc: Exception) -> bool:
+    """410 `resync_required` or 400 `bad_cursor`: start over (README, "When the
+    cursor is refused")."""
+    return isinstance(exc, ApiError) and exc.code in ("resync_required", "bad_cursor")
+
+
+def _tell(on_sync: Callable[[SyncReport], None] | None, report: SyncReport) -> None:
+    if on_sync is not None and (report.pushed or report.pulled or report.resynced):
+        on_sync(report)
 
 
 class _Missing:

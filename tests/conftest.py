@@ -3,7 +3,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from sync.accounts.services import token_issue
 from sync.engine import pull as selectors
+from sync.notify.live import hub
 from tests.factories import UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -61,6 +62,17 @@ def _fresh_cache() -> None:
     # Nor does a test start with the channels an earlier one's user (maybe
     # with the same id) had at its last pull (the pull's guess).
     selectors._CHANNELS_SEEN.clear()
+
+
+@pytest.fixture(autouse=True)
+def _live_listener_stopped() -> Iterator[None]:
+    # A live pull that waits starts this process's LISTEN connection
+    # (PostgreSQL, sync.notify.live), which would otherwise outlive the test
+    # and keep the test database from being dropped at the end.
+    yield
+    if hub._listener is not None or hub.closing:
+        hub.close(join=5)
+        hub.reopen()
 
 
 @dataclass

@@ -188,14 +188,18 @@ class Hub:
             waiter.wake()
         return len(woken)
 
-    def close(self) -> int:
+    def close(self, *, join: float = 0.0) -> int:
         """The server is going away: every waiter answers now, and new live
-        pulls do not wait. Returns how many were waiting."""
+        pulls do not wait. The listener stops (its connection closed within
+        a second; `join`: wait up to that long for it). Returns how many
+        were waiting."""
         self._closing = True
         woken = self.publish(None)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+            if join:
+                listener.join(join)
         return woken
 
     def reopen(self) -> None:

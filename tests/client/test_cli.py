@@ -6,6 +6,7 @@ import functools
 import json
 import re
 
+import httpx
 import pytest
 
 from client import SyncClient, cli
@@ -88,3 +89,30 @@ def test_a_session_from_the_command_line(run, make_device):
 
     _, out, _ = run("models")
     assert "fieldwork.workorder" in out and "in_progress" in out
+
+
+def test_follow_syncs_then_follows_until_ctrl_c(run, wsgi, monkeypatch, settings):
+    settings.LIVE_PULL_MAX_WAIT = 1
+    live_pulls: list[httpx.Request] = []
+
+    class CtrlC(httpx.BaseTransport):
+        """Ctrl-C during the second live pull."""
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/sync/live/"):
+                live_pulls.append(request)
+                if len(live_pulls) == 2:
+                    raise KeyboardInterrupt
+            return wsgi.handle_request(request)
+
+    monkeypatch.setattr(cli, "SyncClient", functools.partial(SyncClient, transport=CtrlC()))
+    monkeypatch.setenv("SYNC_LIVE_URL", "https://testserver:8443")
+    user = UserFactory()
+    run("login", user.username, "--password", "pw-123456789")
+    run("create", "customer", "name=Acme")
+    code, out, _ = run("follow", "--wait", "5")
+    assert code == 0
+    assert "Following https://testserver:8443 (Ctrl-C to stop)." in out
+    assert "initial sync: pushed 1 applied; pulled 1 changes." in out
+    assert out.rstrip().endswith("Stopped.")
+    assert live_pulls[0].url.params["wait"] == "5"

@@ -115,6 +115,28 @@ def test_other_4xx_are_not_retried_and_keep_the_error_body():
     assert slept == []
 
 
+def test_a_call_can_have_its_own_timeout_and_retry_nothing_in_place():
+    # A live pull: it waits longer than other calls, and a 429 (or a failure)
+    # is for its caller to handle, not to sleep through.
+    seen: list[httpx.Request] = []
+    client, slept = api(
+        error(429, "too_many_live_pulls", **{"Retry-After": "1"}),
+        httpx.ConnectError("refused"),
+        httpx.Response(200, json={}),
+        seen=seen,
+    )
+    once = RetryPolicy(attempts=1)
+    with pytest.raises(ApiError) as caught:
+        client.request("GET", "/live", timeout=45.0, retry=once)
+    assert caught.value.code == "too_many_live_pulls"
+    with pytest.raises(NetworkError):
+        client.request("GET", "/live", timeout=45.0, retry=once)
+    assert slept == [] and client.stats.retries == 0
+    assert seen[0].extensions["timeout"]["read"] == 45.0
+    client.request("GET", "/x")  # other calls keep the client's own
+    assert seen[2].extensions["timeout"]["read"] == 30.0
+
+
 def test_a_proxy_error_page_is_still_an_error_with_a_code():
     client, _ = api(*[httpx.Response(502, text="<html>Bad gateway</html>")] * 4)
     with pytest.raises(ApiError) as caught:
