@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from sync.accounts.services import tokens_purge
 from sync.engine.compaction import feed_compact as _feed_compact
@@ -53,3 +54,9 @@ def push_retry(device_ids: list[str], data: dict[str, str], attempt: int) -> int
 def push_outbox_sweep() -> int:
     """Periodic: send what a down broker or a dead worker left in the outbox."""
     return wakeups.outbox_sweep()
+
+
+@worker_ready.connect
+def _listen_for_captured(**_: Any) -> None:
+    """A worker sends captured writes' wake-ups as they commit (PostgreSQL)."""
+    wakeups.listen_for_captured()

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from sync.accounts.services import token_issue
 from sync.engine import pull as selectors
+from sync.notify import wakeups
 from sync.notify.live import hub
 from tests.factories import UserFactory
 
@@ -73,6 +74,12 @@ def _live_listener_stopped() -> Iterator[None]:
     if hub._listener is not None or hub.closing:
         hub.close(join=5)
         hub.reopen()
+    # A Celery worker started in the test process listens too (wake-ups of
+    # captured writes).
+    captured, wakeups._captured_listener = wakeups._captured_listener, None
+    if captured is not None:
+        captured.stop()
+        captured.join(5)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 (PostgreSQL only): live pulls waiting in any process hear the commit at once
 (sync.notify.live). A trigger rather than a NOTIFY in Python, so that the
 outbox rows the database itself writes for captured writes (raw SQL, other
-processes: sync.engine.capture) are heard too."""
+processes: sync.engine.capture) are heard too; those also NOTIFY
+`sync_captured` with their id, for Celery workers to send them at once
+rather than at the next sweep (sync.notify.wakeups)."""
 
 from django.db import migrations
 
@@ -17,6 +19,9 @@ BEGIN
     payload := '*';
   END IF;
   PERFORM pg_notify('sync_changes', payload);
+  IF NEW.captured THEN
+    PERFORM pg_notify('sync_captured', NEW.id::text);
+  END IF;
   RETURN NULL;
 END
 $notify$;

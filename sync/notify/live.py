@@ -12,7 +12,7 @@ Where commits are heard:
   NOTIFYs `sync_changes` with its channels, from a trigger on the outbox
   (devices migration 0005). PostgreSQL delivers a notification at commit and
   only then: a rolled-back write wakes nobody. One connection per process
-  LISTENs, in a thread of its own (`_Listener`). A lost connection wakes
+  LISTENs, in a thread of its own (syncbase.listen). A lost connection wakes
   every waiter (something may have been missed while it was down) and is
   made again with backoff.
 - Other databases (SQLite, the embedded default): the commits of this
@@ -29,19 +29,16 @@ the next notification.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
-
-logger = logging.getLogger(__name__)
+from syncbase.listen import Listener
 
 NOTIFY_CHANNEL = "sync_changes"
 # A payload naming every channel: too many to list (NOTIFY takes 8,000 bytes).
@@ -92,7 +89,7 @@ class Hub:
         self._latest: dict[str, int] = {}  # channel -> the last one naming it
         self._floor = 0  # anything at or before this may have named any channel
         self._closing = False
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
 
     # --- the request's side ---
 
@@ -214,7 +211,12 @@ class Hub:
             return
         with self._lock:
             if self._listener is None and not self._closing:
-                self._listener = _Listener(self)
+                # Anything committed before LISTEN took effect was not heard,
+                # nor while the connection was down: every waiter looks.
+                self._listener = Listener(
+                    {NOTIFY_CHANNEL: lambda payload: self.publish(payload_channels(payload))},
+                    on_connect=lambda: self.publish(None),
+                )
                 self._listener.start()
 
     def listening(self, timeout: float = 5.0) -> bool:
@@ -251,58 +253,6 @@ def payload_channels(payload: str) -> list[str] | None:
     if not payload or payload == EVERYTHING:
         return None
     return payload.split(",")
-
-
-class _Listener(threading.Thread):
-    """LISTENs on a connection of its own, outside Django's per-thread
-    connections: it lives as long as the process and never runs a query."""
-
-    POLL_SECONDS = 1.0  # how often it looks whether it should stop
-    BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
-
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(name="sync-live-listener", daemon=True)
-        self.hub = hub
-        self.ready = threading.Event()
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                self._listen()
-                failures = 0
-            except Exception:
-                self.ready.clear()
-                delay = self.BACKOFF_SECONDS[min(failures, len(self.BACKOFF_SECONDS) - 1)]
-                failures += 1
-                logger.warning(
-                    "Live pulls: listening for commits failed; again in %.1f s",
-                    delay,
-                    exc_info=True,
-                )
-                # Commits made meanwhile were not heard: every waiter looks.
-                self.hub.publish(None)
-                self._stopping.wait(delay)
-
-    def _listen(self) -> None:
-        wrapper = connections[DEFAULT_DB_ALIAS]
-        conn: Any = wrapper.get_new_connection(wrapper.get_connection_params())
-        try:
-            conn.autocommit = True
-            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            self.ready.set()
-            # Anything committed before LISTEN took effect was not heard.
-            self.hub.publish(None)
-            while not self._stopping.is_set():
-                for notification in conn.notifies(timeout=self.POLL_SECONDS):
-                    self.hub.publish(payload_channels(notification.payload))
-        finally:
-            self.ready.clear()
-            conn.close()
 
 
 hub = Hub()

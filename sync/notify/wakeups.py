@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -43,6 +43,7 @@ from devices.push import SendReport, Target, backend
 from sync.channels import members_filter
 from sync.notify import live
 from syncbase.conf import sync_settings
+from syncbase.listen import Listener
 from syncbase.tasks import run_task
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,25 @@ def enqueue_captured() -> int:
         .values_list("pk", flat=True)[:1000]
     )
     return sum(enqueue(outbox_id) for outbox_id in ids)
+
+
+CAPTURED_CHANNEL = "sync_captured"  # NOTIFYed with the id of a captured write's wake-up
+_captured_listener: Listener | None = None
+
+
+def listen_for_captured() -> Listener | None:
+    """In a Celery worker on PostgreSQL: hand the wake-ups the database records
+    for captured writes (raw SQL, other processes) to the fan-out as they
+    commit, rather than at the next outbox sweep. Once per process; several
+    workers may each hear one: the fan-out's claim lets only one send it."""
+    global _captured_listener
+    if _captured_listener is None and connection.vendor == "postgresql":
+        _captured_listener = Listener(
+            {CAPTURED_CHANNEL: lambda payload: enqueue(int(payload))},
+            on_connect=enqueue_captured,  # what committed while nobody listened
+        )
+        _captured_listener.start()
+    return _captured_listener
 
 
 # --- the worker's side ------------------------------------------------------------------------

@@ -163,3 +163,68 @@ def test_broker_down_the_write_succeeds_and_the_sweep_sends_it_later(fcm, make_a
         wait_for(lambda: len(fcm.sent_to(token)) == 1, what="the swept wake-up")
         wait_for(lambda: not PushOutbox.objects.exists(), what="the outbox row to go")
     assert outbox_sweep() == 0
+
+
+def test_raw_sql_by_another_process_wakes_devices_without_waiting_for_the_sweep(
+    fcm, make_actor, tmp_path
+):
+    """A captured write (psql, another process) records its wake-up in the
+    database; `celery worker` hears it commit (NOTIFY sync_captured) and sends
+    it at once. The sweep, which used to send these, does not run here."""
+    import subprocess
+
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.faults.conftest import CeleryWorker
+
+    phone = make_actor()
+    tablet = make_actor(user=phone.user)
+    token = with_token(tablet)
+    made = customer("Edited in psql")
+    phone.push(made)
+    PushOutbox.objects.all().delete()  # earlier writes' wake-ups: not this test's
+    app.control.purge()
+    worker = CeleryWorker(
+        tmp_path / "worker.log",
+        {
+            "PUSH_BACKEND": "fcm",
+            "FCM_CREDENTIALS": settings.FCM_CREDENTIALS,
+            "FCM_ENDPOINT": fcm.url,
+            "PUSH_COALESCE_SECONDS": "1",
+        },
+    ).start()
+    try:
+
+        def listening() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN sync_captured'"
+                )
+                return cursor.fetchone()[0] > 0
+
+        wait_for(listening, what="the worker to listen")
+        db = connection.settings_dict
+        subprocess.run(  # noqa: S603 - psql, fixed arguments
+            [  # noqa: S607 - the machine's psql
+                "psql",
+                "-h",
+                db["HOST"],
+                "-U",
+                db["USER"],
+                "-d",
+                db["NAME"],
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                # A UUID the test made: nothing to escape.
+                f"UPDATE fieldwork_customer SET name = 'By psql' WHERE id = '{made['id']}'",  # noqa: S608
+            ],
+            check=True,
+            capture_output=True,
+        )
+        wait_for(lambda: fcm.sent_to(token), seconds=10, what="the wake-up of the psql write")
+    finally:
+        worker.stop()
+    seq = Change.objects.order_by("-seq").values_list("seq", flat=True).first()
+    assert [m["data"] for m in fcm.sent_to(token)] == [{"type": "sync", "cursor": str(seq)}]

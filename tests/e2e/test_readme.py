@@ -86,5 +86,5 @@ def test_the_readme_shell_blocks_run_top_to_bottom(live_gunicorn, tmp_path, sett
     assert "converged: 3 devices, 56 objects each" in output  # make demo
     assert '"status":"applied"' in output and '"status":"conflict"' in output  # push
     assert "HTTP/1.1 304" in output  # If-None-Match
-    assert "['555-0123']" in output  # a live pull, ended by a push
+    assert "['1 Live Street']" in output  # a live pull, ended by a push
     assert Conflict.objects.filter(status="open").exists()  # left for the admin
