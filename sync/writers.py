@@ -108,7 +108,8 @@ def purging(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
 def wake_after_commit(using: str = DEFAULT_DB_ALIAS) -> None:
     """Send the wake-ups captured writes recorded, once the transaction
     commits (at once outside one). Writes this process cannot see (raw SQL,
-    other processes) are sent by the outbox's periodic sweep."""
+    other processes) are sent by a Celery worker that hears them commit
+    (PostgreSQL), or else by the outbox's periodic sweep."""
     if current(using).writer in PASSING:
         return
     connection = connections[using]

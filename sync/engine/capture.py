@@ -17,7 +17,9 @@ registry generates triggers for each synced table (`install`, run by every
   transaction's id, so `sync.engine.feed`'s frontier holds them back until every
   older transaction has ended, exactly as it does the service's rows;
 - a wake-up (a `PushOutbox` row, sent after commit: at once for writes made
-  through the ORM in this process, by the periodic sweep otherwise).
+  through the ORM in this process, or, on PostgreSQL, by a Celery worker
+  that hears it commit (sync.notify.wakeups); by the periodic sweep
+  otherwise).
 
 A DELETE of a synced row becomes a soft delete (a tombstone devices pull):
 the row stays with `deleted_at` set and a new version, as the sync service

@@ -134,10 +134,6 @@ class Hub:
         with self._lock:
             return self._users.get(user_id, 0)
 
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._users.values())
-
     @contextmanager
     def waiter(self, channels: frozenset[str], *, since: int) -> Iterator[Waiter]:
         """Wait on `channels` (on the running event loop); the waiter is woken
@@ -218,11 +214,6 @@ class Hub:
                     on_connect=lambda: self.publish(None),
                 )
                 self._listener.start()
-
-    def listening(self, timeout: float = 5.0) -> bool:
-        """Whether the listener is connected (waiting up to `timeout`)."""
-        listener = self._listener
-        return listener is not None and listener.ready.wait(timeout)
 
 
 class Slot:
