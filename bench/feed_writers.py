@@ -1,7 +1,10 @@
 """Feed-appending write transactions per second, with and without a global lock.
 
 Each transaction does what the tail of a push does to the feed: append two
-rows to `sync_change`. `lock` takes the transaction-scoped advisory lock the
+rows to `sync_change` (and, with `--wakeups`, record its wake-up: an outbox
+row, whose trigger NOTIFYs live pulls and workers at commit; measured with
+the trigger on and off, since PostgreSQL serialises the commits of
+transactions that NOTIFY). `lock` takes the transaction-scoped advisory lock the
 feed used to serialise its tail with (until commit); `xid` is today's feed
 (sync.engine.feed): it asks for its transaction id and inserts, with no lock. Run by
 pgbench (a C client, so the client is not the bottleneck) with 1, 16 and 64
@@ -44,6 +47,36 @@ SCRIPTS = {
     + INSERT.format(tx="pg_current_xact_id()::text::bigint")
     + "\nCOMMIT;\n",
 }
+# Today's, with its wake-up recorded (devices migration 0005's trigger NOTIFYs).
+WAKEUP = (
+    "INSERT INTO devices_pushoutbox (channels, seq, created_at, attempts, captured) "
+    'VALUES (\'["team:bench", "user:1"]\', 1, now(), 0, false);'
+)
+SCRIPTS["xid+wakeup"] = SCRIPTS["xid"].replace("\nCOMMIT;", f"\n{WAKEUP}\nCOMMIT;")
+NOTIFY_TRIGGER = "ALTER TABLE devices_pushoutbox {} TRIGGER devices_outbox_notify"
+
+
+PSQL = shutil.which("psql") or "/usr/bin/psql"
+
+
+def psql(db: dict[str, str], sql: str) -> None:
+    subprocess.run(  # noqa: S603 - our own fixed arguments
+        [
+            PSQL,
+            "-q",
+            "-h",
+            db["host"],
+            "-p",
+            db["port"],
+            "-U",
+            db["user"],
+            "-d",
+            db["name"],
+            "-c",
+            sql,
+        ],
+        check=True,
+    )
 
 
 def run(script: str, writers: int, seconds: int, db: dict[str, str]) -> float:
@@ -88,6 +121,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--wakeups", action="store_true", help="also with a wake-up, NOTIFY on and off"
+    )
     args = parser.parse_args()
     url = urlparse(os.environ["DATABASE_URL"])
     db = {
@@ -106,6 +142,19 @@ def main() -> None:
             f"{writers:>8}{results['lock'][writers]:>12.0f}{results['xid'][writers]:>12.0f}"
             f"{ratio:>10.2f}"
         )
+    if args.wakeups:
+        results["wakeup_notify"], results["wakeup_quiet"] = {}, {}
+        print(f"{'writers':>8}{'NOTIFY tx/s':>14}{'quiet tx/s':>12}{'ratio':>8}")
+        for writers in args.writers:
+            try:
+                psql(db, NOTIFY_TRIGGER.format("DISABLE"))
+                quiet = run(SCRIPTS["xid+wakeup"], writers, args.seconds, db)
+            finally:
+                psql(db, NOTIFY_TRIGGER.format("ENABLE"))
+            loud = run(SCRIPTS["xid+wakeup"], writers, args.seconds, db)
+            results["wakeup_notify"][writers], results["wakeup_quiet"][writers] = loud, quiet
+            print(f"{writers:>8}{loud:>14.0f}{quiet:>12.0f}{loud / quiet:>8.2f}")
+        psql(db, "DELETE FROM devices_pushoutbox")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"feed-writers-{time.strftime('%Y%m%d-%H%M%S')}.json"

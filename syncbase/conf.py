@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_PULL_MAX_WAIT": 50,  # seconds; keep under the proxy's read timeout
     "LIVE_PULLS_PER_USER": 10,  # waiting at once, per server process
     "LIVE_PULL_THREADS": 8,  # reading for live pulls under ASGI, per process
+    # The DATABASES alias whose connection LISTENs for commits (live pulls,
+    # workers): one that reaches PostgreSQL directly, not through PgBouncer
+    # in transaction mode.
+    "LISTEN_DATABASE": "default",
     # Operations.
     "READYZ_TIMEOUT_SECONDS": 2.0,
     "METRICS_TOKEN": "",

@@ -4,7 +4,14 @@
 outbox rows the database itself writes for captured writes (raw SQL, other
 processes: sync.engine.capture) are heard too; those also NOTIFY
 `sync_captured` with their id, for Celery workers to send them at once
-rather than at the next sweep (sync.notify.wakeups)."""
+rather than at the next sweep (sync.notify.wakeups).
+
+PostgreSQL serialises the commits of transactions that NOTIFY: with many
+concurrent tiny write transactions that costs throughput (docs/scaling.md,
+"Instant"). `SET sync.notify = off` (per transaction with SET LOCAL, or for
+a role or database with ALTER ... SET) records the wake-up without the
+NOTIFY: it is then sent by the sweep, and live pulls hear of it when their
+wait ends."""
 
 from django.db import migrations
 
@@ -13,6 +20,9 @@ CREATE OR REPLACE FUNCTION devices_outbox_notify() RETURNS trigger LANGUAGE plpg
 DECLARE
   payload text;
 BEGIN
+  IF current_setting('sync.notify', true) = 'off' THEN
+    RETURN NULL;
+  END IF;
   SELECT string_agg(value, ',') INTO payload FROM jsonb_array_elements_text(NEW.channels);
   -- A NOTIFY payload stops at 8,000 bytes: past that, wake every waiter.
   IF payload IS NULL OR octet_length(payload) > 7900 THEN

@@ -212,6 +212,7 @@ class Hub:
                 self._listener = Listener(
                     {NOTIFY_CHANNEL: lambda payload: self.publish(payload_channels(payload))},
                     on_connect=lambda: self.publish(None),
+                    using=sync_settings.LISTEN_DATABASE,
                 )
                 self._listener.start()
 

@@ -154,6 +154,7 @@ def listen_for_captured() -> Listener | None:
         _captured_listener = Listener(
             {CAPTURED_CHANNEL: lambda payload: enqueue(int(payload))},
             on_connect=enqueue_captured,  # what committed while nobody listened
+            using=sync_settings.LISTEN_DATABASE,
         )
         _captured_listener.start()
     return _captured_listener

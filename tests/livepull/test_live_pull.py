@@ -174,3 +174,38 @@ def test_a_closing_server_answers_waiting_pulls_at_once(alice):
         assert time.monotonic() - started < 5
     finally:
         hub.reopen()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_that_turns_notify_off_is_heard_only_by_the_next_read(alice, settings):
+    """`SET LOCAL sync.notify = off` (for bulk jobs: PostgreSQL serialises the
+    commits of transactions that NOTIFY) records the wake-up quietly: a
+    waiting live pull is not woken by it, and the next read has it."""
+    from django.db import transaction
+
+    from fieldwork.models import Customer
+
+    settings.LIVE_PULL_MAX_WAIT = 2
+    made = customer("Bulk")
+    alice.push(made)
+    _, cursor = alice.pull_all()
+
+    def quietly() -> None:
+        with transaction.atomic():
+            with connection.cursor() as cursor_:
+                cursor_.execute("SET LOCAL sync.notify = off")
+            Customer.objects.filter(pk=made["id"]).update(name="Bulk, quietly")
+
+    # Listening already: its start wakes every waiter to look once.
+    hub.listen()
+    assert hub._listener is not None and hub._listener.ready.wait(5)
+    time.sleep(0.2)
+    writer = later(0.3, quietly)
+    started = time.monotonic()
+    page = live(alice, cursor=cursor, wait=2).json()
+    writer.join()
+    assert time.monotonic() - started >= 1.9, "woken by a write that did not NOTIFY"
+    assert page["changes"] == []
+    again = live(alice, cursor=page["cursor"], wait=2).json()
+    assert [c["data"]["name"] for c in again["changes"]] == ["Bulk, quietly"]
