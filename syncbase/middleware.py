@@ -15,6 +15,15 @@ logger = logging.getLogger(__name__)
 GetResponse = Callable[[HttpRequest], Any]
 
 
+def _in_mode_of(middleware: Callable[..., Any], get_response: GetResponse) -> bool:
+    """A middleware runs as the rest of the chain does: a coroutine (marked
+    so, for Django) when that is one. Returns whether it is."""
+    is_async = iscoroutinefunction(get_response)
+    if is_async:
+        markcoroutinefunction(middleware)
+    return is_async
+
+
 class SyncAndAsyncMiddleware:
     """A middleware that runs in the handler's own mode: synchronous under WSGI
     (gunicorn), a coroutine under ASGI (uvicorn, live pulls).
@@ -33,9 +42,7 @@ class SyncAndAsyncMiddleware:
 
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.is_async = _in_mode_of(self, get_response)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
@@ -180,9 +187,7 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 
     def __init__(self, get_response: GetResponse) -> None:
         super().__init__(get_response)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.is_async = _in_mode_of(self, get_response)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:

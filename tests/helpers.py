@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
 
@@ -90,3 +93,30 @@ def same_page(one: dict[str, Any], other: dict[str, Any]) -> bool:
     first, second = dict(one), dict(other)
     said = [replace(cursor.decode(page.pop("cursor")), t=0) for page in (first, second)]
     return first == second and said[0] == said[1]
+
+
+def psql(sql: str) -> None:
+    """Run `sql` with psql, another process on the test database: a write
+    nothing of ours takes part in (no ORM, no request)."""
+    db = connection.settings_dict
+    binary = shutil.which("psql")
+    assert binary, "the PostgreSQL client (psql) is not on PATH"
+    subprocess.run(  # noqa: S603 - psql with the test's own statement
+        [
+            binary,
+            "-h",
+            db["HOST"] or "127.0.0.1",
+            "-p",
+            str(db["PORT"] or 5432),
+            "-U",
+            db["USER"] or "postgres",
+            "-d",
+            db["NAME"],
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -37,7 +37,7 @@ from rest_framework.response import Response
 from devices.models import Device
 from devices.selectors import device_from_request, user_id_of
 from sync.api.serializers import ErrorSerializer, PullResponseSerializer
-from sync.api.views import DEVICE_HEADER, ERRORS, PullView
+from sync.api.views import ERRORS, PULL_PARAMETERS, PullView
 from sync.engine import metrics
 from sync.engine.pull import PullPage
 from sync.notify.live import RECHECKS, Slot, hub
@@ -66,12 +66,7 @@ def wait_seconds(raw: str | None) -> int:
 class LivePullView(PullView):
     @extend_schema(
         parameters=[
-            DEVICE_HEADER,
-            OpenApiParameter(
-                "cursor", str, description="From the previous response; absent = initial sync."
-            ),
-            OpenApiParameter("limit", int, description="1..1000, default 500."),
-            OpenApiParameter("models", str, description="Comma-separated model labels."),
+            *PULL_PARAMETERS,
             OpenApiParameter(
                 "wait",
                 int,

@@ -118,16 +118,20 @@ class LogoutView(SyncAPIView):
         return Response({"revoked": token_logout(token=token, everywhere=everywhere)})
 
 
+# The pull's parameters (a live pull's too: sync.api.live).
+PULL_PARAMETERS = [
+    DEVICE_HEADER,
+    OpenApiParameter(
+        "cursor", str, description="From the previous response; absent = initial sync."
+    ),
+    OpenApiParameter("limit", int, description="1..1000, default 500."),
+    OpenApiParameter("models", str, description="Comma-separated model labels."),
+]
+
+
 class PullView(SyncAPIView):
     @extend_schema(
-        parameters=[
-            DEVICE_HEADER,
-            OpenApiParameter(
-                "cursor", str, description="From the previous response; absent = initial sync."
-            ),
-            OpenApiParameter("limit", int, description="1..1000, default 500."),
-            OpenApiParameter("models", str, description="Comma-separated model labels."),
-        ],
+        parameters=PULL_PARAMETERS,
         responses={200: PullResponseSerializer, 410: ErrorSerializer, **ERRORS},
     )
     def get(self, request: Request) -> Response:

@@ -17,6 +17,7 @@ from sync.engine.write import mutations_apply
 from sync.models import Change
 from sync.notify.wakeups import outbox_sweep
 from tests.factories import customer, team_of, update
+from tests.helpers import psql
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -171,7 +172,6 @@ def test_raw_sql_by_another_process_wakes_devices_without_waiting_for_the_sweep(
     """A captured write (psql, another process) records its wake-up in the
     database; `celery worker` hears it commit (NOTIFY sync_captured) and sends
     it at once. The sweep, which used to send these, does not run here."""
-    import subprocess
 
     from django.conf import settings
     from django.db import connection
@@ -204,25 +204,8 @@ def test_raw_sql_by_another_process_wakes_devices_without_waiting_for_the_sweep(
                 return cursor.fetchone()[0] > 0
 
         wait_for(listening, what="the worker to listen")
-        db = connection.settings_dict
-        subprocess.run(  # noqa: S603 - psql, fixed arguments
-            [  # noqa: S607 - the machine's psql
-                "psql",
-                "-h",
-                db["HOST"],
-                "-U",
-                db["USER"],
-                "-d",
-                db["NAME"],
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                # A UUID the test made: nothing to escape.
-                f"UPDATE fieldwork_customer SET name = 'By psql' WHERE id = '{made['id']}'",  # noqa: S608
-            ],
-            check=True,
-            capture_output=True,
-        )
+        # A UUID the test made: nothing to escape.
+        psql(f"UPDATE fieldwork_customer SET name = 'By psql' WHERE id = '{made['id']}'")  # noqa: S608
         wait_for(lambda: fcm.sent_to(token), seconds=10, what="the wake-up of the psql write")
     finally:
         worker.stop()

@@ -6,20 +6,19 @@ thread each."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 import uuid
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from django.db import connection
 
 from devices.services import device_register
 from sync.accounts.services import token_issue
 from tests.factories import UserFactory, customer
+from tests.faults.conftest import raw_connection
+from tests.helpers import psql
 from tests.live import serve_live
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -104,14 +103,7 @@ def waiting_on(base: str, n: int, timeout: float = 10) -> None:
 
 def sql(statement: str, *params: Any) -> None:
     """A statement committed by another connection of the test process."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"],
-        port=db["PORT"] or 5432,
-        user=db["USER"],
-        dbname=db["NAME"],
-        autocommit=True,
-    ) as conn:
+    with raw_connection() as conn:
         conn.execute(statement, params)
 
 
@@ -144,25 +136,8 @@ def test_raw_sql_in_another_process_wakes_it(server, tmp_path):
     cursor = app.caught_up()
     waiting = Waiting(app, cursor)
     waiting_on(base, 1)
-    db = connection.settings_dict
-    subprocess.run(  # noqa: S603 - psql, fixed arguments
-        [  # noqa: S607 - the machine's psql
-            "psql",
-            "-h",
-            db["HOST"],
-            "-U",
-            db["USER"],
-            "-d",
-            db["NAME"],
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            # A UUID the test made: nothing to escape.
-            f"UPDATE fieldwork_customer SET name = 'Renamed by psql' WHERE id = '{made['id']}'",  # noqa: S608
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # A UUID the test made: nothing to escape.
+    psql(f"UPDATE fieldwork_customer SET name = 'Renamed by psql' WHERE id = '{made['id']}'")  # noqa: S608
     page = waiting.page()
     assert [c["data"]["name"] for c in page["changes"]] == ["Renamed by psql"]
 
@@ -179,10 +154,8 @@ def test_a_change_committed_out_of_order_is_delivered_once_the_older_one_commits
     waiting = Waiting(app, cursor)
     waiting_on(base, 1)
 
-    db = connection.settings_dict
-    older = psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"]
-    )
+    older = raw_connection()
+    older.autocommit = False
     try:
         older.execute(
             "UPDATE fieldwork_customer SET name = 'A, older' WHERE id = %s", [first["id"]]

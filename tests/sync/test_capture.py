@@ -6,8 +6,6 @@ and the device's next pull brings it."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import uuid
 
 import pytest
@@ -24,7 +22,7 @@ from sync import registry, writers
 from sync.engine import capture
 from sync.models import Change
 from tests.factories import customer, team_of, update, work_order
-from tests.helpers import sync_check_passes
+from tests.helpers import psql, sync_check_passes
 
 pytestmark = pytest.mark.django_db
 
@@ -260,29 +258,7 @@ def test_raw_sql_update_insert_and_delete_reach_the_device(alice, synced):
 @pytest.mark.django_db(transaction=True)
 def test_another_process_writing_sql_reaches_the_device(alice, synced):
     """psql, another service on the same database: nothing of ours runs there."""
-    settings_dict = connection.settings_dict
-    sql = f"UPDATE fieldwork_workorder SET status = 'done' WHERE id = '{synced['work_order']}'"  # noqa: S608
-    psql = shutil.which("psql")
-    assert psql, "the PostgreSQL client (psql) is not on PATH"
-    subprocess.run(  # noqa: S603
-        [
-            psql,
-            "-h",
-            settings_dict["HOST"] or "127.0.0.1",
-            "-p",
-            str(settings_dict["PORT"] or 5432),
-            "-U",
-            settings_dict["USER"] or "postgres",
-            "-d",
-            settings_dict["NAME"],
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    psql(f"UPDATE fieldwork_workorder SET status = 'done' WHERE id = '{synced['work_order']}'")  # noqa: S608
     change = pulled(alice, synced["cursor"])[synced["work_order"]]
     assert change["version"] == 2 and change["data"]["status"] == "done"
     # Its wake-up waits in the outbox for the sweep (nobody here was told).
