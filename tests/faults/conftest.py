@@ -63,8 +63,9 @@ class CeleryWorker:
     """`celery -A config worker` as a separate process on the test database, with
     one prefork pool process (the one a task runs in, and the one to kill)."""
 
-    def __init__(self, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, log: Path, env: dict[str, str], name: str = "faults") -> None:
         self.log = log
+        self.name = name
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -89,7 +90,7 @@ class CeleryWorker:
                     "-c",
                     "1",
                     "-n",
-                    f"faults-{os.getpid()}@%h",
+                    f"{self.name}-{os.getpid()}@%h",
                     "--without-gossip",
                     "--without-mingle",
                     "--without-heartbeat",
