@@ -70,28 +70,35 @@ def current_tx() -> int:
         return int(cursor.fetchone()[0])
 
 
-# The oldest transaction of THIS database still in flight, other than the
-# caller's own (xids are cluster-wide: a long write in another database of the
-# same cluster must not hold our feed back). The snapshot is the statement's,
-# taken before pg_stat_activity is read, so a transaction running at snapshot
-# time is either still listed there or has ended by the time rows are read.
-# backend_xid is 32 bits wide; matched on the low 32 bits of the snapshot's
-# 64-bit ids (two running transactions never share them).
+# The oldest transaction still in flight, other than the caller's own, from
+# the statement's snapshot alone (so a hot standby computes it too: it builds
+# its snapshots from the primary's running transactions). Its xip lists the
+# transactions in flight below its xmax; every id from xmax up is as good as
+# in flight, except the caller's own. So: the oldest of xip; else, for a
+# caller without an id (a request that pulls), xmax; else the first id from
+# xmax below its own that is still in progress (pg_xact_status), or its own
+# plus one when there is none (its rows are its to read). That range is
+# looked through up to 10,000 ids (a test, or a command that writes and
+# reads in one transaction, has few): past them the caller's own rows wait,
+# as any other transaction's would. Ids are cluster-wide: a transaction in
+# another database of the same cluster holds the feed back too
+# (docs/scaling.md).
 _HORIZON_SQL = """
 SELECT
   COALESCE(
-    (SELECT min(x::text::bigint)
-       FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-      WHERE (x::text::bigint & 4294967295) IN (
-            SELECT backend_xid::text::bigint
-              FROM pg_stat_activity
-             WHERE datname = current_database()
-               AND backend_xid IS NOT NULL
-               AND pid <> pg_backend_pid())),
-    -- None in flight: everything below the snapshot's xmax has ended, and so
-    -- has everything up to our own id but ourselves (xmax may not be past it).
-    GREATEST(pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-             COALESCE(pg_current_xact_id_if_assigned()::text::bigint + 1, 0))) AS frontier,
+    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS x),
+    (SELECT CASE
+              WHEN s.own IS NULL THEN s.xmax
+              WHEN s.own < s.xmax THEN s.xmax
+              ELSE COALESCE(
+                (SELECT min(x)
+                   FROM generate_series(s.xmax, LEAST(s.own - 1, s.xmax + 9999)) AS x
+                  WHERE pg_xact_status(x::text::xid8) = 'in progress'),
+                LEAST(s.own, s.xmax + 10000) + 1)
+            END
+       FROM (SELECT pg_current_xact_id_if_assigned()::text::bigint AS own,
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s)
+  ) AS frontier,
   pg_current_xact_id_if_assigned()::text::bigint,
   CASE WHEN pg_current_xact_id_if_assigned() IS NULL THEN NULL
        ELSE (SELECT max(seq) FROM sync_change) END,
@@ -128,7 +135,7 @@ class Grants:
 class Horizon:
     """What a reader may take from the feed right now.
 
-    `frontier`: the oldest transaction id still in flight in this database,
+    `frontier`: the oldest transaction id still in flight in the cluster,
     other than the reader's own: every row with a lower tx has ended for good.
     `own`: the reader's own transaction id, when it has one: a request that
     pulls runs in autocommit and has none, but a test (or a command) that
@@ -158,11 +165,7 @@ class Horizon:
 
 
 def horizon() -> Horizon:
-    """What a reader may take from the feed right now.
-
-    Every process that writes synced data must connect as the same database
-    role (or one granted pg_read_all_stats): pg_stat_activity hides other
-    roles' transaction ids."""
+    """What a reader may take from the feed right now."""
     return _read_horizon(None, 0)[0]
 
 
