@@ -163,6 +163,18 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
     "django.db.backends.", "django_prometheus.db.backends.", 1
 )
+# A streaming replica for pull pages, `?since=` and the data API's lists
+# (READ_DATABASE; a pull whose cursor the replica has not replayed as far as
+# is read on the primary). Everything else, writes included, stays on the
+# primary. In tests it is the test database itself.
+if env.str("READ_DATABASE_URL", default=""):
+    _replica = env.db("READ_DATABASE_URL")
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **{k: _replica[k] for k in ("NAME", "USER", "PASSWORD", "HOST", "PORT") if k in _replica},
+        "TEST": {"MIRROR": "default"},
+    }
+    READ_DATABASE = "replica"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

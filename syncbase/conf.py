@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     # workers): one that reaches PostgreSQL directly, not through PgBouncer
     # in transaction mode.
     "LISTEN_DATABASE": "default",
+    # A DATABASES alias (a streaming replica) for pull pages, `?since=` and the
+    # data API's lists; "" reads everything on the default database.
+    "READ_DATABASE": "",
     # Operations.
     "READYZ_TIMEOUT_SECONDS": 2.0,
     "METRICS_TOKEN": "",

@@ -44,8 +44,9 @@ from contextlib import ExitStack
 from functools import lru_cache
 from typing import Any
 
-from django.db import connection
 from psycopg.pq import TransactionStatus
+
+from syncbase.reading import connection
 
 Statement = tuple[str, Any]  # SQL and its parameters (a sequence or a mapping)
 

@@ -27,6 +27,7 @@ from typing import Any
 import django_filters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -54,10 +55,11 @@ from sync.api.views import mutations_of, pull_limit
 from sync.choices import OnStale, Op, Reason, Status
 from sync.codecs import FieldCodec
 from sync.engine.mutations import Malformed, Mutation, MutationResult, parse
-from sync.engine.pull import pull_page
+from sync.engine.pull import pull_page_read
 from sync.engine.scope import Scope
 from sync.engine.write import check_batch_size, mutations_apply
 from sync.registry import SyncedType
+from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
 DEFAULT_PAGE_SIZE = 100
@@ -272,7 +274,9 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
         since = request.query_params.get("since")
         if since is not None:
             return self._since(request, since)
-        queryset = self.filter_queryset(self.get_queryset())
+        # On the replica when there is one: a list may lag behind a write just
+        # made by the replica's replay (`?since=` and reads by id do not).
+        queryset = self.filter_queryset(self.get_queryset().using(_read_alias()))
         page = self.paginate_queryset(queryset)
         rows = page if page is not None else list(queryset)
         return self.get_paginated_response([self._body(obj) for obj in rows])
@@ -280,7 +284,7 @@ class DataViewSet(viewsets.GenericViewSet, SyncAPIView):
     def _since(self, request: Request, cursor: str) -> Response:
         params = request.query_params
         size = pull_limit(params.get("limit", params.get("page_size")))
-        page = pull_page(
+        page = pull_page_read(
             user_id=user_id_of(request),
             cursor=cursor or None,
             limit=size,
@@ -654,3 +658,7 @@ def urls() -> list[Any]:
 
 
 __all__ = ["PullResponseSerializer", "urls"]
+
+
+def _read_alias() -> str:
+    return sync_settings.READ_DATABASE or DEFAULT_DB_ALIAS

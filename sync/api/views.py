@@ -34,7 +34,7 @@ from sync.api.serializers import (
 from sync.choices import ConflictStatus, Status
 from sync.engine import metrics
 from sync.engine.conflicts import conflict_resolve, conflicts_for_user
-from sync.engine.pull import PullPage, pull_page, resolve_models
+from sync.engine.pull import PullPage, pull_page_read, resolve_models
 from sync.engine.push import push_apply
 from sync.engine.seen import device_seen
 from sync.models import Token
@@ -141,7 +141,7 @@ class PullView(SyncAPIView):
     def read(self, request: Request, device: Device, *, cursor: str | None = None) -> PullPage:
         """A page from `cursor` (by default the request's)."""
         params = request.query_params
-        return pull_page(
+        return pull_page_read(
             user_id=user_id_of(request),
             cursor=cursor or params.get("cursor") or None,
             limit=pull_limit(params.get("limit")),

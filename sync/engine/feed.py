@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
 from django.db.models import Max, Q
 
 from sync.models import Change, ChannelGrant, FeedState, GrantEvent
 from syncbase import bulk
+from syncbase.reading import connection
 
 Position = tuple[int, int]  # (tx, seq)
 ORIGIN: Position = (0, 0)
