@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -168,6 +169,7 @@ class ClientsOverHttp(RuleBasedStateMachine):
         return check
 
     def _sync(self, device: Device) -> None:
+        _standby_caught_up()
         report = device.client.sync()
         self.tally["initial sync again after a 410"] += report.resynced
 
@@ -405,6 +407,32 @@ class ClientsOverHttp(RuleBasedStateMachine):
                         previous[key] = value
         twice = [value for value, n in introduced.items() if n > 1]
         assert not twice, f"values written more than once: {twice}"
+
+
+# Set by tests/scale/test_standby.py, which runs this test once with the
+# server reading from a streaming standby: a device checks its state against
+# the primary's right after syncing, so it syncs once the standby has
+# replayed what others wrote (its own pushes' cursors are read on the
+# primary whatever the lag).
+STANDBY_URL = os.environ.get("E2E_STANDBY_URL", "")
+
+
+def _standby_caught_up() -> None:
+    if not STANDBY_URL:
+        return
+    import psycopg
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        (lsn,) = cursor.fetchone()
+    with psycopg.connect(STANDBY_URL, autocommit=True) as standby:
+        for _ in range(400):
+            row = standby.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the standby did not catch up")
 
 
 def test_devices_converge_over_http(live_gunicorn, tmp_path, settings):

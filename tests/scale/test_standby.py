@@ -7,6 +7,9 @@ primary (read-your-writes)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live import gunicorn
+from tests.live import ROOT, gunicorn
 from tests.scale.conftest import Cluster, manage
 
 pytestmark = pytest.mark.postgres
@@ -133,3 +136,35 @@ def test_a_cursor_ahead_of_the_standby_is_read_on_the_primary(served):
     finally:
         cluster.sql(cluster.standby_port, "SELECT pg_wal_replay_resume()")
     cluster.replayed()
+
+
+def test_the_http_convergence_property_holds_with_reads_on_the_standby(cluster, tmp_path):
+    """tests/e2e/test_client_convergence.py, run once with its server reading
+    from the standby (a pytest of its own: its test database is made on this
+    cluster's primary, and replicated)."""
+    examples = os.environ.get("E2E_STANDBY_EXAMPLES", "6")
+    env = {
+        **os.environ,
+        "DATABASE_URL": cluster.url(cluster.primary_port, "sync"),
+        "READ_DATABASE_URL": cluster.url(cluster.standby_port, "test_sync"),
+        "E2E_STANDBY_URL": cluster.url(cluster.standby_port, "test_sync"),
+        "E2E_EXAMPLES": examples,
+    }
+    done = subprocess.run(  # noqa: S603 - our own test suite
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/e2e/test_client_convergence.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout

@@ -118,7 +118,7 @@ def test_an_unexpected_error_is_json_without_a_traceback(alice, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("secret internals: password=hunter2")
 
-    monkeypatch.setattr(views, "pull_page", broken)
+    monkeypatch.setattr(views, "pull_page_read", broken)
     response = alice.client.get("/api/v1/sync/pull/")
     body = assert_error(response, 500, "server_error")
     assert "hunter2" not in response.content.decode() and "RuntimeError" not in str(body)

@@ -240,7 +240,7 @@ def test_unhandled_exception_in_a_view_is_500_json(alice, settings, monkeypatch,
     def explode(**kwargs: Any) -> None:
         raise RuntimeError("secret internal detail: boom")
 
-    monkeypatch.setattr("sync.api.views.pull_page", explode)
+    monkeypatch.setattr("sync.api.views.pull_page_read", explode)
     alice.client.raise_request_exception = False
     response = alice.client.get("/api/v1/sync/pull/")
     body = assert_error(response, 500, "server_error")
