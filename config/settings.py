@@ -175,6 +175,16 @@ if env.str("READ_DATABASE_URL", default=""):
         "TEST": {"MIRROR": "default"},
     }
     READ_DATABASE = "replica"
+# LISTEN (live pulls, workers) needs a session of its own on PostgreSQL
+# itself: behind PgBouncer in transaction mode, give it a direct connection.
+if env.str("LISTEN_DATABASE_URL", default=""):
+    _direct = env.db("LISTEN_DATABASE_URL")
+    DATABASES["listen"] = {
+        **DATABASES["default"],
+        **{k: _direct[k] for k in ("NAME", "USER", "PASSWORD", "HOST", "PORT") if k in _direct},
+        "TEST": {"MIRROR": "default"},
+    }
+    LISTEN_DATABASE = "listen"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -32,6 +32,13 @@ BIN = (
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 
+def _missing(what: str) -> None:
+    """Skip, or fail when REQUIRE_SERVICES=1 (as the services' markers do)."""
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"REQUIRE_SERVICES=1 but this test needs {what}")
+    pytest.skip(f"needs {what}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,8 +89,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    if BIN is None or not os.access(RUNUSER, os.X_OK):
-        pytest.fail("needs PostgreSQL's server tools (/usr/lib/postgresql/*/bin) and runuser")
+    if BIN is None or not os.access(RUNUSER, os.X_OK) or os.geteuid() != 0:
+        _missing("PostgreSQL's server tools (/usr/lib/postgresql/*/bin), run as root (runuser)")
     directory = Path(tempfile.mkdtemp(prefix="sync-standby-"))
     shutil.chown(directory, "postgres")
     found = Cluster(_free_port(), _free_port(), directory)
@@ -157,3 +164,61 @@ def manage(cluster: Cluster, *args: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+@pytest.fixture(scope="module")
+def pgbouncer() -> Iterator[int]:
+    """PgBouncer in transaction pooling mode in front of the machine's
+    PostgreSQL (every database), as the `postgres` user (it refuses root), on
+    a free port; yields the port."""
+    if not os.access(PGBOUNCER, os.X_OK) or os.geteuid() != 0:
+        _missing(f"PgBouncer at {PGBOUNCER} (apt-get install pgbouncer), run as root (runuser)")
+    directory = Path(tempfile.mkdtemp(prefix="sync-pgbouncer-"))
+    shutil.chown(directory, "postgres")
+    port = _free_port()
+    (directory / "users.txt").write_text('"postgres" ""\n')
+    (directory / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        "* = host=127.0.0.1 port=5432\n"
+        "[pgbouncer]\n"
+        "listen_addr = 127.0.0.1\n"
+        f"listen_port = {port}\n"
+        "unix_socket_dir =\n"
+        "auth_type = trust\n"
+        f"auth_file = {directory / 'users.txt'}\n"
+        "pool_mode = transaction\n"
+        "max_client_conn = 500\n"
+        "default_pool_size = 20\n"
+        # psycopg and Django send these at connection start; PgBouncer must
+        # let them through (it cannot keep session settings per client).
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        f"logfile = {directory / 'pgbouncer.log'}\n"
+    )
+    for path in directory.iterdir():
+        shutil.chown(path, "postgres")
+    proc = subprocess.Popen(  # noqa: S603 - PgBouncer with our own ini
+        [RUNUSER, "-u", "postgres", "--", PGBOUNCER, str(directory / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with psycopg.connect(
+                    f"postgres://postgres@127.0.0.1:{port}/postgres", prepare_threshold=None
+                ) as conn:
+                    conn.execute("SELECT 1")
+                break
+            except psycopg.OperationalError:
+                assert proc.poll() is None, (directory / "pgbouncer.log").read_text()
+                assert time.monotonic() < deadline, "PgBouncer did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)

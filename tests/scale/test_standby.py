@@ -94,6 +94,9 @@ def served(cluster: Cluster, django_db_blocker) -> Iterator[tuple[Cluster, str, 
 
 def test_pulls_read_the_standby_and_never_skip_while_its_replay_is_paused(served):
     cluster, base, token = served
+    erp_token = manage(
+        cluster, "service_account", "erp-standby", "--perm", "fieldwork.view_customer"
+    ).strip()
     phone, tablet = App(base, token), App(base, token)
     phone.pull()
     tablet.pull()
@@ -101,6 +104,13 @@ def test_pulls_read_the_standby_and_never_skip_while_its_replay_is_paused(served
     first, _ = phone.push_customer("Replayed")
     cluster.replayed()
     assert first in tablet.pull()
+    erp = httpx.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Token {erp_token}"})
+    erp_cursor = ""
+    while True:  # the back office mirrors customers, up to date
+        mirrored = erp.get("/data/fieldwork.customer/", params={"since": erp_cursor}).json()
+        erp_cursor = mirrored["cursor"]
+        if not mirrored["has_more"]:
+            break
 
     cluster.sql(cluster.standby_port, "SELECT pg_wal_replay_pause()")
     try:
@@ -111,6 +121,12 @@ def test_pulls_read_the_standby_and_never_skip_while_its_replay_is_paused(served
         assert tablet.pull() == []
         assert tablet.pull() == []
         held = tablet.cursor
+        # The data API's list and ?since= read there too.
+        listed = erp.get("/data/fieldwork.customer/", params={"page_size": 1000}).json()
+        assert first in {o["id"] for o in listed["results"]}
+        assert kept_back not in {o["id"] for o in listed["results"]}
+        since = erp.get("/data/fieldwork.customer/", params={"since": erp_cursor}).json()
+        assert kept_back not in {c["id"] for c in since["changes"]}
     finally:
         cluster.sql(cluster.standby_port, "SELECT pg_wal_replay_resume()")
     cluster.replayed()
