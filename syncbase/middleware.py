@@ -155,7 +155,7 @@ class ReleaseResponseMiddleware(SyncAndAsyncMiddleware):
     are freed only by the cyclic garbage collector, and once a request has
     made them long-lived, only by a full collection, which may come hundreds
     of requests later: a worker serving pull pages of 1,000 changes held
-    50-70 MB of old pages that way (docs/scaling.md). Their contexts are used
+    50-70 MB of old pages that way (docs/bench/history.md). Their contexts are used
     to render and to parse, both done when the response comes back here.
     """
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,15 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     if BIN is None or not os.access(RUNUSER, os.X_OK) or os.geteuid() != 0:
         _missing("PostgreSQL's server tools (/usr/lib/postgresql/*/bin), run as root (runuser)")
+    with primary_and_standby() as found:
+        yield found
+
+
+@contextmanager
+def primary_and_standby() -> Iterator[Cluster]:
+    """A primary and its hot standby, started, with a database `sync`; both
+    stopped and removed on leaving (bench/standby.py uses it too)."""
+    assert BIN is not None
     directory = Path(tempfile.mkdtemp(prefix="sync-standby-"))
     shutil.chown(directory, "postgres")
     found = Cluster(_free_port(), _free_port(), directory)
