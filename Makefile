@@ -46,7 +46,8 @@ lint: install
 
 # Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
 # and the raw floor), bench/run.py (in process), fan-out, compression, and
-# bench/live.py (wake-up and live pull latency, a thousand waiting devices).
+# bench/live.py (wake-up and live pull latency, a thousand waiting devices),
+# bench/standby.py (pulls from a streaming standby beside the primary).
 # QUICK=1 runs small versions of each in a few minutes.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
 bench: install
@@ -57,6 +58,7 @@ bench: install
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/fanout.py
 	$(PY) bench/compression.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/live.py
+	QUICK=$(QUICK) $(PY) bench/standby.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .

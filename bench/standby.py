@@ -95,7 +95,8 @@ def measure(port: int, token: str, device: str) -> dict[str, float]:
 def main() -> None:
     with primary_and_standby() as cluster:
         manage(cluster, "migrate", "--noinput")
-        token, device = manage(cluster, "shell", "-c", MAKE_DATA.format(n=OBJECTS)).split()
+        made = manage(cluster, "shell", "-c", MAKE_DATA.format(n=OBJECTS))
+        token, device = made.strip().splitlines()[-1].split()
         cluster.sql(cluster.primary_port, "ANALYZE")
         cluster.replayed(120)
         env = {**os.environ, **SERVER_ENV, "DATABASE_URL": cluster.primary}
