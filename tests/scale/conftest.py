@@ -232,3 +232,21 @@ def pgbouncer() -> Iterator[int]:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_pytest(env: dict[str, str], *files: str) -> str:
+    """Our own test files in a pytest of their own, with `env` (another
+    database, another server set-up); every test must pass, none be skipped.
+    Returns pytest's summary line."""
+    done = subprocess.run(  # noqa: S603 - our own test suite
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    summary = done.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+    return summary

@@ -8,12 +8,10 @@ true)`, transaction-scoped advisory locks, psycopg's pipelines)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.live import ROOT
+from tests.scale.conftest import run_pytest
 
 pytestmark = pytest.mark.postgres
 
@@ -36,15 +34,5 @@ def test_the_http_end_to_end_suites_pass_through_pgbouncer(pgbouncer):
         "E2E_EXAMPLES": os.environ.get("E2E_PGBOUNCER_EXAMPLES", "6"),
     }
     env.pop("READ_DATABASE_URL", None)
-    done = subprocess.run(  # noqa: S603 - our own test suite
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    summary = done.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary, summary
+    summary = run_pytest(env, *SUITES)
     print(f"\nthrough PgBouncer: {summary}")

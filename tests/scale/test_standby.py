@@ -8,8 +8,6 @@ primary (read-your-writes)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live import ROOT, gunicorn
-from tests.scale.conftest import Cluster, manage
+from tests.live import gunicorn
+from tests.scale.conftest import Cluster, manage, run_pytest
 
 pytestmark = pytest.mark.postgres
 
@@ -166,21 +164,5 @@ def test_the_http_convergence_property_holds_with_reads_on_the_standby(cluster, 
         "E2E_STANDBY_URL": cluster.url(cluster.standby_port, "test_sync"),
         "E2E_EXAMPLES": examples,
     }
-    done = subprocess.run(  # noqa: S603 - our own test suite
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/e2e/test_client_convergence.py",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout
+    summary = run_pytest(env, "tests/e2e/test_client_convergence.py")
+    assert summary.startswith("1 passed"), summary
