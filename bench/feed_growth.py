@@ -17,7 +17,6 @@ Usage: python bench/feed_growth.py [--rows 10000000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -47,6 +46,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from bench.serving import save  # noqa: E402
 from sync.engine.compaction import feed_compact  # noqa: E402
 from sync.engine.pull import pull_page  # noqa: E402
 from sync.engine.write import mutations_apply  # noqa: E402
@@ -152,10 +152,7 @@ def main() -> None:
     compacted = feed_compact()
     result["compaction"] = {"seconds": round(time.monotonic() - started, 1), **compacted}
     print("compaction:", result["compaction"], flush=True)
-    out = ROOT / "bench" / "results" / f"feed-growth-{args.rows}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save(f"feed-growth-{args.rows}", result)
 
 
 if __name__ == "__main__":

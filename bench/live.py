@@ -123,7 +123,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
+from bench.serving import SERVER_ENV, Session, gunicorn, pull_all, save  # noqa: E402
 from config.celery import app  # noqa: E402
 from devices.models import PushOutbox  # noqa: E402
 from devices.services import device_register  # noqa: E402
@@ -448,10 +448,7 @@ def main() -> None:
         for proc in (web, live):
             proc.terminate()
             proc.wait(30)
-    out = ROOT / "bench" / "results" / ("live-quick.json" if QUICK else "live.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("live-quick" if QUICK else "live", result)
 
 
 if __name__ == "__main__":

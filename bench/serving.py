@@ -30,6 +30,16 @@ SERVER_ENV = {
 }
 
 
+def save(name: str, result: dict) -> Path:
+    """Write a bench's result as bench/results/`name`.json and print it."""
+    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    out.write_text(text + "\n")
+    print(text)
+    return out
+
+
 def gunicorn(code: Path, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
     """gunicorn serving the checkout `code` on 127.0.0.1:`port` with keep-alive,
     with its config file and the metrics of all workers in a directory, as

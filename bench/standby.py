@@ -13,7 +13,6 @@ PostgreSQL's server tools.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from bench.serving import SERVER_ENV, Session, gunicorn, pull_all  # noqa: E402
+from bench.serving import SERVER_ENV, Session, gunicorn, pull_all, save  # noqa: E402
 from tests.scale.conftest import manage, primary_and_standby  # noqa: E402
 
 QUICK = os.environ.get("QUICK") == "1"
@@ -118,10 +117,7 @@ def main() -> None:
                 server.terminate()
                 server.wait(10)
     result = {"objects": OBJECTS, "seconds": SECONDS, **runs}
-    out = ROOT / "bench" / "results" / ("standby-quick.json" if QUICK else "standby.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("standby-quick" if QUICK else "standby", result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on the loopback nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -71,7 +72,7 @@ def gunicorn(*, workers: int = 3, log: Path | None = None, **env: str) -> Iterat
     overrides the server's environment (production settings otherwise: DEBUG
     off; only the HTTPS redirect is off, since the loopback speaks plain HTTP).
     The server's output goes to `log` if given, else to the test's."""
-    port = _free_port()
+    port = free_port()
     binary = Path(sys.executable).with_name("gunicorn")
     command = [
         str(binary),
@@ -95,7 +96,7 @@ def serve_live(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`manage.py serve_live` (the ASGI server of live pulls) on the test
     database, as `gunicorn` above; yields its base URL and its process."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "manage.py", "serve_live", "--port", str(port)]
     with _serving(command, port, log=log, env=env) as served:
         yield served

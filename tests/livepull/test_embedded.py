@@ -6,7 +6,6 @@ NOTIFY there)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,13 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.live import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_make_runs_server_ends_a_live_pull_at_a_push(tmp_path):
@@ -34,7 +29,7 @@ def test_make_runs_server_ends_a_live_pull_at_a_push(tmp_path):
     manage = [sys.executable, "manage.py"]
     for step in (["migrate", "--noinput"], ["seed_demo"]):
         subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True, capture_output=True)  # noqa: S603
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(  # noqa: S603 - our own server
         [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
         cwd=ROOT,

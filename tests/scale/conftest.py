@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.live import free_port
 
 BIN = (
     Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
@@ -38,12 +39,6 @@ def _missing(what: str) -> None:
     if os.environ.get("REQUIRE_SERVICES") == "1":
         pytest.fail(f"REQUIRE_SERVICES=1 but this test needs {what}")
     pytest.skip(f"needs {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(*command: str) -> None:
@@ -103,7 +98,7 @@ def primary_and_standby() -> Iterator[Cluster]:
     assert BIN is not None
     directory = Path(tempfile.mkdtemp(prefix="sync-standby-"))
     shutil.chown(directory, "postgres")
-    found = Cluster(_free_port(), _free_port(), directory)
+    found = Cluster(free_port(), free_port(), directory)
     started: list[Path] = []
     try:
         _as_postgres(
@@ -188,7 +183,7 @@ def pgbouncer() -> Iterator[int]:
         _missing(f"PgBouncer at {PGBOUNCER} (apt-get install pgbouncer), run as root (runuser)")
     directory = Path(tempfile.mkdtemp(prefix="sync-pgbouncer-"))
     shutil.chown(directory, "postgres")
-    port = _free_port()
+    port = free_port()
     (directory / "users.txt").write_text('"postgres" ""\n')
     (directory / "pgbouncer.ini").write_text(
         "[databases]\n"
