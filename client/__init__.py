@@ -24,15 +24,17 @@ from client.errors import (
     StaleResolution,
     UnexpectedResponse,
     UnsentChanges,
+    UpgradeRequired,
     ValidationError,
 )
-from client.http import RetryPolicy
+from client.http import Deprecation, RetryPolicy
 from client.sync import Progress, SyncClient, SyncReport
 
 __all__ = [
     "ApiError",
     "ClientError",
     "ConflictSettled",
+    "Deprecation",
     "NetworkError",
     "NotFound",
     "NotLoggedIn",
@@ -44,5 +46,6 @@ __all__ = [
     "SyncReport",
     "UnexpectedResponse",
     "UnsentChanges",
+    "UpgradeRequired",
     "ValidationError",
 ]

@@ -31,7 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from client.errors import ApiError, ClientError, NetworkError, NotLoggedIn, ValidationError
+from client.errors import (
+    ApiError,
+    ClientError,
+    NetworkError,
+    NotLoggedIn,
+    UpgradeRequired,
+    ValidationError,
+)
+from client.http import Deprecation
 from client.schema import ModelSpec
 from client.sync import Progress, SyncClient, SyncReport
 
@@ -55,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[red]Not logged in[/] ({exc}). Run: python -m client login USERNAME")
     except ValidationError as exc:
         err.print("[red]Not saved:[/] " + _errors_text(exc.errors))
+    except UpgradeRequired as exc:
+        where = f" ({exc.upgrade_url})" if exc.upgrade_url else ""
+        err.print(
+            f"[red]This app version can no longer sync:[/] upgrade to {exc.minimum_version} "
+            f"or later{where}. Pending edits were sent first; local data is kept."
+        )
     except ApiError as exc:
         wait = f" Try again in {exc.retry_after:.0f} s." if exc.retry_after else ""
         err.print(f"[red]The server refused ({exc.status} {exc.code}):[/] {exc.detail}{wait}")
@@ -237,6 +251,8 @@ def cmd_sync(client: SyncClient, args: argparse.Namespace) -> None:
         out.print(
             f"  [yellow]conflict[/] {conflict_id}: `resolve {conflict_id} server|client|fields`"
         )
+    if client.deprecation is not None:
+        out.print(_deprecation_text(client.deprecation))
 
 
 def cmd_follow(client: SyncClient, args: argparse.Namespace) -> None:
@@ -273,6 +289,8 @@ def cmd_status(client: SyncClient, args: argparse.Namespace) -> None:
         )
     if status.rejections:
         out.print(f"rejected    {len(status.rejections)} (see `rejections`)")
+    if status.deprecation is not None:
+        out.print(_deprecation_text(status.deprecation))
 
 
 def cmd_conflicts(client: SyncClient, args: argparse.Namespace) -> None:
@@ -352,7 +370,15 @@ def _report_text(report: SyncReport) -> str:
     kind = "initial sync" if report.initial else "sync"
     if report.resynced:
         kind = "full resync (the server no longer had our position)"
+    elif report.refetched:
+        kind = f"sync, fetching {', '.join(report.refetched)} again"
     return f"{kind}: pushed {pushed or 'nothing'}; pulled {report.pulled} changes."
+
+
+def _deprecation_text(notice: Deprecation) -> str:
+    by = f" by {notice.sunset_at:%Y-%m-%d}" if notice.sunset_at else ""
+    where = f": {notice.url}" if notice.url else ""
+    return f"[yellow]This app version is deprecated; please update{by}{where}[/]"
 
 
 def _values(spec: ModelSpec, items: Sequence[str]) -> dict[str, Any]:

@@ -11,7 +11,10 @@ work order; then they sync one after the other:
   waits in the staff queue in the admin, and here its author resolves it from
   the app through the API instead;
 
-and every device ends identical to a fresh sync of its user's data.
+and every device ends identical to a fresh sync of its user's data. Then an
+older app, built against `fieldwork.equipment` version 1 (`serial`,
+`location`), edits a boiler that a current app edits too: the server
+translates both ways, and they converge, each in its own shape.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from client.sync import SyncClient
 # The demo logins `make run` prints (fieldwork/management/commands/seed_demo.py).
 DEMO_LOGINS = {"demo": "demo-pass-1234", "alice": "alice-pass-1234"}
 ORDER = "fieldwork.workorder"
+EQUIPMENT = "fieldwork.equipment"
+# What the older app was built against (docs/protocol.md, "App versions and schema changes").
+OLD_APP_SCHEMA = {
+    "fieldwork.customer": 1,
+    "fieldwork.workorder": 1,
+    "fieldwork.note": 1,
+    EQUIPMENT: 1,
+}
 
 
 def main() -> int:
@@ -117,6 +128,8 @@ def run(server: str, tmp: Path) -> None:
         )
     print(_converged(devices))
 
+    _older_app(server, tmp, devices)
+
     # One left open, so that the admin's queue has something to show.
     phone.update(ORDER, order_id, {"title": f"{base}: parts ordered"})
     tablet.update(ORDER, order_id, {"title": f"{base}: waiting for parts"})
@@ -129,6 +142,47 @@ def run(server: str, tmp: Path) -> None:
         f"  Resolve it in the admin (admin / admin-pass-1234): "
         f"{server}/admin/sync/conflict/{left[0]}/change/"
     )
+
+
+def _older_app(server: str, tmp: Path, devices: dict[str, SyncClient]) -> None:
+    """An app still at equipment's version 1 and a current one edit the same boiler."""
+    old = SyncClient(
+        tmp / "old-phone",
+        base_url=server,
+        retry=RetryPolicy(attempts=2),
+        app_version="1.0.0",
+        schema=OLD_APP_SCHEMA,
+    )
+    old.login("demo", DEMO_LOGINS["demo"])
+    old.register_device(platform="android", name="old-phone (make demo)")
+    old.sync()
+    phone = devices["demo-phone"]
+    boilers = [oid for (_, oid), data in phone.all(EQUIPMENT).items() if data["kind"] == "boiler"]
+    if not boilers:
+        raise ClientError("no boiler in the demo data; is this `make run`'s demo data?")
+    equipment_id = sorted(boilers)[0]
+    before = old.get(EQUIPMENT, equipment_id) or {}
+    print(
+        f'\nAn older app (old-phone, equipment schema version 1) sees "{before.get("name")}" '
+        f'as serial {before.get("serial")}, location "{before.get("location")}". Offline:'
+    )
+    old.update(EQUIPMENT, equipment_id, {"location": "Main house, Boiler room"})
+    phone.update(EQUIPMENT, equipment_id, {"serial_number": "SN-REPLACED"})
+    print('  old-phone    location → "Main house, Boiler room"')
+    print('  demo-phone   serial_number → "SN-REPLACED"')
+    for client, name in ((phone, "demo-phone"), (old, "old-phone")):
+        status = next(iter(client.sync().pushed))
+        print(f"  {name:<12} {status}")
+    devices["old-phone"] = old
+    for client in devices.values():
+        client.sync()
+    now, then = phone.get(EQUIPMENT, equipment_id) or {}, old.get(EQUIPMENT, equipment_id) or {}
+    print(
+        f"  demo-phone   serial_number {now.get('serial_number')}, "
+        f'building "{now.get("building")}", room "{now.get("room")}", kind {now.get("kind")}'
+    )
+    print(f'  old-phone    serial {then.get("serial")}, location "{then.get("location")}"')
+    print(_converged(devices))
 
 
 def _shared_work_order(phone: SyncClient, alice: SyncClient) -> tuple[str, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 
@@ -32,8 +32,30 @@ class ApiError(ClientError):
         self.detail: str = str(body.get("detail") or f"HTTP {status}")
         self.errors: dict[str, list[str]] | None = body.get("errors")
         self.retry_after: float | None = None
+        self.headers: Mapping[str, str] = {}  # the response's
         where = f"{method} {url} answered " if method and url else ""
         super().__init__(f"{where}{status} {self.code}: {self.detail}")
+
+
+class UpgradeRequired(ApiError):
+    """`426 upgrade_required`: this app version may no longer pull (docs/protocol.md,
+    "Too old: drain first, then stop").
+
+    Its pushes are still accepted, so `sync()` has pushed the outbox before
+    the pull that raised this (`report` is that sync's report, with the push
+    results); the local data stays readable. Show the upgrade message (with
+    `upgrade_url` when there is one) and stop syncing until the app is
+    upgraded: every pull will be refused the same way.
+    """
+
+    def __init__(
+        self, status: int, body: dict[str, Any], *, method: str = "", url: str = ""
+    ) -> None:
+        super().__init__(status, body, method=method, url=url)
+        self.minimum_version: str = str(body.get("minimum_version") or "")
+        self.platform: str = str(body.get("platform") or "")
+        self.upgrade_url: str | None = body.get("upgrade_url") or None
+        self.report: Any = None  # the SyncReport of the sync that pushed first
 
 
 class UnexpectedResponse(ClientError):

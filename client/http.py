@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -20,12 +21,63 @@ from typing import Any
 
 import httpx
 
-from client.errors import ApiError, NetworkError, Redirected, UnexpectedResponse
+from client.errors import ApiError, NetworkError, Redirected, UnexpectedResponse, UpgradeRequired
 
 # Worth another try: the request may not have been processed, or the server
 # asked us to come back (429). Any other 4xx would fail the same way again.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "syncserver-reference-client/1"
+
+# The handshake every sync call makes (docs/protocol.md, "App versions and
+# schema changes"): which app, which schema, and how far behind its outbox is.
+APP_VERSION = "X-App-Version"
+SCHEMA_VERSION = "X-Schema-Version"
+OUTBOX_PENDING = "X-Outbox-Pending"
+OUTBOX_OLDEST_AGE = "X-Outbox-Oldest-Age"
+
+
+def schema_header(schema: Mapping[str, int]) -> str:
+    """`X-Schema-Version`'s value: `label=version`, comma-separated."""
+    return ",".join(f"{label}={int(version)}" for label, version in sorted(schema.items()))
+
+
+@dataclass(frozen=True)
+class Deprecation:
+    """What a response's `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and
+    `Link; rel="deprecation"` headers say: this app version is deprecated
+    since `deprecated_at`, stops pulling at `sunset_at` (when known), and the
+    new one is at `url` (when given). For a "please update by …" notice."""
+
+    deprecated_at: datetime | None
+    sunset_at: datetime | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> Deprecation | None:
+        """None when the response carries no `Deprecation` header."""
+        raw = headers.get("Deprecation")
+        if raw is None:
+            return None
+        return cls(
+            deprecated_at=_deprecated_at(raw),
+            sunset_at=_http_date(headers.get("Sunset")),
+            url=_deprecation_link(headers.get("Link")),
+        )
+
+    def wire(self) -> dict[str, str | None]:
+        """As kept in the store (JSON)."""
+        return {
+            "deprecated_at": self.deprecated_at.isoformat() if self.deprecated_at else None,
+            "sunset_at": self.sunset_at.isoformat() if self.sunset_at else None,
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_wire(cls, kept: Mapping[str, str | None]) -> Deprecation:
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(when(kept.get("deprecated_at")), when(kept.get("sunset_at")), kept.get("url"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +119,8 @@ class Response:
 
 
 class Api:
-    """A JSON client for one server, with the token and device headers set."""
+    """A JSON client for one server, with the token and device headers set,
+    and the handshake (app version, schema, outbox) on every call."""
 
     def __init__(
         self,
@@ -80,9 +133,18 @@ class Api:
         timeout: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        app_version: str | None = None,
+        schema: Mapping[str, int] | None = None,
+        outbox: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.token = token
         self.device_id = device_id
+        # The handshake: the app's version, the schema it was built against
+        # (None: the current one, no header), and `outbox()` → (pending edits,
+        # age in seconds of the oldest), read afresh for every request.
+        self.app_version = app_version
+        self.schema = dict(schema) if schema is not None else None
+        self.outbox = outbox
         self.retry = retry or RetryPolicy()
         self.stats = TransferStats()
         self._sleep = sleep
@@ -120,6 +182,7 @@ class Api:
         expect: int | Collection[int] = 200,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        headers: Mapping[str, str | None] | None = None,
     ) -> Response:
         """Send one request, retrying network errors, 5xx and 429.
 
@@ -133,19 +196,23 @@ class Api:
         is answered only after its wait. `retry` replaces the retry policy for
         this call: `RetryPolicy(attempts=1)` retries nothing in place, for a
         caller that handles failures itself (`SyncClient.follow` falls back to
-        polling on a 429 rather than sleeping through it).
+        polling on a 429 rather than sleeping through it). `headers` add to
+        (or, None, take away) the ones sent: a push of outbox entries queued
+        under another schema says so in its own `X-Schema-Version`.
+        A `426 upgrade_required` raises `UpgradeRequired`.
         """
         policy = retry or self.retry
         expected = (expect,) if isinstance(expect, int) else tuple(expect)
-        headers = {}
+        sent: dict[str, str | None] = {**self.handshake(), **(headers or {})}
         if self.token:
-            headers["Authorization"] = f"Token {self.token}"
+            sent["Authorization"] = f"Token {self.token}"
         if device and self.device_id:
-            headers["X-Device-Id"] = self.device_id
+            sent["X-Device-Id"] = self.device_id
         content = None
         if json_body is not None:
             content = json.dumps(json_body, separators=(",", ":")).encode()
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
+        request_headers = {name: value for name, value in sent.items() if value is not None}
         attempt = 0
         while True:
             self.stats.requests += 1
@@ -155,7 +222,7 @@ class Api:
                     path,
                     content=content,
                     params=params,
-                    headers=headers,
+                    headers=request_headers,
                     timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
                 )
             except httpx.TransportError as exc:
@@ -172,9 +239,10 @@ class Api:
                 return Response(raw.status_code, _json(raw), raw.headers)
             if raw.status_code < 400:
                 raise self._unexpected(method, raw, expected)
-            error = ApiError(
-                raw.status_code, _error_body(raw), method=method, url=str(raw.request.url)
-            )
+            body = _error_body(raw)
+            kind = UpgradeRequired if body.get("code") == "upgrade_required" else ApiError
+            error = kind(raw.status_code, body, method=method, url=str(raw.request.url))
+            error.headers = raw.headers
             error.retry_after = _retry_after(raw.headers.get("Retry-After"))
             if raw.status_code not in RETRY_STATUSES or attempt + 1 >= policy.attempts:
                 raise error
@@ -187,6 +255,22 @@ class Api:
                 delay = error.retry_after + self._rng.uniform(0, policy.base_delay)
             self._wait(delay)
             attempt += 1
+
+    def handshake(self) -> dict[str, str]:
+        """The headers that say which app, which schema, and how its outbox
+        stands (docs/protocol.md, "The handshake"). The outbox ones go out
+        even when it is empty (`0`): the server's "App versions" page counts
+        the devices that have nothing left to push."""
+        out: dict[str, str] = {}
+        if self.app_version:
+            out[APP_VERSION] = self.app_version
+        if self.schema is not None:
+            out[SCHEMA_VERSION] = schema_header(self.schema)
+        if self.outbox is not None:
+            pending, oldest_age = self.outbox()
+            out[OUTBOX_PENDING] = str(pending)
+            out[OUTBOX_OLDEST_AGE] = str(oldest_age if pending else 0)
+        return out
 
     def _unexpected(
         self, method: str, raw: httpx.Response, expected: tuple[int, ...]
@@ -240,6 +324,40 @@ def _error_body(raw: httpx.Response) -> dict[str, Any]:
         return body
     # Not our server's error shape: a proxy's HTML page, an empty 502.
     return {"code": "error", "detail": f"HTTP {raw.status_code} {raw.reason_phrase}"}
+
+
+def _deprecated_at(value: str) -> datetime | None:
+    """RFC 9745: `@` and a Unix time (`@1796083200`). Anything else (an
+    earlier draft's HTTP date, or `true`) is taken as best it can be."""
+    value = value.strip()
+    if value.startswith("@"):
+        try:
+            return datetime.fromtimestamp(int(value[1:]), UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    return _http_date(value)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+_LINK = re.compile(r"<([^>]*)>([^,]*)")
+
+
+def _deprecation_link(value: str | None) -> str | None:
+    """The target of the `Link` whose `rel` is `deprecation`."""
+    for target, params in _LINK.findall(value or ""):
+        rels = re.search(r"""rel\s*=\s*"?([^";]+)"?""", params)
+        if rels and "deprecation" in rels.group(1).split():
+            return target
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -105,6 +105,7 @@ class ModelSpec:
     fields: dict[str, FieldSpec]
     conflict_policy: str
     conflict_resolution: str
+    version: int = 1  # of the model's schema, on the server now (discovery's `version`)
 
     @classmethod
     def from_wire(cls, description: Mapping[str, Any]) -> ModelSpec:
@@ -116,6 +117,7 @@ class ModelSpec:
             },
             conflict_policy=description.get("conflict_policy", "merge"),
             conflict_resolution=description.get("conflict_resolution", "owner"),
+            version=int(description.get("version") or 1),
         )
 
     @property

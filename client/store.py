@@ -10,11 +10,14 @@ Tables (the same shape ports to Room on Android or Core Data / GRDB on iOS):
   the `mutation_id` chosen when the edit was made. An entry is `sent` once it
   went out in a request; from then on it is frozen and resent unchanged until
   its result arrives, so a retry after a crash or a lost response carries the
-  same ids and the server applies nothing twice.
+  same ids and the server applies nothing twice. Each entry keeps the
+  `X-Schema-Version` it was made under: an edit made before the app was
+  upgraded is pushed in the shape it was made in.
 - `conflicts` and `rejections`: what the server did not apply, kept for the
   user (a conflict can be resolved from the app; a rejection shows its errors).
 - `meta`: the pull cursor, the login, the device id, the last sync, the
-  server's URL (and its live pulls' URL, when they are served elsewhere).
+  server's URL (and its live pulls' URL, when they are served elsewhere), a
+  targeted re-fetch under way (`refetch`), the last deprecation notice.
 - `models`: discovery's description of each model, for offline validation.
 
 What the app shows is the **local view**: the server copy with the pending
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     base_version INTEGER,               -- NULL for a create, or until rebased
     data TEXT,
     sent INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    schema TEXT                         -- X-Schema-Version when made; NULL: none sent
 );
 CREATE INDEX IF NOT EXISTS outbox_object ON outbox (model, object_id, seq);
 CREATE TABLE IF NOT EXISTS conflicts (
@@ -108,6 +112,7 @@ class Mutation:
     base_version: int | None
     data: Data | None
     sent: bool
+    schema: str | None = None  # the X-Schema-Version it was made under (None: none)
 
     @property
     def key(self) -> Key:
@@ -179,6 +184,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "schema" not in columns:  # a store made before entries kept their schema
+            self._db.execute("ALTER TABLE outbox ADD COLUMN schema TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -277,6 +285,17 @@ class Store:
             )
         return True
 
+    def _adopt_pulled(self, changes: Sequence[Mapping[str, Any]]) -> None:
+        """A pulled page's changes, each as the server copy of its object."""
+        for change in changes:
+            self._adopt(
+                change["model"],
+                change["id"],
+                change["version"],
+                change["data"] if change["op"] == "upsert" else None,
+                newer_only=False,
+            )
+
     def adopt_result(self, model: str, object_id: str, version: int, data: Data | None) -> bool:
         """A state the server answered a push or a resolution with."""
         with self.transaction():
@@ -290,14 +309,7 @@ class Store:
         with self.transaction():
             if self.cursor is None:
                 self._initial_sync_begins()
-            for change in changes:
-                self._adopt(
-                    change["model"],
-                    change["id"],
-                    change["version"],
-                    change["data"] if change["op"] == "upsert" else None,
-                    newer_only=False,
-                )
+            self._adopt_pulled(changes)
             self.set("cursor", cursor)
             if not has_more and self.get("initial_sync"):
                 self._initial_sync_ends()
@@ -306,16 +318,83 @@ class Store:
         # The local rows stay visible while the initial sync runs (the app is
         # not blanked for the minutes a large one can take); they are marked
         # with the generation before this one and replaced as pages arrive.
-        self.set("generation", str(self._generation() + 1))
+        generation = self._generation() + 1
+        self.set("generation", str(generation))
         self.set("initial_sync", "1")
+        # Its own generation: a targeted re-fetch during it moves the current
+        # one on, and what this sync brought before that must stay.
+        self.set("initial_generation", str(generation))
 
     def _initial_sync_ends(self) -> None:
         # An initial sync sends no deletes for what was deleted before it
         # started, so whatever it did not bring (or adopt from a push made
         # meanwhile) is gone on the server: drop it (docs/protocol.md).
         with self.transaction() as db:
-            db.execute("DELETE FROM objects WHERE generation < ?", (self._generation(),))
+            began = int(self.get("initial_generation") or self._generation())
+            db.execute("DELETE FROM objects WHERE generation < ?", (began,))
             self.set("initial_sync", None)
+            self.set("initial_generation", None)
+
+    # --- a targeted re-fetch (410 resync_required naming models) -----------
+
+    def refetch(self) -> dict[str, Any] | None:
+        """The re-fetch under way: `models`, the `cursor` to go on with once
+        it is done, its `generation`, and the cursor of its `page`s so far
+        (None: not started); None when there is none."""
+        return _loads(self.get("refetch"))
+
+    def begin_refetch(self, models: Sequence[str], cursor: str) -> dict[str, Any]:
+        """Keep a `410`'s `models` and `cursor` before acting on them, so that
+        an interrupted re-fetch is resumed by the next sync. Its rows get a
+        generation of their own, as an initial sync's do."""
+        with self.transaction():
+            pending = self.refetch()
+            if pending is not None:
+                # Another one before the first finished (a live pull's, say):
+                # both models' data, from the start, then the newer cursor.
+                models = sorted({*pending["models"], *models})
+                generation = pending["generation"]
+            else:
+                generation = self._generation() + 1
+                self.set("generation", str(generation))
+            state = {
+                "models": sorted(models),
+                "cursor": cursor,
+                "generation": generation,
+                "page": None,
+            }
+            self.set("refetch", _dumps(state))
+        return state
+
+    def restart_refetch(self) -> None:
+        """The re-fetch's own cursor was refused: fetch its models from the start."""
+        with self.transaction():
+            state = self.refetch()
+            if state is not None:
+                self.set("refetch", _dumps({**state, "page": None}))
+
+    def apply_refetch_page(
+        self, changes: Sequence[Mapping[str, Any]], page_cursor: str, *, has_more: bool
+    ) -> None:
+        """A page of the re-fetch, in one transaction with its cursor. The
+        last one drops the rows of those models it did not bring (or a push
+        adopt meanwhile): they are gone on the server, as after an initial
+        sync. The outbox stays. Then the main cursor becomes the `410`'s."""
+        with self.transaction() as db:
+            state = self.refetch()
+            if state is None:
+                raise RuntimeError("no re-fetch under way")
+            self._adopt_pulled(changes)
+            if has_more:
+                self.set("refetch", _dumps({**state, "page": page_cursor}))
+                return
+            marks = ",".join("?" * len(state["models"]))
+            db.execute(
+                f"DELETE FROM objects WHERE model IN ({marks}) AND generation < ?",  # noqa: S608
+                (*state["models"], state["generation"]),
+            )
+            self.set("cursor", state["cursor"])
+            self.set("refetch", None)
 
     def forget_account(self) -> None:
         """Another user signs in on this device: nothing of the previous one's
@@ -344,6 +423,18 @@ class Store:
             rows = db.execute("SELECT * FROM outbox ORDER BY seq").fetchall()
         return [_mutation(r) for r in rows]
 
+    def outbox_state(self) -> tuple[int, int]:
+        """(pending edits, seconds the oldest has waited): the handshake's
+        `X-Outbox-Pending` and `X-Outbox-Oldest-Age`; (0, 0) when empty."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox"
+            ).fetchone()
+        if not row["n"]:
+            return 0, 0
+        made = datetime.fromisoformat(row["oldest"].replace("Z", "+00:00"))
+        return int(row["n"]), max(0, int((datetime.now(UTC) - made).total_seconds()))
+
     def _pending_for(self, key: Key) -> list[Mutation]:
         with self.transaction() as db:
             rows = db.execute(
@@ -351,19 +442,24 @@ class Store:
             ).fetchall()
         return [_mutation(r) for r in rows]
 
-    def queue(self, model: str, object_id: str, op: str, data: Data | None) -> str | None:
+    def queue(
+        self, model: str, object_id: str, op: str, data: Data | None, *, schema: str | None = None
+    ) -> str | None:
         """Record a local edit; returns the mutation id that carries it, or None
-        when it cancelled a create the server never saw.
+        when it cancelled a create the server never saw. `schema`: the
+        `X-Schema-Version` the app speaks (None: it sends none).
 
         At most one unsent entry per object: a new edit folds into it
         (docs/protocol.md, "The local store"). An entry already sent is frozen,
         so an edit after it gets an entry of its own, sent after that one's
-        result has given it its `base_version`.
+        result has given it its `base_version`. So does an edit made under
+        another schema (the app was upgraded in between): the two are in
+        different shapes.
         """
         with self.transaction() as db:
             entries = self._pending_for((model, object_id))
             last = entries[-1] if entries else None
-            if last is not None and not last.sent:
+            if last is not None and not last.sent and last.schema == schema:
                 return self._fold(last, op, data)
             if op == "create" or last is not None:
                 base = None  # a create has none; behind a sent entry: rebased later
@@ -373,8 +469,8 @@ class Store:
             mutation_id = str(uuid.uuid4())
             db.execute(
                 "INSERT INTO outbox (mutation_id, model, object_id, op, base_version, data, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (mutation_id, model, object_id, op, base, _dumps(data), _now()),
+                "created_at, schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mutation_id, model, object_id, op, base, _dumps(data), _now(), schema),
             )
             return mutation_id
 
@@ -403,11 +499,15 @@ class Store:
         batch: an entry queued behind another of its object waits for that
         one's result (its base_version), and everything after it waits too,
         so that mutations still reach the server in the order they were made
-        (deleting a work order, then its customer, must not be reordered)."""
+        (deleting a work order, then its customer, must not be reordered).
+        One request says one schema: the batch also ends before the first
+        entry made under another one (edits from before an app upgrade)."""
         batch: list[Mutation] = []
         seen: set[Key] = set()
         for entry in self.pending():
             if entry.key in seen or len(batch) == limit:
+                break
+            if batch and entry.schema != batch[0].schema:
                 break
             batch.append(entry)
             seen.add(entry.key)
@@ -618,6 +718,7 @@ def _mutation(row: sqlite3.Row) -> Mutation:
         base_version=row["base_version"],
         data=_loads(row["data"]),
         sent=bool(row["sent"]),
+        schema=row["schema"],
     )
 
 

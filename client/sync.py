@@ -14,6 +14,7 @@ The loop and how each answer is handled are explained step by step in
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -36,9 +37,18 @@ from client.errors import (
     NotLoggedIn,
     StaleResolution,
     UnsentChanges,
+    UpgradeRequired,
     ValidationError,
 )
-from client.http import Api, Response, RetryPolicy, TransferStats
+from client.http import (
+    SCHEMA_VERSION,
+    Api,
+    Deprecation,
+    Response,
+    RetryPolicy,
+    TransferStats,
+    schema_header,
+)
 from client.schema import Errors, ModelSpec
 from client.store import Data, LocalConflict, Mutation, Rejection, Store
 
@@ -55,6 +65,11 @@ POLLS_BEFORE_LIVE = 3
 # follow() decides what each failure of a live pull means (fall back to
 # polling, back off, resync): none is retried in place.
 LIVE_RETRY = RetryPolicy(attempts=1)
+# Targeted re-fetches (410 naming models) one sync goes through: each is
+# answered with a cursor that has taken it in, so a second in a row only comes
+# from a re-sync made meanwhile. Past these, a further one is taken as a full
+# start-over (an initial sync of everything), which always ends.
+MAX_REFETCHES = 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class SyncReport:
     pulled: int = 0  # changes received
     initial: bool = False  # this sync (re)built the store from scratch
     resynced: bool = False  # because the cursor was refused (410 / bad_cursor)
+    refetched: list[str] = field(default_factory=list)  # models fetched again (410 naming them)
     conflicts: list[str] = field(default_factory=list)  # conflict ids opened
     rejected: list[str] = field(default_factory=list)  # mutation ids rejected
 
@@ -91,6 +107,7 @@ class Status:
     pending: list[Mutation]
     open_conflicts: list[LocalConflict]
     rejections: list[Rejection]
+    deprecation: Deprecation | None = None
 
 
 ResultHook = Callable[[Mutation, Mapping[str, Any]], None]
@@ -98,7 +115,16 @@ ResultHook = Callable[[Mutation, Mapping[str, Any]], None]
 
 class SyncClient:
     """A device: its local store (under `state_dir`) and its conversation with
-    the server. Safe to drop at any moment and reopen from the same directory."""
+    the server. Safe to drop at any moment and reopen from the same directory.
+
+    `app_version` is the app's version (`X-App-Version`), checked by the
+    server against the platform's minimum. `schema` is the version of each
+    model the app was built against (discovery's `version` then), sent as
+    `X-Schema-Version`: the server translates to and from it, and leaves out
+    the models it does not name. None: the app speaks the current schema.
+    Both belong to the build of the app, so they are given each time the
+    client is opened, not kept in the store.
+    """
 
     def __init__(
         self,
@@ -111,6 +137,8 @@ class SyncClient:
         sleep: Callable[[float], None] = time.sleep,
         page_size: int = 500,
         on_result: ResultHook | None = None,
+        app_version: str | None = None,
+        schema: Mapping[str, int] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +151,12 @@ class SyncClient:
             self.store.set("live_url", live_url.rstrip("/"))
         self.page_size = page_size
         self.on_result = on_result
+        self.app_version = app_version
+        self.schema = {label.lower(): int(v) for label, v in schema.items()} if schema else None
+        if schema is not None and not schema:
+            raise ValueError("schema names no model: the app would sync nothing")
+        # What the outbox entries made now are tagged with (Store.queue).
+        self._schema_header = schema_header(self.schema) if self.schema is not None else None
         self.api = Api(
             self.server,
             token=self.store.get("token"),
@@ -130,6 +164,9 @@ class SyncClient:
             transport=transport,
             retry=retry,
             sleep=sleep,
+            app_version=app_version,
+            schema=self.schema,
+            outbox=self.store.outbox_state,
         )
         self._specs: dict[str, ModelSpec] | None = None
         # One sync, push or pull at a time (a push timer, a push notification
@@ -167,6 +204,14 @@ class SyncClient:
     @property
     def stats(self) -> TransferStats:
         return self.api.stats
+
+    @property
+    def deprecation(self) -> Deprecation | None:
+        """What the last pull or push said of this app version's deprecation
+        (`Deprecation` / `Sunset` / `Link` headers), for a "please update by
+        …" notice; None when it was not deprecated. Kept in the store."""
+        kept = self.store.get("deprecation")
+        return Deprecation.from_wire(json.loads(kept)) if kept else None
 
     # --- account and device ----------------------------------------------
 
@@ -233,6 +278,8 @@ class SyncClient:
         body: dict[str, Any] = {"platform": platform}
         if name:
             body["name"] = name
+        if self.app_version:
+            body["app_version"] = self.app_version
         for _ in range(3):
             device_id = self.device_id or str(uuid.uuid4())
             try:
@@ -262,9 +309,24 @@ class SyncClient:
         return self.specs()
 
     def specs(self) -> dict[str, ModelSpec]:
+        """The models this app knows: every one discovery describes, or, with
+        a pinned `schema`, those it names (the others it was built without:
+        the server leaves them out of its pulls, and they cannot be edited)."""
         if self._specs is None:
-            self._specs = {d["model"]: ModelSpec.from_wire(d) for d in self.store.models()}
+            self._specs = {
+                d["model"]: ModelSpec.from_wire(d)
+                for d in self.store.models()
+                if self.schema is None or d["model"] in self.schema
+            }
         return self._specs
+
+    def validates(self, spec: ModelSpec) -> bool:
+        """Whether edits of this model are checked offline. Discovery
+        describes each model's current shape; an app pinned to an older
+        version of it edits another shape (`serial` where discovery has
+        `serial_number`), so its edits are queued unchecked and the server,
+        which translates them, is the only judge (`rejected` results)."""
+        return self.schema is None or self.schema.get(spec.label) == spec.version
 
     def spec(self, model: str) -> ModelSpec:
         specs = self.specs() or self.refresh_models()
@@ -281,7 +343,8 @@ class SyncClient:
         if len(matches) == 1:
             return matches[0]
         known = ", ".join(sorted(specs))
-        raise NotFound(f"No synced model {name!r}; the server has {known}.")
+        where = "this app knows" if self.schema is not None else "the server has"
+        raise NotFound(f"No synced model {name!r}; {where} {known}.")
 
     def _check(self, spec: ModelSpec, data: Mapping[str, Any], *, creating: bool) -> None:
         errors: Errors = spec.validate(data, creating=creating)
@@ -312,7 +375,9 @@ class SyncClient:
     def create(self, model: str, data: Mapping[str, Any], *, object_id: str | None = None) -> str:
         """Create an object offline; returns its id (chosen here, a UUID)."""
         spec = self.spec(model)
-        self._check(spec, data, creating=True)
+        checked = self.validates(spec)
+        if checked:
+            self._check(spec, data, creating=True)
         object_id = _uuid(object_id) if object_id else str(uuid.uuid4())
         with self.store.transaction():
             if (
@@ -321,8 +386,12 @@ class SyncClient:
             ):
                 raise ValidationError({"id": ["An object with this id already exists."]})
             # The defaults discovery announces, so the local view shows what the
-            # server will store; sending them is harmless.
-            self.store.queue(spec.label, object_id, "create", {**spec.defaults(), **data})
+            # server will store; sending them is harmless. (Not for a model the
+            # app speaks in another shape than discovery's: they may not fit it.)
+            defaults = spec.defaults() if checked else {}
+            self.store.queue(
+                spec.label, object_id, "create", {**defaults, **data}, schema=self._schema_header
+            )
         return object_id
 
     def update(self, model: str, object_id: str, changes: Mapping[str, Any]) -> str | None:
@@ -330,7 +399,8 @@ class SyncClient:
         (None when nothing actually changed)."""
         spec = self.spec(model)
         object_id = _uuid(object_id)
-        self._check(spec, changes, creating=False)
+        if self.validates(spec):
+            self._check(spec, changes, creating=False)
         with self.store.transaction():
             current = self.store.local(spec.label, object_id)
             if current is None:
@@ -341,7 +411,9 @@ class SyncClient:
             changed = {k: v for k, v in changes.items() if current.get(k, _MISSING) != v}
             if not changed:
                 return None
-            return self.store.queue(spec.label, object_id, "update", changed)
+            return self.store.queue(
+                spec.label, object_id, "update", changed, schema=self._schema_header
+            )
 
     def delete(self, model: str, object_id: str) -> str | None:
         spec = self.spec(model)
@@ -349,13 +421,18 @@ class SyncClient:
         with self.store.transaction():
             if self.store.local(spec.label, object_id) is None:
                 raise NotFound(f"No {spec.label} {object_id} here.")
-            return self.store.queue(spec.label, object_id, "delete", None)
+            return self.store.queue(
+                spec.label, object_id, "delete", None, schema=self._schema_header
+            )
 
     # --- the sync loop -----------------------------------------------------
 
     def sync(self, *, progress: Callable[[Progress], None] | None = None) -> SyncReport:
         """Push the outbox, then pull until up to date. Safe to interrupt at any
-        point and to call again: nothing is lost or applied twice."""
+        point and to call again: nothing is lost or applied twice.
+
+        Raises `UpgradeRequired` when this app version may no longer pull:
+        the outbox was pushed first (the exception's `report` says how)."""
         with self._syncing:
             return self._sync(progress)
 
@@ -364,11 +441,17 @@ class SyncClient:
             raise NotLoggedIn("Log in first.")
         if self.device_id is None:
             self.register_device(platform=self.store.get("platform") or "android")
-        if not self.specs():
+        if not self.store.models():
             self.refresh_models()
         report = SyncReport()
         self._push(report)
-        self._pull(report, progress)
+        try:
+            self._pull(report, progress)
+        except UpgradeRequired as exc:
+            # Its pushes were taken (just above); its pulls will not be until
+            # the app is upgraded. The local data stays as it is.
+            exc.report = report
+            raise
         if self.store.conflicts("open"):
             self.refresh_conflicts()
         self.store.prune_tombstones()
@@ -391,7 +474,18 @@ class SyncClient:
             body: dict[str, Any] = {"mutations": [m.wire() for m in batch]}
             if sent_cursor is not None:
                 body["cursor"] = sent_cursor
-            response = self._call("POST", "/api/v1/sync/push/", json_body=body, device=True)
+            # Entries made before the app was upgraded go out in the schema
+            # they were made in (a batch holds entries of one schema).
+            made_in = batch[0].schema
+            headers = {SCHEMA_VERSION: made_in} if made_in != self._schema_header else None
+            response = self._call(
+                "POST",
+                "/api/v1/sync/push/",
+                json_body=body,
+                device=True,
+                headers=headers,
+                versioned=True,
+            )
             results = response.body["results"]
             with self.store.transaction():
                 for entry, result in zip(batch, results, strict=True):
@@ -421,13 +515,24 @@ class SyncClient:
         self, report: SyncReport, progress: Callable[[Progress], None] | None = None
     ) -> SyncReport:
         started_over = False
+        refetches = 0
         while True:
+            if self.store.refetch() is not None:
+                self._refetch(report, progress)  # one kept by an interrupted sync, or just now
             cursor = self.store.cursor
             try:
                 page = self._call(
-                    "GET", PULL_PATH, params=self._page_params(cursor), device=True
+                    "GET", PULL_PATH, params=self._page_params(cursor), device=True, versioned=True
                 ).body
             except ApiError as exc:
+                # 410 naming models: fetch those again, then go on from the
+                # cursor it gives (README, "Fetching some models again").
+                # Kept before anything else is done, so an interruption
+                # resumes it.
+                if _targeted(exc) and cursor and refetches < MAX_REFETCHES:
+                    refetches += 1
+                    self.store.begin_refetch(exc.body["models"], exc.body["cursor"])
+                    continue
                 # 410: the cursor is older than the tombstones kept; 400
                 # bad_cursor: it cannot be read (another account, a rotated
                 # server secret). Both: start over with an initial sync. The
@@ -441,6 +546,39 @@ class SyncClient:
             self._apply_page(cursor, page, report, progress)
             if not page["has_more"]:
                 return report
+
+    def _refetch(
+        self, report: SyncReport, progress: Callable[[Progress], None] | None = None
+    ) -> None:
+        """Fetch the models a `410` named again, as an initial sync of just
+        them, then set the cursor to the one it gave: the outbox first (its
+        edits were made on the data about to be replaced), then `?models=…`
+        without a cursor until `has_more` is false. Every page is kept with its
+        cursor, so an interrupted re-fetch goes on where it stopped."""
+        self._push(report)
+        restarted = False
+        while (state := self.store.refetch()) is not None:
+            params: dict[str, Any] = {"limit": self.page_size, "models": ",".join(state["models"])}
+            if state["page"] is not None:
+                params["cursor"] = state["page"]
+            try:
+                page = self._call("GET", PULL_PATH, params=params, device=True, versioned=True).body
+            except ApiError as exc:
+                # Its own cursor refused (kept too long, or a re-sync of these
+                # models meanwhile): start it again, its generation kept.
+                if _cursor_refused(exc) and state["page"] is not None and not restarted:
+                    restarted = True
+                    self.store.restart_refetch()
+                    continue
+                raise
+            self.store.apply_refetch_page(
+                page["changes"], page["cursor"], has_more=page["has_more"]
+            )
+            report.pulled += len(page["changes"])
+            if progress is not None:
+                progress(Progress(report.pulled, page["remaining"], True))
+            if not page["has_more"]:
+                report.refetched = sorted({*report.refetched, *state["models"]})
 
     def _apply_page(
         self,
@@ -518,6 +656,8 @@ class SyncClient:
         must_sync = True
         while not until.is_set():
             try:
+                if self.store.refetch() is not None:
+                    must_sync = True  # a re-fetch an interrupted sync left: finish it
                 if must_sync:
                     report = self.sync()
                     must_sync = False
@@ -533,6 +673,17 @@ class SyncClient:
                     try:
                         page = self._live_page(cursor, wait)
                     except (NetworkError, ApiError) as exc:
+                        if isinstance(exc, UpgradeRequired):
+                            raise  # pulls are over for this app version; the outbox was pushed
+                        if isinstance(exc, ApiError) and _targeted(exc):
+                            # Kept at once (unless another thread's sync moved
+                            # the cursor meanwhile); sync() pushes, re-fetches
+                            # those models and goes on from the 410's cursor.
+                            with self._syncing:
+                                if self.store.cursor == cursor:
+                                    self.store.begin_refetch(exc.body["models"], exc.body["cursor"])
+                            must_sync = True
+                            continue
                         if _cursor_refused(exc):
                             must_sync = True  # sync() starts over, the outbox kept
                             continue
@@ -573,6 +724,7 @@ class SyncClient:
             device=True,
             timeout=wait + LIVE_TIMEOUT_MARGIN,
             retry=LIVE_RETRY,
+            versioned=True,
         ).body
 
     def _apply_live_page(self, cursor: str | None, page: Mapping[str, Any]) -> SyncReport:
@@ -705,6 +857,7 @@ class SyncClient:
             pending=self.store.pending(),
             open_conflicts=self.store.conflicts("open"),
             rejections=self.store.rejections(),
+            deprecation=self.deprecation,
         )
 
     # --- plumbing -----------------------------------------------------------
@@ -720,12 +873,16 @@ class SyncClient:
         expect: int | Collection[int] = 200,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        headers: Mapping[str, str | None] | None = None,
+        versioned: bool = False,
     ) -> Response:
         """One API call; a refused token becomes `NotLoggedIn`, and a device the
-        server no longer knows (deleted in the admin) is registered again."""
+        server no longer knows (deleted in the admin) is registered again.
+        `versioned`: a pull or a push, whose answer says whether this app
+        version is deprecated (kept for `deprecation`)."""
         for attempt in range(2):
             try:
-                return self.api.request(
+                response = self.api.request(
                     method,
                     path,
                     json_body=json_body,
@@ -734,15 +891,32 @@ class SyncClient:
                     expect=expect,
                     timeout=timeout,
                     retry=retry,
+                    headers=headers,
                 )
             except ApiError as exc:
+                if versioned and isinstance(exc, UpgradeRequired):
+                    self._heard(exc.headers, refused=True)
                 if exc.status == 401:
                     raise NotLoggedIn(exc.detail) from exc
                 if exc.code == "device_forbidden" and attempt == 0:
                     self.register_device(platform=self.store.get("platform") or "android")
                     continue
                 raise
+            if versioned:
+                self._heard(response.headers)
+            return response
         raise AssertionError("unreachable")
+
+    def _heard(self, headers: Mapping[str, str], *, refused: bool = False) -> None:
+        """Keep what a pull's or a push's answer says of this app version's
+        deprecation: the headers' absence means it is not (or no longer)
+        deprecated, except on a `426`, which need not repeat them."""
+        found = Deprecation.from_headers(headers)
+        if found is None and refused:
+            return
+        kept = json.dumps(found.wire()) if found is not None else None
+        if self.store.get("deprecation") != kept:
+            self.store.set("deprecation", kept)
 
 
 def _cursor_refused(exc: Exception) -> bool:
@@ -751,8 +925,20 @@ def _cursor_refused(exc: Exception) -> bool:
     return isinstance(exc, ApiError) and exc.code in ("resync_required", "bad_cursor")
 
 
+def _targeted(exc: Exception) -> bool:
+    """410 `resync_required` naming `models` and a `cursor`: fetch those
+    models again, then go on from that cursor (README, "Fetching some models
+    again"). Without them it is a full start-over (`_cursor_refused`)."""
+    if not (isinstance(exc, ApiError) and exc.code == "resync_required"):
+        return False
+    models, cursor = exc.body.get("models"), exc.body.get("cursor")
+    return bool(models) and isinstance(models, list) and isinstance(cursor, str) and bool(cursor)
+
+
 def _tell(on_sync: Callable[[SyncReport], None] | None, report: SyncReport) -> None:
-    if on_sync is not None and (report.pushed or report.pulled or report.resynced):
+    if on_sync is not None and (
+        report.pushed or report.pulled or report.resynced or report.refetched
+    ):
         on_sync(report)
 
 

@@ -56,7 +56,15 @@ def remember_device(request: Request, device_id: uuid.UUID, device: Device | Non
 
 
 # What a sync request needs of its device (the rest is loaded if read).
-DEVICE_FIELDS = ["id", "user_id", "last_cursor", "last_seen"]
+DEVICE_FIELDS = [
+    "id",
+    "user_id",
+    "platform",
+    "app_version",
+    "last_cursor",
+    "last_seen",
+    "outbox_pending",
+]
 
 
 @functools.cache

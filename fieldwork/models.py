@@ -96,3 +96,35 @@ class Note(SyncedModel):
 
     def __str__(self) -> str:
         return self.body[:50]
+
+
+class Equipment(SyncedModel):
+    """An appliance at a customer's site that technicians service. Its schema
+    has changed since the first app that synced it, and older apps still in
+    the field speak the older shapes (fieldwork/sync_registration.py)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="equipment")
+
+    class Kind(models.TextChoices):
+        BOILER = "boiler", "Boiler"
+        HEAT_PUMP = "heat_pump", "Heat pump"
+        AIR_CONDITIONER = "air_conditioner", "Air conditioner"
+        WATER_HEATER = "water_heater", "Water heater"
+        OTHER = "other", "Other"
+
+    name = models.CharField(max_length=200)
+    # Version 2 renamed `serial`; version 3 split `location` ("building, room");
+    # version 4 added `kind`, required.
+    serial_number = models.CharField(max_length=100, blank=True)
+    building = models.CharField(max_length=150, blank=True)
+    room = models.CharField(max_length=150, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    installed_on = models.DateField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "equipment"
+
+    def __str__(self) -> str:
+        return self.name

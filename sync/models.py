@@ -375,6 +375,26 @@ class CaptureState(models.Model):
         return f"{self.tablename}: {self.fingerprint}"
 
 
+class Resync(models.Model):
+    """A model's data that devices must fetch again (`sync.resync`): a column
+    backfilled or rows rewritten in a way the feed did not carry. A device
+    whose cursor predates it is answered `410 resync_required` naming the
+    model, and fetches only that model again (docs/protocol.md, "Targeted
+    re-sync"). The id orders them: a cursor remembers the newest it has seen."""
+
+    id = models.BigAutoField(primary_key=True)
+    model = models.CharField(max_length=100, help_text="The model's label.")
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "re-sync of a model"
+        verbose_name_plural = "re-syncs of models"
+
+    def __str__(self) -> str:
+        return f"{self.model} re-synced at {self.created_at:%Y-%m-%d %H:%M}"
+
+
 # --- API tokens and service accounts ---------------------------------------------------
 # API tokens (for device users and service accounts alike) and service accounts.
 #

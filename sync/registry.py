@@ -29,6 +29,7 @@ from django.db.models.base import ModelState
 from sync.choices import Policy, ResolvedBy
 from sync.codecs import FieldCodec, codec_for
 from sync.merge import Resolution, Resolver
+from sync.schema import History, Step
 
 __all__ = ["Resolution", "Resolver", "SyncedType", "register"]
 
@@ -49,6 +50,8 @@ class SyncedType:
     resolver: Resolver | None
     owner_field: str | None
     conflict_resolution: ResolvedBy = ResolvedBy.OWNER
+    # Its schema's versions and how to translate between them (sync.schema).
+    history: History = field(default_factory=History)
     # Derived once: pull and push consult these for every object.
     writable: dict[str, FieldCodec] = field(init=False)
     references: dict[str, FieldCodec] = field(init=False)
@@ -153,12 +156,19 @@ class SyncedType:
             f"""|| {table}.version::text || ',"data":' || {self.wire_sql} || '}}'"""
         )
 
+    @property
+    def version(self) -> int:
+        """The current version of its schema (1 until its history has a step)."""
+        return self.history.version
+
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.label,
+            "version": self.version,
             "fields": {name: c.describe() for name, c in self.codecs.items()},
             "conflict_policy": self.policy,
             "conflict_resolution": self.conflict_resolution,
+            "history": self.history.describe(),
         }
 
 
@@ -206,6 +216,7 @@ def register(
     owner_field: str | None = "owner",
     conflict_resolution: str = ResolvedBy.OWNER,
     limits: Mapping[str, int] | None = None,
+    history: Iterable[Step] = (),
 ) -> SyncedType | None:
     """Make `model` (a `sync.models.SyncedModel`) available to pull, push and the data API.
 
@@ -218,6 +229,11 @@ def register(
     raised one cannot settle it from the app. `limits` caps text fields
     (characters) and JSON fields (bytes) the model leaves unbounded; by default
     SYNC_MAX_TEXT_CHARS and SYNC_MAX_JSON_BYTES apply.
+
+    `history` lists the schema changes older apps still speak, one
+    `sync.schema` step per version (Renamed, Added, Split, Removed, Retyped,
+    Changed): pushes from those apps are upgraded, what they pull is
+    downgraded (docs/protocol.md, "App versions and schema changes").
     """
     from sync.models import SyncedModel
 
@@ -237,6 +253,7 @@ def register(
             f"Unknown conflict_resolution {conflict_resolution!r}; use one of {ResolvedBy.values}"
         )
     label = model._meta.label_lower
+    schema_history = History.of(label, history)
     if not isinstance(model._meta.pk, models.UUIDField):
         _refuse(
             "sync.E004",
@@ -288,6 +305,7 @@ def register(
         resolver=resolver,
         owner_field=owner_field,
         conflict_resolution=ResolvedBy(conflict_resolution),
+        history=schema_history,
     )
     _registry[label] = entry
     model._sync_captured = True  # type: ignore[attr-defined]  # read by sync.models

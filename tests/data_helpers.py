@@ -18,7 +18,7 @@ def service_client(
     name: str = "erp",
     *,
     perms: tuple[str, ...] = ("view", "add", "change", "delete"),
-    models: tuple[str, ...] = ("customer", "workorder", "note"),
+    models: tuple[str, ...] = ("customer", "workorder", "note", "equipment"),
     channels: set[str] | None = None,
 ) -> tuple[Any, APIClient]:
     """A service account with these model permissions (on fieldwork models),

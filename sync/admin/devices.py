@@ -3,10 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from devices.models import Device, PushOutbox
 from sync.admin.guards import GuardedAdmin
+from sync.admin.versions import versions_context  # also registers the app version policies
 from sync.notify.wakeups import counters
 
 
@@ -18,6 +22,7 @@ class DeviceAdmin(GuardedAdmin):
         "platform",
         "name",
         "app_version",
+        "outbox_pending",
         "push_active",
         "last_push_at",
         "last_push_outcome",
@@ -32,6 +37,10 @@ class DeviceAdmin(GuardedAdmin):
         "last_seen",
         "last_push_at",
         "last_push_outcome",
+        # What the app reported on its last sync call, not for staff to edit.
+        "schema_versions",
+        "outbox_pending",
+        "outbox_oldest_at",
         "created_at",
         "updated_at",
     )
@@ -46,8 +55,34 @@ class DeviceAdmin(GuardedAdmin):
                 **(extra_context or {}),
                 "push_counters": counters(),
                 "push_outbox_waiting": PushOutbox.objects.count(),
+                "versions_url": reverse("admin:devices_device_versions"),
             },
         )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            # Before Django's own: its `<path:object_id>/` would take "versions/".
+            path(
+                "versions/",
+                self.admin_site.admin_view(self.versions_view),
+                name="devices_device_versions",
+            ),
+            *super().get_urls(),
+        ]
+
+    def versions_view(self, request: HttpRequest) -> HttpResponse:
+        """App versions in the field, and what raising a minimum would cut off
+        (sync.admin.versions)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "App versions",
+            **versions_context(request),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/devices/device/versions.html", context)
 
 
 @admin.register(PushOutbox)

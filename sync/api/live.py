@@ -35,7 +35,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from devices.models import Device
-from devices.selectors import device_from_request, user_id_of
+from devices.selectors import user_id_of
 from sync.api.serializers import ErrorSerializer, PullResponseSerializer
 from sync.api.views import ERRORS, PULL_PARAMETERS, PullView
 from sync.engine import metrics
@@ -85,7 +85,7 @@ class LivePullView(PullView):
     )
     def get(self, request: Request) -> Response:
         wait = wait_seconds(request.query_params.get("wait"))
-        device = device_from_request(request)
+        device = self.admitted(request)
         if not wait or hub.closing:
             return super().get(request)
         with hub.reserved(user_id_of(request)) as slot:
@@ -159,7 +159,11 @@ class Waiting:
 
     def finish(self, page: PullPage) -> Response:
         assert self.response is not None  # noqa: S101 - set by the view
-        self.response.data = self.view.answer(self.request, self.device, page).data
+        answered = self.view.answer(self.request, self.device, page)
+        self.response.data = answered.data
+        for name, value in answered.items():
+            if name.lower() != "content-type":
+                self.response[name] = value
         return self.response.render()
 
     def _annotate(self, raw: HttpRequest, left: float, woken_at: float | None) -> None:

@@ -85,8 +85,20 @@ class FieldDescriptionSerializer(serializers.Serializer):
     )
 
 
+class SchemaStepSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    kind = serializers.ChoiceField(
+        choices=["renamed", "added", "removed", "split", "retyped", "changed"]
+    )
+    summary = serializers.CharField()
+
+
 class ModelDescriptionSerializer(serializers.Serializer):
     model = serializers.CharField()
+    version = serializers.IntegerField(
+        help_text="The current version of its schema; send the one the app was built "
+        "against in X-Schema-Version."
+    )
     fields = serializers.DictField(child=FieldDescriptionSerializer())  # type: ignore[assignment]
     conflict_policy = serializers.ChoiceField(choices=Policy.choices)
     conflict_resolution = serializers.ChoiceField(
@@ -94,6 +106,7 @@ class ModelDescriptionSerializer(serializers.Serializer):
         help_text="owner: the user who raised a conflict may resolve it from the app; "
         "staff: only staff, in the admin.",
     )
+    history = SchemaStepSerializer(many=True, help_text="What changed at each version after 1.")
 
 
 class ConflictSerializer(serializers.ModelSerializer):

@@ -16,6 +16,13 @@ from devices.selectors import HEADER, device_from_request, user_id_of
 from sync import registry
 from sync.accounts.services import token_login, token_logout
 from sync.api.base import SyncAPIView
+from sync.api.handshake import (
+    app_verdict,
+    handshake,
+    refuse_if_too_old,
+    reported,
+    with_version_headers,
+)
 from sync.api.serializers import (
     ConflictResolveRequestSerializer,
     ConflictResolveResponseSerializer,
@@ -37,7 +44,9 @@ from sync.engine.conflicts import conflict_resolve, conflicts_for_user
 from sync.engine.pull import PullPage, pull_page_read, resolve_models
 from sync.engine.push import push_apply
 from sync.engine.seen import device_seen
+from sync.engine.versions import AppSchema
 from sync.models import Token
+from sync.schema import TranslationError
 from syncbase import request_log
 from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
@@ -118,9 +127,32 @@ class LogoutView(SyncAPIView):
         return Response({"revoked": token_logout(token=token, everywhere=everywhere)})
 
 
+# What the app says of itself on every sync call (docs/protocol.md, "The handshake").
+HANDSHAKE_HEADERS = [
+    OpenApiParameter(
+        "X-App-Version", str, OpenApiParameter.HEADER, description="The app's version, e.g. 2.4.1."
+    ),
+    OpenApiParameter(
+        "X-Schema-Version",
+        str,
+        OpenApiParameter.HEADER,
+        description="label=version for every model the app knows; absent: the current schema.",
+    ),
+    OpenApiParameter(
+        "X-Outbox-Pending", int, OpenApiParameter.HEADER, description="Edits waiting to be pushed."
+    ),
+    OpenApiParameter(
+        "X-Outbox-Oldest-Age",
+        int,
+        OpenApiParameter.HEADER,
+        description="Seconds the oldest of them has waited.",
+    ),
+]
+
 # The pull's parameters (a live pull's too: sync.api.live).
 PULL_PARAMETERS = [
     DEVICE_HEADER,
+    *HANDSHAKE_HEADERS,
     OpenApiParameter(
         "cursor", str, description="From the previous response; absent = initial sync."
     ),
@@ -132,11 +164,26 @@ PULL_PARAMETERS = [
 class PullView(SyncAPIView):
     @extend_schema(
         parameters=PULL_PARAMETERS,
-        responses={200: PullResponseSerializer, 410: ErrorSerializer, **ERRORS},
+        responses={
+            200: PullResponseSerializer,
+            410: ErrorSerializer,
+            426: ErrorSerializer,
+            **ERRORS,
+        },
     )
     def get(self, request: Request) -> Response:
-        device = device_from_request(request)
+        device = self.admitted(request)
         return self.answer(request, device, self.read(request, device))
+
+    def admitted(self, request: Request) -> Device:
+        """The caller's device, if its app version may still pull
+        (`426 upgrade_required` if not: its pushes are still accepted)."""
+        device = device_from_request(request)
+        found = app_verdict(request, device)
+        if found.upgrade_required:
+            device_seen(device=device, reported=reported(request))
+        refuse_if_too_old(found, device)
+        return device
 
     def read(self, request: Request, device: Device, *, cursor: str | None = None) -> PullPage:
         """A page from `cursor` (by default the request's)."""
@@ -146,21 +193,27 @@ class PullView(SyncAPIView):
             cursor=cursor or params.get("cursor") or None,
             limit=pull_limit(params.get("limit")),
             models=resolve_models(params.get("models")),
+            schema=handshake(request).schema,
         )
 
     def answer(self, request: Request, device: Device, page: PullPage) -> Response:
         if not page.has_more:
             # Once per sync rather than per page: a write per page would slow a
             # large initial sync, and only an up-to-date cursor is worth keeping.
-            device_seen(device=device, cursor=page.cursor, moved=bool(page.changes))
+            device_seen(
+                device=device,
+                cursor=page.cursor,
+                moved=bool(page.changes),
+                reported=reported(request),
+            )
         metrics.pull_counted(changes=len(page.changes))
         request_log.annotate(request, changes=len(page.changes), has_more=page.has_more)
-        return Response(page.body())
+        return with_version_headers(Response(page.body()), app_verdict(request, device))
 
 
 class PushView(SyncAPIView):
     @extend_schema(
-        parameters=[DEVICE_HEADER],
+        parameters=[DEVICE_HEADER, *HANDSHAKE_HEADERS],
         request=PushRequestSerializer,
         responses={200: PushResponseSerializer, 413: ErrorSerializer, **ERRORS},
     )
@@ -168,13 +221,17 @@ class PushView(SyncAPIView):
         body = request.data
         device = device_from_request(request)
         cursor = body.get("cursor") if isinstance(body, dict) else None
+        # An app below the minimum version still pushes (its offline work
+        # drains); it is told so by its pulls, and warned here.
+        found = app_verdict(request, device)
         outcome = push_apply(
             user=request.user,
             device=device,
             mutations=mutations_of(body),
             cursor=cursor if isinstance(cursor, str) else None,
+            schema=handshake(request).schema,
         )
-        device_seen(device=device)
+        device_seen(device=device, reported=reported(request))
         statuses = Counter(r.status for r in outcome.results)
         # On the request's one log line (syncbase.request_log), e.g.
         # "mutations=2 applied=1 rejected=1".
@@ -187,8 +244,9 @@ class PushView(SyncAPIView):
             ]
             if not_applied:
                 logger.debug("push not applied: %s", " ".join(not_applied))
-        return Response(
-            {"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}
+        return with_version_headers(
+            Response({"results": [r.as_dict() for r in outcome.results], "cursor": outcome.cursor}),
+            found,
         )
 
 
@@ -219,7 +277,8 @@ class ConflictsView(SyncAPIView):
             )
         qs = conflicts_for_user(user_id=user_id_of(request), status=status)
         newest = qs[: sync_settings.SYNC_CONFLICTS_LIST_MAX]
-        return Response(ConflictSerializer(newest, many=True).data)
+        schema = handshake(request).schema
+        return Response([schema.conflict(c) for c in ConflictSerializer(newest, many=True).data])
 
 
 class ConflictDetailView(SyncAPIView):
@@ -231,7 +290,7 @@ class ConflictDetailView(SyncAPIView):
         found = conflict.first()
         if found is None:
             raise SyncError("not_found", "No such conflict of yours.", status_code=404)
-        return Response(ConflictSerializer(found).data)
+        return Response(handshake(request).schema.conflict(ConflictSerializer(found).data))
 
 
 class ConflictResolveView(SyncAPIView):
@@ -260,15 +319,44 @@ class ConflictResolveView(SyncAPIView):
         serializer.is_valid(raise_exception=True)
         body = serializer.validated_data
         device = device_from_request(request) if request.headers.get(HEADER) else None
+        schema = handshake(request).schema
+        values = body.get("values")
+        if values is not None and schema.behind:
+            values = _upgraded_values(schema, conflict_id, user_id_of(request), values)
         resolved = conflict_resolve(
             conflict_id=conflict_id,
             user=request.user,
             choice=body["choice"],
-            values=body.get("values"),
+            values=values,
             expected_version=body["expected_version"],
             note=body.get("note", ""),
             device_id=device.pk if device is not None else None,
         )
         return Response(
-            {"conflict": ConflictSerializer(resolved.conflict).data, "object": resolved.object}
+            {
+                "conflict": schema.conflict(ConflictSerializer(resolved.conflict).data),
+                "object": schema.state(resolved.object),
+            }
         )
+
+
+def _upgraded_values(
+    schema: AppSchema, conflict_id: uuid.UUID, user_id: int, values: dict[str, Any]
+) -> dict[str, Any]:
+    """An older app's chosen values, in the current shape."""
+    found = conflicts_for_user(user_id=user_id, status=None).filter(pk=conflict_id).first()
+    stype = registry.get(found.model) if found is not None else None
+    if stype is None:
+        return values  # the resolve says what is wrong
+    try:
+        upgraded = schema.upgrade(stype, dict(values), creating=False)
+    except TranslationError as exc:
+        raise SyncError("invalid", str(exc), errors={"values": [str(exc)]}) from None
+    # An old field made of several (a split) brings back the parts not at
+    # stake too: those left as the server has them are no part of the answer.
+    server = found.server_data or {}
+    return {
+        name: value
+        for name, value in upgraded.items()
+        if name in found.fields or server.get(name, value) != value
+    }

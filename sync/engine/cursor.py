@@ -17,6 +17,11 @@ Feed positions are `(tx, seq)` pairs (see `sync.engine.feed`). A cursor holds:
   a   issued for a scope over every object (an unrestricted service account)
   f   not bound to a models filter yet: a push's cursor for a device that has
       never pulled; its first pull binds it to that pull's filter
+  v   the schema version of each model the device's data was fetched at
+      (1 left out; 0: a model its app does not know), or None in a cursor
+      from before versions were kept (sync.engine.versions)
+  e   the newest targeted re-sync (sync.models.Resync) it has taken into
+      account, or None likewise
 
 Cursors issued before positions were pairs hold plain sequence numbers; they
 read as `(0, seq)`, which is exactly where those rows still are.
@@ -52,6 +57,8 @@ class Cursor:
     t: int = field(default_factory=lambda: int(time.time()))
     a: bool = False
     f: bool = False
+    v: tuple[tuple[str, int], ...] | None = None
+    e: int | None = None
 
     def encode(self) -> str:
         payload = {
@@ -65,6 +72,8 @@ class Cursor:
             "t": self.t,
             "a": self.a,
             "f": self.f,
+            "v": dict(self.v) if self.v is not None else None,
+            "e": self.e,
         }
         text = signing.dumps(payload, salt=_SALT, compress=True)
         _remember(text, self)
@@ -117,6 +126,17 @@ def _forget_on_new_keys(*, setting: str, **kwargs: Any) -> None:
         _DECODED.clear()
 
 
+def _versions(value: Any) -> tuple[tuple[str, int], ...] | None:
+    if value is None:
+        return None
+    return tuple(sorted((str(label), int(version)) for label, version in value.items()))
+
+
+def versions(mapping: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """`Cursor.v` for these versions (hashable, in one order)."""
+    return tuple(sorted(mapping.items()))
+
+
 def decode(token: str) -> Cursor:
     known = _DECODED.get(token)
     if known is not None:
@@ -140,6 +160,15 @@ def _decode(token: str) -> Cursor:
             t=int(payload["t"]),
             a=bool(payload.get("a", False)),
             f=bool(payload.get("f", False)),
+            v=_versions(payload.get("v")),
+            e=None if payload.get("e") is None else int(payload["e"]),
         )
-    except (signing.BadSignature, KeyError, TypeError, ValueError, OverflowError) as exc:
+    except (
+        signing.BadSignature,
+        KeyError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        AttributeError,
+    ) as exc:
         raise BadCursor(str(exc)) from exc

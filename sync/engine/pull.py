@@ -16,9 +16,10 @@ from sync import registry
 from sync.channels import own_channel
 from sync.engine import feed
 from sync.engine.batch import Batch
-from sync.engine.cursor import BadCursor, Cursor, decode
+from sync.engine.cursor import BadCursor, Cursor, decode, versions
 from sync.engine.feed import ORIGIN, Position
 from sync.engine.scope import Scope
+from sync.engine.versions import CURRENT, AppSchema, newest_resync, refetch
 from sync.models import Change
 from sync.registry import SyncedType
 from syncbase import generic_plan, memo, reading
@@ -113,6 +114,42 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
     return cur
 
 
+def _versions_checked(
+    cur: Cursor, schema: AppSchema, held: tuple[tuple[str, int], ...], labels: Any
+) -> Cursor:
+    """The cursor, taking in the versions the app now speaks (`held`) and the
+    newest targeted re-sync; `410 resync_required` naming the models the
+    device must fetch again first, with the cursor to go on with after."""
+    newest = newest_resync()
+    models = refetch(
+        held=dict(cur.v) if cur.v is not None else None, seen=cur.e, schema=schema, labels=labels
+    )
+    moved = cur.evolve(v=held, e=max(newest, cur.e or 0))
+    if models:
+        raise SyncError(
+            "resync_required",
+            f"Fetch {', '.join(models)} again (an initial sync of ?models={','.join(models)}), "
+            "after pushing your outbox; then go on with `cursor`. Your other models keep "
+            "their place.",
+            status_code=410,
+            extra={"models": models, "cursor": moved.encode()},
+        )
+    return moved
+
+
+def _downgraded(changes: list[bytes], schema: AppSchema) -> list[bytes]:
+    """The page's upserts of models the app speaks at an older version, in that version's shape."""
+    out = []
+    for change in changes:
+        decoded = orjson.loads(change)
+        stype = registry.get(decoded["model"])
+        if stype is not None and decoded["data"] is not None and stype.label in schema.behind:
+            decoded["data"] = schema.downgrade(stype, decoded["data"])
+            change = render(decoded)
+        out.append(change)
+    return out
+
+
 def _check_purged(cur: Cursor, purged: Position) -> None:
     # Compaction dropped tombstones up to `purged`: a client positioned before
     # them may have missed a delete. During an initial sync only deletes after
@@ -187,17 +224,27 @@ def pull_page(
     models: Sequence[SyncedType] | None,
     everything: bool = False,
     on_replica: bool = False,
+    schema: AppSchema = CURRENT,
 ) -> PullPage:
     """One page of the change feed for a user's channels, or, with `everything`
-    (an unrestricted service account), for every object."""
+    (an unrestricted service account), for every object. `schema`: the
+    versions the caller's app speaks (what it does not know is left out,
+    what it knows older is downgraded)."""
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
     cur = _decode_for(cursor, user_id, labels) if cursor is not None else None
+    held = versions(schema.absolute())
+    if cur is not None:
+        cur = _versions_checked(cur, schema, held, labels)
+    read_labels = labels
+    if schema.unknown():
+        everyone = labels if labels is not None else (t.label for t in registry.all_types())
+        read_labels = tuple(sorted(set(everyone) - schema.unknown()))
     # Only rows of transactions that have ended for good are read: positions
     # handed out below this horizon are final (see sync.engine.feed). The user's
     # grants come in the same round trip, from the same snapshot; and, when
     # the page will most likely come from the main feed, the page too.
     events_after = cur.g if cur is not None else 0
-    ahead = _read_ahead(user_id, cur, events_after, labels, limit, everything)
+    ahead = _read_ahead(user_id, cur, events_after, read_labels, limit, everything)
     if ahead is not None:
         horizon, grants = ahead.horizon, ahead.grants
     else:
@@ -209,14 +256,22 @@ def pull_page(
         _remember_channels(user_id, frozenset(channels))
     if cur is None:
         start = horizon.caught_up()
-        cur = Cursor(g=grants.last_event, i=start, m=labels, u=user_id, a=everything)
+        cur = Cursor(
+            g=grants.last_event,
+            i=start,
+            m=labels,
+            u=user_id,
+            a=everything,
+            v=held,
+            e=newest_resync(),
+        )
     else:
         _check_purged(cur, horizon.purged)
         if cur.a != everything:
             raise _resync()  # the caller's scope changed kind: start over
         if channels is not None:
             cur = _with_backfills(cur, list(grants.events), channels)
-    by_model = Q(model__in=labels) if labels is not None else Q()
+    by_model = Q(model__in=read_labels) if read_labels is not None else Q()
     in_scope = by_model & (Q(channel__in=channels) if channels is not None else Q())
     settled = horizon.settled()
     scope = Scope(None, frozenset(channels) if channels is not None else None)
@@ -246,7 +301,7 @@ def pull_page(
             rows, states = ahead.page
         elif connection.vendor == "postgresql":
             rows, states = _read_rendered(
-                _main_feed_sql(channels, labels, horizon, cur.s, limit), scope
+                _main_feed_sql(channels, read_labels, horizon, cur.s, limit), scope
             )
         else:
             rows, states = _read(main_after(cur.s), limit, scope)
@@ -302,11 +357,13 @@ def pull_page(
                 if from_origin and not cur.b
                 else 0
             )
-            counted = _main_feed_sql(channels, labels, horizon, main_from, REMAINING_EXACT - 1)
+            counted = _main_feed_sql(channels, read_labels, horizon, main_from, REMAINING_EXACT - 1)
             remaining = _estimate(estimated, counted=counted, less=less)
         for channel, upto, pos in nxt.b:
             remaining += _estimate(_backfill_rows(by_model, channel, upto, pos).filter(settled))
         nxt = nxt.evolve(r=remaining)
+    if schema.behind:
+        changes = _downgraded(changes, schema)
     return PullPage(
         changes=changes,
         cursor=nxt.encode(),

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from sync import registry
+from sync.choices import Op, Reason
 from sync.engine import feed, metrics
 from sync.engine.cursor import BadCursor, Cursor, decode
-from sync.engine.mutations import MutationResult
+from sync.engine.mutations import Malformed, Mutation, MutationResult, Parsed, parse
+from sync.engine.versions import CURRENT, AppSchema
 from sync.engine.write import BatchOutcome, mutations_apply
 from sync.models import Change
+from sync.schema import TranslationError
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +30,57 @@ class PushOutcome:
 
 
 def push_apply(
-    *, user: Any, device: Any, mutations: Sequence[Any], cursor: str | None = None
+    *,
+    user: Any,
+    device: Any,
+    mutations: Sequence[Any],
+    cursor: str | None = None,
+    schema: AppSchema = CURRENT,
 ) -> PushOutcome:
-    """A device's push: apply the batch, then hand back a cursor it may adopt."""
+    """A device's push: apply the batch, then hand back a cursor it may adopt.
+    `schema`: the versions the device's app speaks; its mutations are
+    upgraded to the current shape, and the results' data downgraded back."""
+    if schema.behind:
+        mutations = [_upgraded(parse(raw), schema) for raw in mutations]
     outcome = mutations_apply(
         user=user, mutations=mutations, device_id=device.pk, reason=f"push from device {device.pk}"
     )
     metrics.push_counted(r.status for r in outcome.results)
-    return PushOutcome(outcome.results, _push_cursor(user, device, cursor, outcome))
+    results = outcome.results
+    if schema.behind:
+        results = [_downgraded(m, r, schema) for m, r in zip(mutations, results, strict=True)]
+    return PushOutcome(results, _push_cursor(user, device, cursor, outcome))
+
+
+def _upgraded(item: Parsed, schema: AppSchema) -> Parsed:
+    """A mutation from an older app, in the current shape (a value a step
+    cannot translate rejects the mutation, saying why)."""
+    if not isinstance(item, Mutation) or item.op == Op.DELETE:
+        return item
+    try:
+        data = schema.upgrade(item.type, dict(item.data), creating=item.op == Op.CREATE)
+    except TranslationError as exc:
+        return Malformed(
+            item.mutation_id,
+            item.rejected({"data": [str(exc)]}, Reason.INVALID),
+            item.label,
+            item.id,
+        )
+    item.data = data
+    return item
+
+
+def _downgraded(item: Parsed, result: MutationResult, schema: AppSchema) -> MutationResult:
+    """A result in the app's shape: its data, and the fields its errors name."""
+    label = item.label if isinstance(item, Mutation | Malformed) else ""
+    stype = registry.get(label)
+    if stype is None or label not in schema.behind:
+        return result
+    if result.errors:
+        return replace(result, errors=schema.error_fields(stype, result.errors))
+    if result.data is None:
+        return result
+    return replace(result, data=schema.downgrade(stype, result.data))
 
 
 def _push_cursor(user: Any, device: Any, token: str | None, outcome: BatchOutcome) -> str:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import connection
 from django.utils import timezone
 
 from devices.models import Device
 from sync.engine.cursor import BadCursor, decode
+
+
+class Reported(Protocol):
+    """What an app says of itself on a sync call (sync.api.handshake.Handshake)."""
+
+    def device_changes(self, device: Device) -> dict[str, Any]: ...
+
+    def report(self) -> dict[str, Any]: ...
+
 
 # A device's last_seen (and the cursor of its last finished pull) is written at
 # most this often when nothing new reached it: an up-to-date device polling
@@ -27,13 +36,29 @@ def _same_filter(old: str, new: str) -> bool:
         return False
 
 
-def device_seen(*, device: Device, cursor: str | None = None, moved: bool = False) -> None:
+def device_seen(
+    *,
+    device: Device,
+    cursor: str | None = None,
+    moved: bool = False,
+    reported: Reported | None = None,
+) -> None:
     """Record that the device synced: `cursor` is where a pull left it up to
-    date, `moved` says that pull brought changes. A stale `last_cursor` only
-    makes a push without a cursor hand back an older position (the device pulls
-    some changes again); it never skips one."""
+    date, `moved` says that pull brought changes, `reported` what the app
+    said of itself (its version, schema and outbox; written when it changed,
+    and with every periodic write). A stale `last_cursor` only makes a push
+    without a cursor hand back an older position (the device pulls some
+    changes again); it never skips one."""
     now = timezone.now()
     recent = device.last_seen is not None and now - device.last_seen < SEEN_EVERY
+    if reported is not None and (not recent or reported.device_changes(device)):
+        said: dict[str, Any] = {"last_seen": now, **reported.report()}
+        if cursor is not None:
+            said["last_cursor"] = cursor
+        Device.objects.filter(pk=device.pk).update(**said)
+        for name, value in said.items():
+            setattr(device, name, value)
+        return
     if recent and not (
         cursor is not None
         and (moved or not device.last_cursor or not _same_filter(device.last_cursor, cursor))

@@ -131,8 +131,14 @@ class Hub:
                 del self._users[user_id]
 
     def waiting(self, user_id: int) -> int:
+        """The user's live pulls in this process (reading, or waiting)."""
         with self._lock:
             return self._users.get(user_id, 0)
+
+    def waiters(self) -> int:
+        """Live pulls waiting for a change now (past their read)."""
+        with self._lock:
+            return len({w for found in self._by_channel.values() for w in found})
 
     @contextmanager
     def waiter(self, channels: frozenset[str], *, since: int) -> Iterator[Waiter]:

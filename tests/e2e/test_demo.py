@@ -22,7 +22,12 @@ def test_the_demo_merges_resolves_and_converges(live_gunicorn, tmp_path, setting
     assert any("merged    the phone's title kept" in line for line in lines)
     assert any("conflict  title changed on both sides" in line for line in lines)
     assert any("/admin/sync/conflict/" in line and "/change/" in line for line in lines)
-    assert "converged: 3 devices, 56 objects each" in lines
+    assert "converged: 3 devices, 64 objects each" in lines
+    # An app at equipment's version 1 and a current one edit the same boiler.
+    assert "  demo-phone   applied" in lines and "  old-phone    merged" in lines
+    assert any('serial SN-REPLACED, location "Main house, Boiler room"' in line for line in lines)
+    assert any('room "Boiler room", kind boiler' in line for line in lines)
+    assert "converged: 4 devices, 64 objects each" in lines
     # It leaves one conflict open for the admin's queue, and says where.
     assert "left open for staff" in lines[-2] and "/admin/sync/conflict/" in lines[-1]
     conflict_id = lines[-1].rstrip("/").split("/")[-2]

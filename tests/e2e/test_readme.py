@@ -83,8 +83,11 @@ def test_the_readme_shell_blocks_run_top_to_bottom(live_gunicorn, tmp_path, sett
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"a README block failed:\n{output[-6000:]}"
     # What the README says happens, happened.
-    assert "converged: 3 devices, 56 objects each" in output  # make demo
+    assert "converged: 3 devices, 64 objects each" in output  # make demo
     assert '"status":"applied"' in output and '"status":"conflict"' in output  # push
     assert "HTTP/1.1 304" in output  # If-None-Match
     assert "['1 Live Street']" in output  # a live pull, ended by a push
+    # An app built against equipment's version 1 pulls it in that shape.
+    v1 = "['created_at', 'customer', 'installed_on', 'location', 'name', 'owner', 'serial', "
+    assert v1 + "'team', 'updated_at']" in output
     assert Conflict.objects.filter(status="open").exists()  # left for the admin

@@ -54,7 +54,14 @@ def described(alice) -> dict[str, dict[str, Any]]:
 def test_models_lists_the_registered_models(described):
     assert {CUSTOMER, ORDER, NOTE} <= set(described)
     for entry in described.values():
-        assert set(entry) == {"model", "fields", "conflict_policy", "conflict_resolution"}
+        assert set(entry) == {
+            "model",
+            "version",
+            "fields",
+            "conflict_policy",
+            "conflict_resolution",
+            "history",
+        }
 
 
 def test_every_field_description_has_the_contract_shape(described):

@@ -75,8 +75,9 @@ def test_a_database_written_through_the_services_passes(scene):
     assert report.problems == []
     assert report.counts["objects"] == 6
     assert report.counts["open_conflicts"] == 1
-    # work order → customer, work order → the one it follows up, note → work order
-    assert report.counts["references"] == 3
+    # work order → customer, work order → the one it follows up, note → work
+    # order, equipment → customer
+    assert report.counts["references"] == 4
 
 
 def test_compaction_leaves_it_passing(scene):
@@ -93,7 +94,7 @@ def test_compaction_leaves_it_passing(scene):
 def test_the_command_says_ok_with_counts(scene, capsys):
     call_command("sync_check")
     out = capsys.readouterr().out
-    assert out.startswith("sync_check ok: 3 models, 6 objects,")
+    assert out.startswith("sync_check ok: 4 models, 6 objects,")
 
 
 def test_the_command_lists_each_problem_and_fails(scene, capsys):

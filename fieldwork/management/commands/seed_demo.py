@@ -12,12 +12,21 @@ from fieldwork.models import Team
 from fieldwork.services import team_member_add
 from sync.engine.write import mutations_apply
 
+EQUIPMENT = (
+    ("boiler", "Boiler, wall-hung 24 kW"),
+    ("heat_pump", "Heat pump, outdoor unit"),
+    ("water_heater", "Water heater 80 l"),
+)
+
 # Demo-only logins, printed by `make run`; never created outside the demo seeder.
 DEMO_USERS = (("demo", "demo-pass-1234"), ("alice", "alice-pass-1234"))
 
 
 class Command(BaseCommand):
-    help = "Create demo users, a team and some customers, work orders and notes (idempotent)."
+    help = (
+        "Create demo users, a team and some customers, their equipment, work orders "
+        "and notes (idempotent)."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
         user_model = get_user_model()
@@ -46,6 +55,22 @@ class Command(BaseCommand):
                             "name": f"{user.username.title()} customer {c + 1}",
                             "email": f"contact{c + 1}@example.com",
                             "address": f"{rng.randint(1, 200)} Main Street",
+                            "team": str(team.pk) if c % 2 == 0 else None,
+                        },
+                    )
+                )
+                kind, name = EQUIPMENT[c % len(EQUIPMENT)]
+                mutations.append(
+                    _create(
+                        "fieldwork.equipment",
+                        str(uuid.uuid4()),
+                        {
+                            "customer": customer_id,
+                            "name": name,
+                            "kind": kind,
+                            "serial_number": f"SN-{rng.randint(100000, 999999)}",
+                            "building": "Main house",
+                            "room": rng.choice(["Basement", "Utility room", "Garage"]),
                             "team": str(team.pk) if c % 2 == 0 else None,
                         },
                     )
