@@ -47,7 +47,8 @@ lint: install
 # Benchmarks on PostgreSQL: bench/http_bench.py (over HTTP, against the baseline
 # and the raw floor), bench/run.py (in process), fan-out, compression, and
 # bench/live.py (wake-up and live pull latency, a thousand waiting devices),
-# bench/standby.py (pulls from a streaming standby beside the primary).
+# bench/standby.py (pulls from a streaming standby beside the primary),
+# bench/versions.py (what serving an older app costs: downgraded pulls, upgraded pushes).
 # QUICK=1 runs small versions of each in a few minutes.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
 bench: install
@@ -58,6 +59,7 @@ bench: install
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) bench/fanout.py
 	$(PY) bench/compression.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/live.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/versions.py
 	QUICK=$(QUICK) $(PY) bench/standby.py
 
 format: install

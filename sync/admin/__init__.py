@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from sync import registry
 from sync.admin import accounts as admin_accounts  # noqa: F401 - tokens, service accounts, users
 from sync.admin import conflicts as admin_conflicts  # noqa: F401 - registers the conflict queue
 from sync.admin import devices as admin_devices  # noqa: F401 - devices and the wake-up outbox
 from sync.admin.guards import GuardedAdmin
 from sync.admin.synced import SyncedModelAdmin
 from sync.engine import grants
-from sync.models import Change, ChannelGrant, MutationRecord
+from sync.engine.versions import resync
+from sync.models import Change, ChannelGrant, MutationRecord, Resync
 
 
 class ReadOnlyAdminMixin:
@@ -37,6 +40,37 @@ class ChangeAdmin(ReadOnlyAdminMixin, GuardedAdmin):
     list_filter = ("op", "model")
     search_fields = ("=channel", "=object_id")
     show_full_result_count = False
+
+
+class ResyncForm(forms.ModelForm):
+    model = forms.ChoiceField(help_text="Every device fetches this model again at its next pull.")
+
+    class Meta:
+        model = Resync
+        fields = ("model", "reason")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(t.label, t.label) for t in registry.all_types()]
+
+
+@admin.register(Resync)
+class ResyncAdmin(GuardedAdmin):
+    """Targeted re-syncs (docs/protocol.md, "Targeted re-sync"): announced
+    here, by `manage.py sync_resync` or `sync.resync()`; kept as a record."""
+
+    form = ResyncForm
+    list_display = ("id", "model", "reason", "created_at")
+    list_filter = ("model",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a cursor remembers the newest it has seen: the record stays
+
+    def save_model(self, request: HttpRequest, obj: Resync, form: Any, change: bool) -> None:
+        obj.pk = resync(obj.model, reason=obj.reason)
 
 
 @admin.register(ChannelGrant)

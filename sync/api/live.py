@@ -78,6 +78,7 @@ class LivePullView(PullView):
         responses={
             200: PullResponseSerializer,
             410: ErrorSerializer,
+            426: ErrorSerializer,
             429: ErrorSerializer,
             **ERRORS,
         },

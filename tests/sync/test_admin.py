@@ -124,3 +124,27 @@ def test_every_model_the_admin_lists_is_named_in_plain_words(staff):
     page = staff.get("/admin/", secure=True).content.decode()
     assert "Wake-ups waiting to be sent" in page
     assert "outboxs" not in page.lower()
+
+
+def test_staff_announce_a_targeted_resync_in_the_admin(staff, alice):
+    from sync.models import Resync
+
+    alice.push(customer("Acme"))
+    _, cursor = alice.pull_all()
+    page = staff.get("/admin/sync/resync/add/")
+    assert page.status_code == 200 and "fieldwork.equipment" in page.content.decode()
+    done = staff.post(
+        "/admin/sync/resync/add/", {"model": "fieldwork.customer", "reason": "restored"}
+    )
+    assert done.status_code == 302, done.content
+    assert list(Resync.objects.values_list("model", "reason")) == [
+        ("fieldwork.customer", "restored")
+    ]
+    refused = alice.client.get("/api/v1/sync/pull/", {"cursor": cursor})
+    assert (refused.status_code, refused.json()["models"]) == (410, ["fieldwork.customer"])
+    assert (
+        staff.post("/admin/sync/resync/add/", {"model": "fieldwork.team", "reason": ""}).status_code
+        == 200
+    )  # not a synced model: the form says so
+    assert Resync.objects.count() == 1
+    assert staff.get("/admin/sync/resync/").status_code == 200
