@@ -120,7 +120,11 @@ def main() -> None:
     call_command("migrate", "--noinput", verbosity=0)
     token, device, customer = make_data()
     server = gunicorn(ROOT, PORT, 2, {**os.environ, **SERVER_ENV})
-    base = {"Authorization": f"Token {token}", "X-Device-Id": device}
+    base = {
+        "Authorization": f"Token {token}",
+        "X-Device-Id": device,
+        "Content-Type": "application/json",
+    }
     apps = {"current": base, "version_1": {**base, "X-Schema-Version": V1}}
     shapes = {"current": _current, "version_1": _v1}
     runs: dict[str, dict[str, list[float]]] = {

@@ -16,7 +16,6 @@ from rest_framework.test import APIClient
 from devices import versions
 from sync.accounts.services import token_issue
 from sync.engine import pull as selectors
-from sync.engine.versions import forget_resyncs
 from sync.notify import wakeups
 from sync.notify.live import hub
 from tests.factories import UserFactory
@@ -65,9 +64,8 @@ def _fresh_cache() -> None:
     # Nor does a test start with the channels an earlier one's user (maybe
     # with the same id) had at its last pull (the pull's guess).
     selectors._CHANNELS_SEEN.clear()
-    # Nor with the re-syncs and app version policies an earlier one made
-    # (each process reads them at most every few seconds).
-    forget_resyncs()
+    # Nor with the app version policies an earlier one made (each process
+    # reads them at most every few seconds).
     versions._forget()
 
 

@@ -51,7 +51,9 @@ class ResyncForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [(t.label, t.label) for t in registry.all_types()]
+        chosen = self.fields["model"]
+        assert isinstance(chosen, forms.ChoiceField)  # noqa: S101 - declared above
+        chosen.choices = [(t.label, t.label) for t in registry.all_types()]
 
 
 @admin.register(Resync)

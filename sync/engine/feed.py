@@ -26,7 +26,7 @@ from typing import Any
 
 from django.db.models import Max, Q
 
-from sync.models import Change, ChannelGrant, FeedState, GrantEvent
+from sync.models import Change, ChannelGrant, FeedState, GrantEvent, Resync
 from syncbase import bulk
 from syncbase.reading import connection
 
@@ -104,7 +104,9 @@ SELECT
        ELSE (SELECT max(seq) FROM sync_change) END,
   -- compaction's mark, read in the same round trip (see purged_through)
   (SELECT purged_tx FROM sync_feedstate WHERE id = 1),
-  (SELECT purged_seq FROM sync_feedstate WHERE id = 1)
+  (SELECT purged_seq FROM sync_feedstate WHERE id = 1),
+  -- the newest targeted re-sync (sync.models.Resync; sync.engine.versions)
+  (SELECT max(id) FROM sync_resync)
 """
 
 # A reader's grants, read with the horizon (same statement, same snapshot):
@@ -142,12 +144,14 @@ class Horizon:
     writes and reads in one transaction reads its own rows, and may write more
     of them after, with the same tx and higher seqs.
     `purged`: compaction's mark (`purged_through()`) when the horizon was read.
+    `resync`: the newest targeted re-sync's id then (0: none yet).
     """
 
     frontier: int
     own: int | None = None
     own_last_seq: int = 0
     purged: Position = ORIGIN
+    resync: int = 0
 
     def settled(self) -> Q:
         """Rows whose transaction has ended for good (or is the reader's)."""
@@ -220,8 +224,15 @@ def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Gr
         # mark if it dropped the newest rows (old tombstones): a cursor placed
         # below it would get a 410 resync_required at every initial sync.
         purged = purged_through()
+        resync = Resync.objects.aggregate(newest=Max("id"))["newest"] or 0
         return (
-            Horizon(NOTHING_IN_FLIGHT, own=0, own_last_seq=max(head(), purged[1]), purged=purged),
+            Horizon(
+                NOTHING_IN_FLIGHT,
+                own=0,
+                own_last_seq=max(head(), purged[1]),
+                purged=purged,
+                resync=resync,
+            ),
             _grants(grants_of, events_after) if grants_of is not None else None,
         )
     sql, params = _HORIZON_SQL, {}
@@ -233,15 +244,16 @@ def _read_horizon(grants_of: int | None, events_after: int) -> tuple[Horizon, Gr
 
 
 def _horizon_from(row: Sequence[Any]) -> tuple[Horizon, Grants | None]:
-    frontier, own, last, purged_tx, purged_seq, *more = row
+    frontier, own, last, purged_tx, purged_seq, resync, *more = row
     purged = (int(purged_tx), int(purged_seq)) if purged_tx is not None else ORIGIN
     grants = None
     if more:
         last_event, channels, ids, events = more
         grants = Grants(last_event or 0, frozenset(channels), tuple(zip(ids, events, strict=True)))
     if own is None:
-        return Horizon(int(frontier), purged=purged), grants
-    return Horizon(int(frontier), int(own), max(int(last or 0), purged[1]), purged), grants
+        return Horizon(int(frontier), purged=purged, resync=resync or 0), grants
+    last_seq = max(int(last or 0), purged[1])
+    return Horizon(int(frontier), int(own), last_seq, purged, resync or 0), grants
 
 
 def _grants(user_id: int, events_after: int) -> Grants:

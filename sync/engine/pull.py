@@ -19,7 +19,7 @@ from sync.engine.batch import Batch
 from sync.engine.cursor import BadCursor, Cursor, decode, versions
 from sync.engine.feed import ORIGIN, Position
 from sync.engine.scope import Scope
-from sync.engine.versions import CURRENT, AppSchema, newest_resync, refetch
+from sync.engine.versions import CURRENT, AppSchema, refetch
 from sync.models import Change
 from sync.registry import SyncedType
 from syncbase import generic_plan, memo, reading
@@ -115,14 +115,17 @@ def _decode_for(token: str, user_id: int, models: tuple[str, ...] | None) -> Cur
 
 
 def _versions_checked(
-    cur: Cursor, schema: AppSchema, held: tuple[tuple[str, int], ...], labels: Any
+    cur: Cursor, schema: AppSchema, held: tuple[tuple[str, int], ...], labels: Any, newest: int
 ) -> Cursor:
     """The cursor, taking in the versions the app now speaks (`held`) and the
     newest targeted re-sync; `410 resync_required` naming the models the
     device must fetch again first, with the cursor to go on with after."""
-    newest = newest_resync()
     models = refetch(
-        held=dict(cur.v) if cur.v is not None else None, seen=cur.e, schema=schema, labels=labels
+        held=dict(cur.v) if cur.v is not None else None,
+        seen=cur.e,
+        newest=newest,
+        schema=schema,
+        labels=labels,
     )
     moved = cur.evolve(v=held, e=max(newest, cur.e or 0))
     if models:
@@ -233,8 +236,6 @@ def pull_page(
     labels = tuple(sorted(t.label for t in models)) if models is not None else None
     cur = _decode_for(cursor, user_id, labels) if cursor is not None else None
     held = versions(schema.absolute())
-    if cur is not None:
-        cur = _versions_checked(cur, schema, held, labels)
     read_labels = labels
     if schema.unknown():
         everyone = labels if labels is not None else (t.label for t in registry.all_types())
@@ -251,6 +252,8 @@ def pull_page(
         horizon, grants = feed.horizon_and_grants(user_id, events_after=events_after)
     if on_replica and cur is not None and not _replica_has(cur, horizon):
         raise ReplicaBehind
+    if cur is not None:
+        cur = _versions_checked(cur, schema, held, labels, horizon.resync)
     channels = None if everything else {own_channel(user_id), *grants.channels}
     if channels is not None:
         _remember_channels(user_id, frozenset(channels))
@@ -263,7 +266,7 @@ def pull_page(
             u=user_id,
             a=everything,
             v=held,
-            e=newest_resync(),
+            e=horizon.resync,
         )
     else:
         _check_purged(cur, horizon.purged)

@@ -11,8 +11,6 @@ send the device back for (`410 resync_required` naming them).
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +19,7 @@ from django.db import models
 
 from sync import registry
 from sync.registry import SyncedType
+from syncbase import reading
 from syncbase.errors import SyncError
 
 _PAIR = re.compile(r"^\s*([a-z0-9_]+\.[a-z0-9_]+)\s*=\s*(\d{1,6})\s*$")
@@ -150,34 +149,16 @@ def _bad(detail: str) -> SyncError:
 
 # --- targeted re-sync ------------------------------------------------------------------
 
-# The newest Resync's id and every (id, model), read at most this often per
-# process; a bump made here is seen at once, one made elsewhere within this.
-RESYNC_FRESH_SECONDS = 2.0
-_known: tuple[float, int, tuple[tuple[int, str], ...]] = (0.0, 0, ())
-_known_lock = threading.Lock()
 
-
-def _resyncs() -> tuple[int, tuple[tuple[int, str], ...]]:
-    global _known
-    read_at, newest, rows = _known
-    if time.monotonic() - read_at < RESYNC_FRESH_SECONDS:
-        return newest, rows
+def resynced_after(seen: int, newest: int) -> set[str]:
+    """The models re-synced after `seen`, given the newest re-sync's id (the
+    pull's horizon reads it: asked only when there is one to find)."""
+    if newest <= seen:
+        return set()
     from sync.models import Resync
 
-    found = tuple(Resync.objects.order_by("id").values_list("id", "model"))
-    with _known_lock:
-        _known = (time.monotonic(), found[-1][0] if found else 0, found)
-    return _known[1], _known[2]
-
-
-def forget_resyncs() -> None:
-    global _known
-    with _known_lock:
-        _known = (0.0, 0, ())
-
-
-def newest_resync() -> int:
-    return _resyncs()[0]
+    found = Resync.objects.using(reading.alias()).filter(id__gt=seen)
+    return set(found.values_list("model", flat=True))
 
 
 def resync(model: type[models.Model] | str, *, reason: str = "") -> int:
@@ -190,15 +171,14 @@ def resync(model: type[models.Model] | str, *, reason: str = "") -> int:
     label = model if isinstance(model, str) else model._meta.label_lower
     if registry.get(label) is None:
         raise ValueError(f"{label} is not a synced model")
-    made = Resync.objects.create(model=label, reason=reason[:200])
-    forget_resyncs()
-    return made.pk
+    return Resync.objects.create(model=label, reason=reason[:200]).pk
 
 
 def refetch(
     *,
     held: Mapping[str, int] | None,
     seen: int | None,
+    newest: int,
     schema: AppSchema,
     labels: Iterable[str] | None,
 ) -> list[str]:
@@ -210,7 +190,7 @@ def refetch(
     in_filter = set(labels) if labels is not None else {t.label for t in registry.all_types()}
     wanted: set[str] = set()
     if seen is not None:
-        wanted |= {model for number, model in _resyncs()[1] if number > seen}
+        wanted |= resynced_after(seen, newest)
     if held is not None:
         for stype in registry.all_types():
             if schema.version_of(stype) > held.get(stype.label, 1):
