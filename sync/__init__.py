@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from sync.schema import Added, Changed, Removed, Renamed, Retyped, Split
 
-__all__ = ["Added", "Changed", "Removed", "Renamed", "Retyped", "Split", "register", "resync"]
+__all__ = [
+    "Added",
+    "Changed",
+    "Removed",
+    "Renamed",
+    "Retyped",
+    "Split",
+    "register",
+    "resync",
+    "retire",
+]
 
 
 def register(model, **options):  # noqa: ANN001, ANN201 - re-exported, typed in registry
     from sync.registry import register as _register
 
     return _register(model, **options)
+
+
+def retire(label, **options):  # noqa: ANN001, ANN201 - re-exported, typed in registry
+    """A model older apps may still push, no longer synced (docs/protocol.md)."""
+    from sync.registry import retire as _retire
+
+    return _retire(label, **options)
 
 
 def resync(model, *, reason: str = ""):  # noqa: ANN001, ANN201 - re-exported, typed in versions

@@ -81,3 +81,4 @@ class Reason(models.TextChoices):
     EXISTS = "exists", "an object with this id already exists"
     PROTECTED = "protected", "other objects refer to it"
     REUSED = "mutation_id_reused", "the mutation id was used for another change"
+    RETIRED = "retired", "the model is no longer synced"

@@ -330,6 +330,43 @@ def _refuse(check_id: str, model: type[models.Model], message: str, hint: str) -
     refused.append(Refusal(check_id, model, message, hint))
 
 
+@dataclass(frozen=True)
+class Retired:
+    """A model apps in the field may still push, that the server no longer
+    syncs (`retire`)."""
+
+    label: str
+    note: str
+    into: Callable[[dict[str, Any]], dict[str, Any] | None] | None
+
+
+_retired: dict[str, Retired] = {}
+
+
+def retire(
+    label: str,
+    *,
+    note: str = "",
+    into: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+) -> Retired:
+    """A model no longer synced, that older apps may still push (docs/protocol.md,
+    "App versions and schema changes"). Their mutations of it are rejected with
+    reason `retired` and `note` (so their outbox drains, and the app can tell
+    the user), or, with `into`, mapped to a mutation of a model that is synced
+    (`into(mutation) -> mutation`, None to reject it): its data then lands
+    there. The mapped mutation keeps the original's `mutation_id`."""
+    label = label.lower()
+    if label in _registry:
+        raise ValueError(f"{label} is registered for sync; unregister it before retiring it")
+    entry = Retired(label, note, into)
+    _retired[label] = entry
+    return entry
+
+
+def retired(label: str) -> Retired | None:
+    return _retired.get(label)
+
+
 def get(label: str) -> SyncedType | None:
     return _registry.get(label)
 

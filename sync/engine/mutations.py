@@ -104,6 +104,10 @@ OPS = frozenset(Op.values)
 
 def parse(raw: Any) -> Parsed:
     """Check a mutation's envelope (field values are checked when it is applied)."""
+    if isinstance(raw, dict) and isinstance(raw.get("model"), str):
+        gone = registry.retired(raw["model"])
+        if gone is not None:
+            return _of_retired(raw, gone)
     if not isinstance(raw, dict):
         return Malformed(
             None,
@@ -152,6 +156,25 @@ def parse(raw: Any) -> Parsed:
     return Mutation(
         mutation_id, stype, str(op), object_id, base, data if isinstance(data, dict) else {}
     )
+
+
+def _of_retired(raw: dict[str, Any], gone: registry.Retired) -> Parsed:
+    """A mutation of a retired model: mapped to a synced one, or rejected
+    saying so (reason `retired`): never left to wedge an outbox."""
+    mapped = gone.into(dict(raw)) if gone.into is not None else None
+    if mapped is not None and registry.retired(str(mapped.get("model"))) is None:
+        return parse({**mapped, "mutation_id": raw.get("mutation_id")})
+    mutation_id = _uuid_or_none(raw.get("mutation_id"))
+    object_id = _uuid_or_none(raw.get("id"))
+    message = f"{gone.label} is no longer synced." + (f" {gone.note}" if gone.note else "")
+    result = MutationResult(
+        str(mutation_id) if mutation_id else _str_or_none(raw.get("mutation_id")),
+        Status.REJECTED,
+        id=str(object_id) if object_id else _str_or_none(raw.get("id")),
+        errors={"model": [message]},
+        reason=Reason.RETIRED,
+    )
+    return Malformed(mutation_id, result, gone.label, object_id)
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:

@@ -459,3 +459,52 @@ def test_an_old_apps_rejection_names_its_own_fields(alice, acme):
     assert result["status"] == "rejected"
     assert set(result["errors"]) == {"serial", "location"}, result["errors"]
     assert "at most 100 characters" in result["errors"]["serial"][0]
+
+
+# --- a retired model -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def retired_models():
+    from sync import registry
+
+    yield registry
+    registry._retired.clear()
+
+
+def test_pushes_of_a_retired_model_are_rejected_saying_so(alice, retired_models):
+    sync.retire("fieldwork.visit", note="Visits are work orders now: update the app.")
+    old = speaking(alice, schema=V1 + ", fieldwork.visit=2")
+    result = old.push_one(mutation("fieldwork.visit", data={"title": "Annual check"}))
+    assert result["status"] == "rejected" and result["reason"] == "retired"
+    assert result["errors"]["model"] == [
+        "fieldwork.visit is no longer synced. Visits are work orders now: update the app."
+    ]
+    # A retry gets the same answer: the entry leaves the outbox.
+    again = old.push(
+        {**mutation("fieldwork.visit"), "mutation_id": result["mutation_id"], "id": result["id"]}
+    )
+    assert again["results"][0]["reason"] == "retired"
+
+
+def test_a_retired_model_can_drain_into_a_synced_one(alice, acme, retired_models):
+    def into_work_order(raw):
+        if raw["op"] != "create":
+            return None  # its later edits have nowhere to go: rejected, saying so
+        data = raw["data"]
+        return {**raw, "model": "fieldwork.workorder", "data": {"customer": acme, **data}}
+
+    sync.retire("fieldwork.visit", into=into_work_order)
+    old = speaking(alice, schema=V1)
+    made = old.push_one(mutation("fieldwork.visit", data={"title": "Annual check"}))
+    assert made["status"] == "applied"
+    from fieldwork.models import WorkOrder
+
+    assert WorkOrder.objects.get(pk=made["id"]).title == "Annual check"
+    edit = old.push_one(update("fieldwork.visit", made["id"], 1, title="x"))
+    assert (edit["status"], edit["reason"]) == ("rejected", "retired")
+
+
+def test_a_registered_model_cannot_be_retired(retired_models):
+    with pytest.raises(ValueError, match="registered"):
+        sync.retire(EQUIPMENT)
