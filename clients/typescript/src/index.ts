@@ -1,0 +1,75 @@
+/**
+ * `@syncserver/client`: a TypeScript client of the syncserver sync protocol
+ * (docs/protocol.md). See README.md.
+ */
+
+export {
+  SyncClient,
+  PUSH_BATCH,
+  PULL_PATH,
+  LIVE_PATH,
+  emptyReport,
+  type SyncClientOptions,
+  type SyncReport,
+  type Progress,
+  type Page,
+  type Platform,
+  type ResolveChoice,
+  type ResolveAnswer,
+  type Status,
+  type FollowOptions,
+} from "./client.js";
+export {
+  MemoryStorage,
+  type StorageAdapter,
+  type StorageTx,
+  type StoredObject,
+  type Mutation,
+  type Op,
+  type LocalConflict,
+  type ConflictStatus,
+  type Rejection,
+  type ObjectFilter,
+  type Data,
+} from "./storage.js";
+export {
+  LocalStore,
+  type PulledChange,
+  type PushResult,
+  type PushStatus,
+  type RefetchState,
+  type ConflictDescription,
+  type LocalObject,
+} from "./store.js";
+export {
+  Transport,
+  DEFAULT_RETRY,
+  RETRY_STATUSES,
+  APP_VERSION,
+  SCHEMA_VERSION,
+  OUTBOX_PENDING,
+  OUTBOX_OLDEST_AGE,
+  backoff,
+  parseRetryAfter,
+  schemaHeader,
+  type FetchLike,
+  type RetryPolicy,
+  type TransportOptions,
+  type RequestOptions,
+  type ApiResponse,
+  type TransferStats,
+} from "./http.js";
+export { FieldSpec, ModelSpec, FORMAT_MESSAGES, type Errors, type FieldDescription, type ModelDescription } from "./schema.js";
+export {
+  ClientError,
+  NetworkError,
+  ApiError,
+  UpgradeRequired,
+  UnexpectedResponse,
+  NotLoggedIn,
+  ValidationError,
+  NotFound,
+  StaleResolution,
+  ConflictSettled,
+  type ErrorBody,
+} from "./errors.js";
