@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTHON ?= python3
 
-.PHONY: install run demo worker beat test lint format bench clean
+.PHONY: install run demo worker beat test lint format bench clean webapp
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The technician web app at /app/ (webapp/, TypeScript bundled by esbuild): built
+# when Node and npm are there; without them the rest of the server runs as it is.
+WEBAPP_SOURCES := $(wildcard webapp/src/*.ts clients/typescript/src/*.ts) webapp/sw.ts \
+	webapp/index.html webapp/app.css webapp/build.mjs webapp/package-lock.json
+webapp/dist/BUILD: $(WEBAPP_SOURCES)
+	cd webapp && npm ci --no-audit --no-fund && npm run build
+
+webapp:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory webapp/dist/BUILD; \
+	else echo "npm not found: /app/ (the web app) is not built; the rest runs as it is"; fi
+
 # Embedded default: SQLite file, local-memory cache, eager Celery (no service needed).
-run: install
+run: install webapp
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	DEBUG=$${DEBUG:-1} LOG_FORMAT=$${LOG_FORMAT:-plain} $(PY) manage.py runserver 0.0.0.0:$(PORT)

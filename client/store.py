@@ -37,7 +37,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -512,6 +512,16 @@ class Store:
             batch.append(entry)
             seen.add(entry.key)
         return batch
+
+    def take_batch(self, limit: int = 500) -> list[Mutation]:
+        """`next_batch`, frozen (`mark_sent`) in the same transaction that reads
+        it: an edit made meanwhile on another thread folds into an entry
+        before the batch is read, or queues behind it after, never into an
+        entry whose request is already built from older data."""
+        with self.transaction():
+            batch = self.next_batch(limit)
+            self.mark_sent(batch)
+        return [replace(entry, sent=True) for entry in batch]
 
     def mark_sent(self, batch: Iterable[Mutation]) -> None:
         """Freeze entries before they go out: from now on they are resent as

@@ -466,10 +466,9 @@ class SyncClient:
             return self._push(report or SyncReport())
 
     def _push(self, report: SyncReport) -> SyncReport:
-        while batch := self.store.next_batch(PUSH_BATCH):
-            # Frozen before the request leaves: if we crash or the answer is
-            # lost, the next push resends exactly these mutation ids.
-            self.store.mark_sent(batch)
+        # Frozen as it is read, before the request leaves: if we crash or the
+        # answer is lost, the next push resends exactly these mutations.
+        while batch := self.store.take_batch(PUSH_BATCH):
             sent_cursor = self.store.cursor
             body: dict[str, Any] = {"mutations": [m.wire() for m in batch]}
             if sent_cursor is not None:

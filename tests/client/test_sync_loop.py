@@ -427,3 +427,36 @@ def test_teammates_converge_through_joins_and_leaves(make_device):
     bob.client.sync()
     assert bob.state() == server_state(bob.user, member) == {}
     assert alice.state() == server_state(alice.user, member)
+
+
+def test_an_edit_made_while_a_push_is_being_built_goes_next_not_lost(make_device, monkeypatch):
+    """Another thread (the UI) edits the object whose entry a push is taking:
+    the edit must not fold into the entry after its request was built."""
+    import threading
+    import time
+
+    device = make_device()
+    shop = device.client.create(CUSTOMER, {"name": "Shop"})
+    device.client.sync()
+    device.client.update(CUSTOMER, shop, {"phone": "1"})
+    store = device.client.store
+    taking, real_next_batch = threading.Event(), store.next_batch
+
+    def slow_next_batch(limit: int = 500):
+        batch = real_next_batch(limit)
+        if batch:
+            taking.set()
+            time.sleep(0.3)  # the request is built from `batch`
+        return batch
+
+    monkeypatch.setattr(store, "next_batch", slow_next_batch)
+    editor = threading.Thread(
+        target=lambda: taking.wait(5) and device.client.update(CUSTOMER, shop, {"phone": "2"})
+    )
+    editor.start()
+    device.client.push()
+    editor.join(5)
+    device.client.sync()
+    assert Customer.objects.get(pk=shop).phone == "2"
+    assert device.client.get(CUSTOMER, shop)["phone"] == "2"
+    assert not store.pending()

@@ -484,12 +484,11 @@ export class SyncClient {
 
   private async runPush(report: SyncReport): Promise<SyncReport> {
     for (;;) {
-      const batch = await this.store.nextBatch(PUSH_BATCH);
+      // Frozen as it is read, before the request leaves: if we crash or the
+      // answer is lost, the next push resends exactly these mutations.
+      const batch = await this.store.takeBatch(PUSH_BATCH);
       const first = batch[0];
       if (first === undefined) return report;
-      // Frozen before the request leaves: if we crash or the answer is lost,
-      // the next push resends exactly these mutation ids.
-      await this.store.markSent(batch);
       const sentCursor = await this.store.cursor();
       const body: Data = {
         mutations: batch.map((m) => ({

@@ -32,6 +32,17 @@ export {
   type ObjectFilter,
   type Data,
 } from "./storage.js";
+export { IndexedDbStorage, StorageError, StorageFull, IDB_VERSION } from "./idb.js";
+export {
+  TabCoordinator,
+  requestPersistence,
+  estimateStorage,
+  type TabCoordinatorOptions,
+  type ChangeNotice,
+  type LockManagerLike,
+  type PersistenceState,
+  type StorageEstimateResult,
+} from "./browser.js";
 export {
   LocalStore,
   type PulledChange,

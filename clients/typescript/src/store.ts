@@ -431,16 +431,22 @@ export class LocalStore {
    * made), and up to the first made under another schema.
    */
   async nextBatch(limit = 500): Promise<Mutation[]> {
-    const batch: Mutation[] = [];
-    const seen = new Set<string>();
-    for (const entry of await this.pending()) {
-      const key = `${entry.model}\u0000${entry.objectId}`;
-      if (seen.has(key) || batch.length === limit) break;
-      if (batch[0] !== undefined && entry.schema !== batch[0].schema) break;
-      batch.push(entry);
-      seen.add(key);
-    }
-    return batch;
+    return batchOf(await this.pending(), limit);
+  }
+
+  /**
+   * The next push batch, frozen in the same transaction that reads it, and
+   * returned as frozen: an edit made meanwhile (in this tab or another) folds
+   * into an entry before the batch is read, or queues behind it after, never
+   * into an entry whose request is already built from older data.
+   */
+  takeBatch(limit = 500): Promise<Mutation[]> {
+    return this.write(async (tx) => {
+      const batch = batchOf(await tx.listOutbox(), limit);
+      const frozen = batch.map((entry) => ({ ...entry, sent: true }));
+      for (const entry of frozen) await tx.putOutbox(entry);
+      return frozen;
+    });
   }
 
   /** Freeze entries before they go out: from now on they are resent as they are. */
@@ -602,4 +608,18 @@ export class LocalStore {
   dismissRejection(mutationId: string): Promise<void> {
     return this.write((tx) => tx.deleteRejection(mutationId));
   }
+}
+
+/** The oldest entries that may go out together (see `LocalStore.nextBatch`). */
+function batchOf(pending: readonly Mutation[], limit: number): Mutation[] {
+  const batch: Mutation[] = [];
+  const seen = new Set<string>();
+  for (const entry of pending) {
+    const key = `${entry.model}\u0000${entry.objectId}`;
+    if (seen.has(key) || batch.length === limit) break;
+    if (batch[0] !== undefined && entry.schema !== batch[0].schema) break;
+    batch.push(entry);
+    seen.add(key);
+  }
+  return batch;
 }

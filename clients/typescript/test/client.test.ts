@@ -143,6 +143,32 @@ describe("SyncClient: push results", () => {
   });
 });
 
+describe("SyncClient: an edit while a push is being built", () => {
+  it("is never folded into the entry going out: it queues behind it and goes next", async () => {
+    const { client, server } = await synced();
+    await client.update(CUSTOMER, ids.a, { phone: "1" });
+    server.on("POST", PUSH, (call) => {
+      const [m] = mutations(call);
+      assert.ok(m);
+      return json(200, { results: [result(m, "applied", 3, { name: "Na", phone: "1" })], cursor: "c1" });
+    });
+    server.on("POST", PUSH, (call) => {
+      const [m] = mutations(call);
+      assert.ok(m);
+      return json(200, { results: [result(m, "applied", 4, { name: "Na", phone: "2" })], cursor: "c1" });
+    });
+    // The push reads its batch; the edit comes in before the request is built.
+    const pushing = client.push();
+    const editing = client.update(CUSTOMER, ids.a, { phone: "2" });
+    await Promise.all([pushing, editing]);
+    await client.push();
+    const sent = server.callsTo("POST", PUSH).flatMap((call) => mutations(call).map((m) => m.data));
+    assert.deepEqual(sent, [{ phone: "1" }, { phone: "2" }]);
+    assert.deepEqual(await client.get(CUSTOMER, ids.a), { name: "Na", phone: "2" });
+    assert.deepEqual(await client.store.pending(), []);
+  });
+});
+
 describe("SyncClient: pulls", () => {
   it("never overwrites an edit made while a pull is in flight", async () => {
     const { client, server } = await synced();

@@ -1,0 +1,533 @@
+/**
+ * The screens: log in, today's work orders, one work order, conflicts. Routing
+ * is by hash (`#/`, `#/all`, `#/wo/<id>`, `#/conflicts`) so that the server
+ * only ever serves /app/ itself.
+ */
+import {
+  ApiError,
+  ConflictSettled,
+  type Data,
+  type LocalConflict,
+  NetworkError,
+  StaleResolution,
+  type SyncClient,
+  ValidationError,
+} from "./client.ts";
+import { h, hasUnsavedInput, localDate, mount, timeOf } from "./dom.ts";
+import { SyncLoop, type SyncState } from "./sync.ts";
+
+const WORK_ORDER = "fieldwork.workorder";
+const CUSTOMER = "fieldwork.customer";
+const NOTE = "fieldwork.note";
+
+export const STATUSES: [string, string][] = [
+  ["open", "Open"],
+  ["scheduled", "Scheduled"],
+  ["in_progress", "In progress"],
+  ["done", "Done"],
+  ["cancelled", "Cancelled"],
+];
+const STATUS_LABEL = new Map(STATUSES);
+const FIELD_LABEL: Record<string, string> = {
+  title: "Title",
+  description: "Description",
+  status: "Status",
+  priority: "Priority",
+  scheduled_for: "Scheduled for",
+  due_at: "Due",
+  estimated_hours: "Estimated hours",
+  customer: "Customer",
+  body: "Note",
+  name: "Name",
+  phone: "Phone",
+  email: "Email",
+  address: "Address",
+};
+
+type Route = { view: "today" } | { view: "all" } | { view: "order"; id: string } | { view: "conflicts" };
+
+function parseRoute(hash: string): Route {
+  const path = hash.replace(/^#\/?/, "");
+  if (path === "all") return { view: "all" };
+  if (path === "conflicts") return { view: "conflicts" };
+  const order = /^wo\/([0-9a-f-]{36})$/i.exec(path);
+  if (order?.[1]) return { view: "order", id: order[1] };
+  return { view: "today" };
+}
+
+function show(value: unknown): string {
+  if (value === null || value === undefined || value === "") return "—";
+  if (typeof value === "string" && STATUS_LABEL.has(value)) return STATUS_LABEL.get(value) as string;
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof ValidationError) return error.message;
+  if (error instanceof NetworkError) return "The server cannot be reached: try again when online.";
+  if (error instanceof ApiError) return error.detail || error.code;
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class App {
+  private readonly main: HTMLElement;
+  private readonly bar: HTMLElement;
+  private readonly nav: HTMLElement;
+  private loop: SyncLoop | null = null;
+  private flash: { text: string; kind: "info" | "error" } | null = null;
+  /** The fields at stake per conflict, as the server described them. */
+  private readonly stakes = new Map<string, string[]>();
+
+  constructor(
+    private readonly client: SyncClient,
+    private readonly root: HTMLElement,
+    private readonly persistent: boolean,
+  ) {
+    this.nav = h("nav", { id: "nav" });
+    this.bar = h("footer", { id: "status-bar", role: "status" });
+    this.main = h("main", { id: "main" });
+    mount(root, h("header", { id: "top" }, h("h1", {}, "Field jobs"), this.nav), this.bar, this.main);
+    window.addEventListener("hashchange", () => void this.render());
+  }
+
+  async start(): Promise<void> {
+    if (await this.loggedIn()) this.startLoop();
+    await this.render();
+  }
+
+  private async loggedIn(): Promise<boolean> {
+    return (await this.client.store.get("token")) !== null;
+  }
+
+  private startLoop(): void {
+    if (this.loop) return;
+    this.loop = new SyncLoop(this.client, {
+      onData: () => {
+        // Pulled or pushed something: redraw, unless the user is typing.
+        if (!hasUnsavedInput(this.main)) void this.render();
+      },
+      onLoggedOut: () => void this.logOut(),
+    });
+    this.loop.subscribe((state) => this.renderBar(state));
+    this.loop.start();
+  }
+
+  private async logOut(): Promise<void> {
+    this.loop?.stop();
+    this.loop = null;
+    // The data stays for this user's next login; another user starts afresh.
+    await this.client.store.set("token", null);
+    this.client.api.token = null;
+    location.hash = "#/";
+    await this.render();
+  }
+
+  private say(text: string, kind: "info" | "error" = "info"): void {
+    this.flash = { text, kind };
+  }
+
+  // --- chrome -----------------------------------------------------------------------
+
+  private renderBar(state: SyncState): void {
+    const pending =
+      state.pending === 0 ? "No pending changes" : `${state.pending} pending change${state.pending === 1 ? "" : "s"}`;
+    mount(
+      this.bar,
+      h("span", { id: "net", class: state.online ? "online" : "offline" }, state.online ? "Online" : "Offline"),
+      h("span", { id: "pending", class: state.pending ? "busy" : "" }, pending),
+      state.conflicts > 0
+        ? h("a", { id: "conflict-count", href: "#/conflicts", class: "warn" }, `${state.conflicts} conflict${state.conflicts === 1 ? "" : "s"}`)
+        : null,
+      state.rejections > 0
+        ? h("a", { id: "rejection-count", href: "#/conflicts", class: "warn" }, `${state.rejections} refused`)
+        : null,
+      h("span", { id: "last-sync" }, state.syncing ? "Syncing…" : `Last sync: ${timeOf(state.lastSync)}`),
+      state.error ? h("span", { id: "sync-error", class: "error" }, state.error) : null,
+      h("button", { id: "sync-now", type: "button", disabled: state.syncing, onclick: () => void this.loop?.syncNow() }, "Sync now"),
+    );
+    const link = this.nav.querySelector("#nav-conflicts");
+    if (link) link.textContent = state.conflicts ? `Conflicts (${state.conflicts})` : "Conflicts";
+  }
+
+  private async renderNav(): Promise<void> {
+    if (!(await this.loggedIn())) {
+      mount(this.nav);
+      return;
+    }
+    const conflicts = this.loop?.state.conflicts ?? 0;
+    mount(
+      this.nav,
+      h("a", { href: "#/" }, "Today"),
+      h("a", { href: "#/all" }, "All"),
+      h("a", { id: "nav-conflicts", href: "#/conflicts" }, conflicts ? `Conflicts (${conflicts})` : "Conflicts"),
+      h("span", { class: "user" }, (await this.client.username()) ?? ""),
+      h("button", { type: "button", class: "link", onclick: () => void this.logOut() }, "Log out"),
+    );
+  }
+
+  private flashBox(): HTMLElement | null {
+    if (!this.flash) return null;
+    const box = h("p", { id: "flash", class: `flash ${this.flash.kind}` }, this.flash.text);
+    this.flash = null;
+    return box;
+  }
+
+  async render(): Promise<void> {
+    await this.renderNav();
+    if (!(await this.loggedIn())) {
+      this.bar.hidden = true;
+      mount(this.main, this.flashBox(), this.loginView());
+      return;
+    }
+    this.bar.hidden = false;
+    const route = parseRoute(location.hash);
+    let view: HTMLElement;
+    if (route.view === "order") view = await this.orderView(route.id);
+    else if (route.view === "conflicts") view = await this.conflictsView();
+    else view = await this.listView(route.view === "all");
+    mount(this.main, this.flashBox(), view);
+  }
+
+  // --- log in -------------------------------------------------------------------
+
+  private loginView(): HTMLElement {
+    const username = h("input", { id: "username", name: "username", autocomplete: "username", required: true });
+    const password = h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
+    const message = h("p", { id: "login-error", class: "error", role: "alert" });
+    const button = h("button", { type: "submit" }, "Log in");
+    const form = h(
+      "form",
+      { id: "login", class: "card" },
+      h("h2", {}, "Log in"),
+      h("label", { for: "username" }, "Username"),
+      username,
+      h("label", { for: "password" }, "Password"),
+      password,
+      button,
+      message,
+      this.persistent ? null : h("p", { class: "hint" }, "This browser keeps your data only until the page is closed."),
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void (async () => {
+        button.disabled = true;
+        message.textContent = "";
+        try {
+          await this.client.login(username.value.trim(), password.value);
+          await this.client.registerDevice({ platform: "web", name: `Web app (${navigator.platform || "browser"})` });
+          this.startLoop();
+          location.hash = "#/";
+          await this.render();
+        } catch (error) {
+          message.textContent =
+            error instanceof ApiError && error.code === "invalid_credentials"
+              ? "Wrong username or password."
+              : error instanceof NetworkError || !navigator.onLine
+                ? "You are offline: logging in needs the network."
+                : errorText(error);
+          button.disabled = false;
+        }
+      })();
+    });
+    return form;
+  }
+
+  // --- the list -------------------------------------------------------------------
+
+  private async customers(): Promise<Map<string, Data>> {
+    return new Map((await this.client.all(CUSTOMER)).map((c) => [c.id, c.data]));
+  }
+
+  private async listView(all: boolean): Promise<HTMLElement> {
+    const today = localDate();
+    const orders = await this.client.all(WORK_ORDER);
+    const customers = await this.customers();
+    const active = (s: unknown): boolean => s !== "done" && s !== "cancelled";
+    const shown = orders
+      .filter(({ data }) =>
+        all ? true : data["scheduled_for"] === today || (!data["scheduled_for"] && active(data["status"])),
+      )
+      .sort((a, b) =>
+        `${a.data["scheduled_for"] ?? "9999"} ${a.data["title"]}`.localeCompare(`${b.data["scheduled_for"] ?? "9999"} ${b.data["title"]}`),
+      );
+    const pending = this.loop?.state.pendingObjects ?? new Set<string>();
+    const synced = (await this.client.status()).lastSync !== null;
+    return h(
+      "section",
+      { id: "orders" },
+      h("h2", {}, all ? "All work orders" : `Today, ${new Date().toLocaleDateString()}`),
+      h(
+        "p",
+        { class: "hint" },
+        all
+          ? "Every work order of yours and your team's, by date."
+          : "Scheduled for today, and open ones without a date.",
+      ),
+      shown.length === 0
+        ? h("p", { class: "empty" }, synced ? "Nothing here." : "Loading… (the first sync needs the network)")
+        : h(
+            "ul",
+            { class: "orders" },
+            shown.map(({ id, data }) =>
+              h(
+                "li",
+                { class: "order", "data-id": id },
+                h(
+                  "a",
+                  { href: `#/wo/${id}` },
+                  h("span", { class: "title" }, show(data["title"])),
+                  h("span", { class: "customer" }, show(customers.get(String(data["customer"]))?.["name"])),
+                  h("span", { class: `status status-${String(data["status"])}` }, show(data["status"])),
+                  h("span", { class: "date" }, show(data["scheduled_for"])),
+                  pending.has(`${WORK_ORDER} ${id}`) ? h("span", { class: "badge" }, "not synced") : null,
+                ),
+              ),
+            ),
+          ),
+    );
+  }
+
+  // --- one work order -----------------------------------------------------------------
+
+  private async orderView(id: string): Promise<HTMLElement> {
+    const order = await this.client.get(WORK_ORDER, id);
+    if (order === null) {
+      return h("section", {}, h("p", { class: "empty" }, "This work order is not (or no longer) here."), h("a", { href: "#/" }, "Back"));
+    }
+    const customer = order["customer"] ? await this.client.get(CUSTOMER, String(order["customer"])) : null;
+    const notes = (await this.client.all(NOTE))
+      .filter((n) => n.data["work_order"] === id)
+      .sort((a, b) => Number(Boolean(b.data["pinned"])) - Number(Boolean(a.data["pinned"])));
+    const pending = this.loop?.state.pendingObjects ?? new Set<string>();
+    const conflicts = (await this.client.conflicts("open")).filter((c) => c.objectId === id);
+
+    const edit = async (changes: Data, done: string): Promise<void> => {
+      try {
+        await this.client.update(WORK_ORDER, id, changes);
+        this.say(done);
+      } catch (error) {
+        this.say(errorText(error), "error");
+      }
+      this.loop?.edited();
+      await this.render();
+    };
+
+    const description = h("textarea", { id: "description", rows: 4, "aria-label": "Description", value: order["description"] ?? "" });
+    const noteBody = h("textarea", { id: "new-note", rows: 3, "aria-label": "New note", placeholder: "What did you find, what did you do?" });
+
+    return h(
+      "section",
+      { id: "order", "data-id": id },
+      h("a", { href: "#/", class: "back" }, "← Today"),
+      h("h2", { id: "order-title" }, show(order["title"])),
+      conflicts.length
+        ? h("p", { class: "flash error" }, "This work order has a conflict to settle. ", h("a", { href: "#/conflicts" }, "Settle it"))
+        : null,
+      pending.has(`${WORK_ORDER} ${id}`) ? h("p", { class: "badge" }, "Changes not synced yet") : null,
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", {}, "Customer"),
+        h("dd", { id: "order-customer" }, show(customer?.["name"])),
+        customer?.["address"] ? [h("dt", {}, "Address"), h("dd", {}, show(customer["address"]))] : null,
+        customer?.["phone"] ? [h("dt", {}, "Phone"), h("dd", {}, h("a", { href: `tel:${String(customer["phone"])}` }, show(customer["phone"])))] : null,
+        h("dt", {}, "Status"),
+        h("dd", { id: "order-status", class: `status status-${String(order["status"])}` }, show(order["status"])),
+        h("dt", {}, "Scheduled for"),
+        h("dd", {}, show(order["scheduled_for"])),
+        h("dt", {}, "Priority"),
+        h("dd", {}, show(order["priority"])),
+        order["estimated_hours"] != null ? [h("dt", {}, "Estimated hours"), h("dd", {}, show(order["estimated_hours"]))] : null,
+      ),
+      h(
+        "div",
+        { class: "statuses", role: "group", "aria-label": "Change status" },
+        STATUSES.map(([value, label]) =>
+          h(
+            "button",
+            {
+              type: "button",
+              "data-status": value,
+              class: order["status"] === value ? "current" : "",
+              disabled: order["status"] === value,
+              onclick: () => void edit({ status: value }, `Status: ${label}.`),
+            },
+            label,
+          ),
+        ),
+      ),
+      h(
+        "form",
+        {
+          class: "card",
+          onsubmit: (event: Event) => {
+            event.preventDefault();
+            void edit({ description: description.value }, "Description saved.");
+          },
+        },
+        h("h3", {}, "Description"),
+        description,
+        h("button", { type: "submit" }, "Save description"),
+      ),
+      h(
+        "section",
+        { class: "card", id: "notes" },
+        h("h3", {}, `Notes (${notes.length})`),
+        h(
+          "ul",
+          { class: "notes" },
+          notes.map((n) =>
+            h(
+              "li",
+              { class: n.data["pinned"] ? "pinned" : "" },
+              show(n.data["body"]),
+              pending.has(`${NOTE} ${n.id}`) ? h("span", { class: "badge" }, "not synced") : null,
+            ),
+          ),
+        ),
+        h(
+          "form",
+          {
+            onsubmit: (event: Event) => {
+              event.preventDefault();
+              const body = noteBody.value.trim();
+              if (!body) return;
+              void (async () => {
+                try {
+                  await this.client.create(NOTE, { work_order: id, body, team: order["team"] ?? null });
+                  this.say("Note added.");
+                } catch (error) {
+                  this.say(errorText(error), "error");
+                }
+                this.loop?.edited();
+                await this.render();
+              })();
+            },
+          },
+          noteBody,
+          h("button", { type: "submit" }, "Add note"),
+        ),
+      ),
+    );
+  }
+
+  // --- conflicts ------------------------------------------------------------------------
+
+  /** The fields at stake: as the server said (when it could be asked), else those that differ. */
+  private async fieldsAtStake(conflict: LocalConflict, server: Data | null): Promise<string[]> {
+    const known = this.stakes.get(conflict.conflictId);
+    if (known) return known;
+    if (navigator.onLine) {
+      try {
+        const described = await this.client.conflictDetails(conflict.conflictId);
+        if (Array.isArray(described["fields"])) {
+          const fields = (described["fields"] as unknown[]).map(String);
+          this.stakes.set(conflict.conflictId, fields);
+          return fields;
+        }
+      } catch {
+        // Offline or gone: fall back on what the local copy shows.
+      }
+    }
+    const mine = conflict.clientData ?? {};
+    return Object.keys(mine).filter((f) => JSON.stringify(mine[f]) !== JSON.stringify(server?.[f]));
+  }
+
+  private async conflictsView(): Promise<HTMLElement> {
+    const conflicts = await this.client.conflicts("open");
+    const rejections = await this.client.rejections();
+    const cards: HTMLElement[] = [];
+    for (const conflict of conflicts) {
+      const copy = await this.client.store.serverCopy(conflict.model, conflict.objectId);
+      const server = copy ? copy.data : conflict.serverData;
+      const fields = await this.fieldsAtStake(conflict, server);
+      const mine = conflict.clientData ?? {};
+      const title = show(server?.["title"] ?? server?.["name"] ?? mine["title"] ?? conflict.objectId.slice(0, 8));
+      const resolve = (choice: "server" | "client"): void => {
+        void (async () => {
+          try {
+            await this.client.resolve(conflict.conflictId, choice);
+            this.say(choice === "server" ? "Kept the server's version." : "Kept your version.");
+          } catch (error) {
+            if (error instanceof StaleResolution) this.say("It changed on the server meanwhile: look again and choose.", "error");
+            else if (error instanceof ConflictSettled) this.say("Someone already settled this conflict.");
+            else this.say(errorText(error), "error");
+          }
+          await this.loop?.refresh();
+          await this.render();
+        })();
+      };
+      cards.push(
+        h(
+          "article",
+          { class: "card conflict", "data-conflict": conflict.conflictId },
+          h(
+            "h3",
+            {},
+            conflict.model === WORK_ORDER ? h("a", { href: `#/wo/${conflict.objectId}` }, title) : title,
+            h("small", {}, ` ${conflict.model.split(".")[1] ?? conflict.model} · ${timeOf(conflict.createdAt)}`),
+          ),
+          server === null ? h("p", {}, "Deleted on the server meanwhile.") : null,
+          conflict.clientData === null ? h("p", {}, "You deleted it; it was changed on the server.") : null,
+          h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Server"), h("th", {}, "Yours"))),
+            h(
+              "tbody",
+              {},
+              fields.map((f) =>
+                h(
+                  "tr",
+                  { "data-field": f },
+                  h("th", {}, FIELD_LABEL[f] ?? f),
+                  h("td", { class: "server" }, show(server?.[f])),
+                  h("td", { class: "client" }, show(mine[f])),
+                ),
+              ),
+            ),
+          ),
+          h(
+            "div",
+            { class: "actions" },
+            h("button", { type: "button", class: "keep-server", onclick: () => resolve("server") }, "Keep server's"),
+            h("button", { type: "button", class: "keep-mine", onclick: () => resolve("client") }, "Keep mine"),
+          ),
+        ),
+      );
+    }
+    return h(
+      "section",
+      { id: "conflicts" },
+      h("h2", {}, "Conflicts"),
+      cards.length ? cards : h("p", { class: "empty" }, "No open conflicts."),
+      rejections.length
+        ? h(
+            "div",
+            { id: "rejections" },
+            h("h2", {}, "Refused by the server"),
+            rejections.map((r) =>
+              h(
+                "article",
+                { class: "card rejection" },
+                h("p", {}, `${r.op} of ${r.model.split(".")[1] ?? r.model}: ${r.reason ?? ""}`),
+                h("ul", {}, Object.entries(r.errors).map(([f, msgs]) => h("li", {}, `${FIELD_LABEL[f] ?? f}: ${msgs.join(" ")}`))),
+                h(
+                  "button",
+                  {
+                    type: "button",
+                    onclick: () =>
+                      void (async () => {
+                        await this.client.dismissRejection(r.mutationId);
+                        await this.loop?.refresh();
+                        await this.render();
+                      })(),
+                  },
+                  "Dismiss",
+                ),
+              ),
+            ),
+          )
+        : null,
+    );
+  }
+}
