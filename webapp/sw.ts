@@ -4,7 +4,14 @@
  * no network; the cache is named after the build, so a new build replaces it.
  * Nothing else is cached: the API (/api/…) and anything outside the shell
  * always go to the network.
+ *
+ * Push messages (Web Push; the server's FCM data message `{"type": "sync",
+ * …}`) wake the app: open windows are told to sync, and when none is open a
+ * mark is left so that the next one opened syncs at once (src/wake.ts). No
+ * notification is shown: the message only means "something changed".
  */
+import { parsePush, type SyncMessage, WAKE_CACHE, WAKE_PATH } from "./src/wake.ts";
+
 const sw = self as unknown as ServiceWorkerGlobalScope;
 declare const __SHELL_VERSION__: string;
 
@@ -54,6 +61,34 @@ sw.addEventListener("fetch", (event) => {
         await cache.put(key, response.clone());
       }
       return response;
+    })(),
+  );
+});
+
+sw.addEventListener("push", (event) => {
+  let text: string | null = null;
+  try {
+    text = event.data ? event.data.text() : null;
+  } catch {
+    text = null;
+  }
+  const message: SyncMessage = { type: "sync", hint: parsePush(text) };
+  event.waitUntil(
+    (async () => {
+      // Windows of this scope, controlled by this worker or not yet (the first load).
+      const windows = await sw.clients.matchAll({ type: "window", includeUncontrolled: true });
+      if (windows.length > 0) {
+        // Each tab syncs through its TabCoordinator: one at a time, the later ones quickly.
+        for (const client of windows) client.postMessage(message);
+        return;
+      }
+      const cache = await caches.open(WAKE_CACHE);
+      await cache.put(
+        new URL(WAKE_PATH, scope).href,
+        new Response(JSON.stringify({ at: new Date().toISOString(), hint: message.hint }), {
+          headers: { "Content-Type": "application/json" },
+        }),
+      );
     })(),
   );
 });

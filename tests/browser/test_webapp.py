@@ -138,6 +138,12 @@ def test_technician_works_offline_syncs_and_settles_a_conflict(app_page: Any) ->
     assert bar(page, "pending").inner_text() == "No pending changes"
     assert "Last sync:" in bar(page, "last-sync").inner_text()
     assert "never" not in bar(page, "last-sync").inner_text()
+    # The app asked once to keep its storage (requestPersistence) and says the answer.
+    bar(page, "storage").wait_for()
+    assert bar(page, "storage").inner_text() in {
+        "Storage: persisted",
+        "Storage: may be cleared by the browser",
+    }
     # The service worker took the page over (it claims it once the shell is cached).
     page.wait_for_function("navigator.serviceWorker.controller !== null")
 

@@ -9,12 +9,17 @@ import {
   type Data,
   type LocalConflict,
   NetworkError,
+  type PersistenceState,
   StaleResolution,
+  StorageFull,
   type SyncClient,
+  type TabCoordinator,
   ValidationError,
+  requestPersistence,
 } from "./client.ts";
 import { h, hasUnsavedInput, localDate, mount, timeOf } from "./dom.ts";
-import { SyncLoop, type SyncState } from "./sync.ts";
+import { listenForPush, type PushState, registerPush, takeWakeMark } from "./push.ts";
+import { storageFullText, SyncLoop, type SyncReason, type SyncState } from "./sync.ts";
 
 const WORK_ORDER = "fieldwork.workorder";
 const CUSTOMER = "fieldwork.customer";
@@ -62,6 +67,7 @@ function show(value: unknown): string {
 }
 
 function errorText(error: unknown): string {
+  if (error instanceof StorageFull) return storageFullText();
   if (error instanceof ValidationError) return error.message;
   if (error instanceof NetworkError) return "The server cannot be reached: try again when online.";
   if (error instanceof ApiError) return error.detail || error.code;
@@ -76,9 +82,14 @@ export class App {
   private flash: { text: string; kind: "info" | "error" } | null = null;
   /** The fields at stake per conflict, as the server described them. */
   private readonly stakes = new Map<string, string[]>();
+  /** The browser's answer to `requestPersistence()` (asked once per page, after login). */
+  private storage: PersistenceState | null = null;
+  /** Web Push, when the server configured it (push.ts). */
+  private push: PushState | null = null;
 
   constructor(
     private readonly client: SyncClient,
+    private readonly tabs: TabCoordinator,
     private readonly root: HTMLElement,
     private readonly persistent: boolean,
   ) {
@@ -90,17 +101,45 @@ export class App {
   }
 
   async start(): Promise<void> {
-    if (await this.loggedIn()) this.startLoop();
+    // Another tab synced, edited, logged in or out: show it.
+    this.tabs.onChange(() => void this.heard());
+    // The service worker relays a push message: the server has news.
+    listenForPush(() => void this.loop?.syncNow("push"));
+    // A push came while no window was open: sync at once (waiting for another tab's sync if one runs).
+    const woken = await takeWakeMark();
+    if (await this.loggedIn()) this.startLoop(woken ? "woken" : "start");
     await this.render();
+  }
+
+  /** Another tab changed the shared store. */
+  private async heard(): Promise<void> {
+    const loggedIn = await this.loggedIn();
+    if (loggedIn && !this.loop) this.startLoop();
+    if (!loggedIn && this.loop) {
+      this.loop.stop();
+      this.loop = null;
+    }
+    await this.loop?.refresh();
+    if (!hasUnsavedInput(this.main)) await this.render();
+  }
+
+  /** `?poll=off` (or `localStorage["webapp.poll"] = "off"`): no periodic sync; `?poll=<seconds>`: another period. */
+  private pollMs(): number | null {
+    const setting = new URLSearchParams(location.search).get("poll") ?? localStorage.getItem("webapp.poll");
+    if (setting === null || setting === "") return 30_000;
+    if (setting === "off" || setting === "0") return null;
+    const seconds = Number(setting);
+    return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 30_000;
   }
 
   private async loggedIn(): Promise<boolean> {
     return (await this.client.store.get("token")) !== null;
   }
 
-  private startLoop(): void {
+  private startLoop(first: SyncReason = "start"): void {
     if (this.loop) return;
-    this.loop = new SyncLoop(this.client, {
+    this.loop = new SyncLoop(this.client, this.tabs, {
+      intervalMs: this.pollMs(),
       onData: () => {
         // Pulled or pushed something: redraw, unless the user is typing.
         if (!hasUnsavedInput(this.main)) void this.render();
@@ -108,7 +147,20 @@ export class App {
       onLoggedOut: () => void this.logOut(),
     });
     this.loop.subscribe((state) => this.renderBar(state));
-    this.loop.start();
+    this.loop.start(first);
+    void this.deviceSettings();
+  }
+
+  /** Once per page, logged in: ask to keep the storage, and subscribe to push if the server can send any. */
+  private async deviceSettings(ask = false): Promise<void> {
+    if (this.storage === null) {
+      this.storage = this.persistent ? await requestPersistence() : "unsupported";
+      if (this.loop) this.renderBar(this.loop.state);
+    }
+    if (this.push === null || ask) {
+      this.push = await registerPush(this.client, { ask });
+      if (this.loop) this.renderBar(this.loop.state);
+    }
   }
 
   private async logOut(): Promise<void> {
@@ -117,6 +169,7 @@ export class App {
     // The data stays for this user's next login; another user starts afresh.
     await this.client.store.set("token", null);
     this.client.api.token = null;
+    this.tabs.announce();
     location.hash = "#/";
     await this.render();
   }
@@ -142,7 +195,23 @@ export class App {
         : null,
       h("span", { id: "last-sync" }, state.syncing ? "Syncing…" : `Last sync: ${timeOf(state.lastSync)}`),
       state.error ? h("span", { id: "sync-error", class: "error" }, state.error) : null,
-      h("button", { id: "sync-now", type: "button", disabled: state.syncing, onclick: () => void this.loop?.syncNow() }, "Sync now"),
+      this.storage === null
+        ? null
+        : h(
+            "span",
+            { id: "storage", class: this.storage === "persisted" ? "" : "muted", title: `navigator.storage.persist(): ${this.storage}` },
+            !this.persistent
+              ? "Storage: this page only"
+              : this.storage === "persisted"
+                ? "Storage: persisted"
+                : "Storage: may be cleared by the browser",
+          ),
+      this.push === null || this.push === "not-configured"
+        ? null
+        : this.push === "needs-permission"
+          ? h("button", { id: "enable-push", type: "button", class: "link", onclick: () => void this.deviceSettings(true) }, "Enable wake-ups")
+          : h("span", { id: "push", class: "muted" }, this.push === "subscribed" ? "Wake-ups: on" : `Wake-ups: ${this.push}`),
+      h("button", { id: "sync-now", type: "button", disabled: state.syncing, onclick: () => void this.loop?.syncNow("button") }, "Sync now"),
     );
     const link = this.nav.querySelector("#nav-conflicts");
     if (link) link.textContent = state.conflicts ? `Conflicts (${state.conflicts})` : "Conflicts";
@@ -214,6 +283,7 @@ export class App {
         try {
           await this.client.login(username.value.trim(), password.value);
           await this.client.registerDevice({ platform: "web", name: `Web app (${navigator.platform || "browser"})` });
+          this.tabs.announce(); // the other tabs, showing the login, follow
           this.startLoop();
           location.hash = "#/";
           await this.render();
@@ -303,6 +373,7 @@ export class App {
     const edit = async (changes: Data, done: string): Promise<void> => {
       try {
         await this.client.update(WORK_ORDER, id, changes);
+        this.tabs.announce();
         this.say(done);
       } catch (error) {
         this.say(errorText(error), "error");
@@ -394,6 +465,7 @@ export class App {
               void (async () => {
                 try {
                   await this.client.create(NOTE, { work_order: id, body, team: order["team"] ?? null });
+                  this.tabs.announce();
                   this.say("Note added.");
                 } catch (error) {
                   this.say(errorText(error), "error");
@@ -446,6 +518,7 @@ export class App {
         void (async () => {
           try {
             await this.client.resolve(conflict.conflictId, choice);
+            this.tabs.announce();
             this.say(choice === "server" ? "Kept the server's version." : "Kept your version.");
           } catch (error) {
             if (error instanceof StaleResolution) this.say("It changed on the server meanwhile: look again and choose.", "error");
@@ -518,6 +591,7 @@ export class App {
                     onclick: () =>
                       void (async () => {
                         await this.client.dismissRejection(r.mutationId);
+                        this.tabs.announce();
                         await this.loop?.refresh();
                         await this.render();
                       })(),

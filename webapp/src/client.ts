@@ -7,3 +7,4 @@ export * from "../../clients/typescript/src/client.ts";
 export * from "../../clients/typescript/src/errors.ts";
 export * from "../../clients/typescript/src/storage.ts";
 export * from "../../clients/typescript/src/idb.ts";
+export * from "../../clients/typescript/src/browser.ts";

@@ -1,7 +1,7 @@
 /** The technician web app: served at /app/, talks to the same origin's /api/v1/. */
-import { SyncClient } from "./client.ts";
+import { SyncClient, TabCoordinator } from "./client.ts";
 import { App } from "./app.ts";
-import { openStorage } from "./storage.ts";
+import { DATABASE, openStorage } from "./storage.ts";
 
 export const APP_VERSION = "0.1.0";
 
@@ -18,7 +18,10 @@ async function main(): Promise<void> {
     retry: { attempts: 3, maxDelayMs: 4_000 },
     timeoutMs: 20_000,
   });
-  const app = new App(client, root, persistent);
+  // The tabs of this profile share the database (one device): they sync one
+  // at a time and tell each other what changed (same name as the database).
+  const tabs = new TabCoordinator(client, { name: DATABASE });
+  const app = new App(client, tabs, root, persistent);
   await app.start();
   document.documentElement.dataset["ready"] = "1";
   if ("serviceWorker" in navigator) {
