@@ -18,6 +18,7 @@ import {
   NotFound,
   NotLoggedIn,
   StaleResolution,
+  UnsentChanges,
   UpgradeRequired,
   ValidationError,
 } from "./errors.js";
@@ -142,6 +143,18 @@ export interface Status {
   pending: Mutation[];
   openConflicts: LocalConflict[];
   rejections: Rejection[];
+  /** What the last pull or push answer said of this app version's deprecation (RFC 9745, RFC 8594). */
+  deprecation: Deprecation | null;
+}
+
+/** `Deprecation`, `Sunset` and `Link` headers: this app version is on its way out. */
+export interface Deprecation {
+  /** When it was deprecated (the `Deprecation: @<unix seconds>` header), as ISO-8601. */
+  deprecatedAt: string | null;
+  /** When it stops pulling (`Sunset`), as ISO-8601. */
+  sunsetAt: string | null;
+  /** Where to get the new version (`Link: <…>; rel="deprecation"`). */
+  url: string | null;
 }
 
 export interface FollowOptions {
@@ -848,10 +861,82 @@ export class SyncClient {
       pending: await this.store.pending(),
       openConflicts: await this.store.conflicts("open"),
       rejections: await this.store.rejections(),
+      deprecation: await this.deprecation(),
     };
   }
 
+  /** What the last pull or push answer said of this app version's deprecation, kept for offline use. */
+  async deprecation(): Promise<Deprecation | null> {
+    await this.open();
+    const kept = await this.store.get("deprecation");
+    return kept === null ? null : (JSON.parse(kept) as Deprecation);
+  }
+
+  /**
+   * Sign out (docs/protocol.md, "Logging out"): push the outbox first, so
+   * that nothing edited offline is lost because its author signed out;
+   * unregister this device; revoke the token (every token of the user with
+   * `everywhere`); forget the account's local data. Returns how many tokens
+   * were revoked. Throws `UnsentChanges` when edits could not be pushed,
+   * unless `discardUnsent`.
+   */
+  async logout(options: { everywhere?: boolean; discardUnsent?: boolean } = {}): Promise<number> {
+    await this.open();
+    if ((await this.store.pending()).length > 0 && !options.discardUnsent) {
+      try {
+        await this.sync();
+      } catch (error) {
+        if (!(error instanceof NetworkError || error instanceof ApiError)) throw error;
+      }
+      const left = (await this.store.pending()).length;
+      if (left > 0) {
+        throw new UnsentChanges(
+          `${left} edit(s) could not be sent; sync again, or log out with discardUnsent to drop them.`,
+        );
+      }
+    }
+    let revoked = 0;
+    try {
+      if (this.api.deviceId) {
+        await this.call("DELETE", `/api/v1/devices/${this.api.deviceId}/`, { expect: [204, 404] }, false);
+      }
+      const answer = await this.call<{ revoked: number }>(
+        "POST",
+        "/api/v1/auth/logout/",
+        { json: { everywhere: options.everywhere ?? false } },
+        false,
+      );
+      revoked = answer.body.revoked;
+    } catch (error) {
+      if (!(error instanceof NotLoggedIn)) throw error; // revoked or expired already: signed out anyway
+    }
+    await this.store.forgetAccount();
+    this.api.token = null;
+    this.api.deviceId = null;
+    this.specsCache = null;
+    return revoked;
+  }
+
   // --- plumbing ----------------------------------------------------------------------
+
+  /** Keep what a pull or push answer says of deprecation; an answer without it clears it. */
+  private async noteDeprecation(path: string, headers: Headers): Promise<void> {
+    if (path !== PULL_PATH && path !== PUSH_PATH && path !== LIVE_PATH) return;
+    const deprecated = headers.get("Deprecation");
+    let found: Deprecation | null = null;
+    if (deprecated !== null) {
+      const seconds = /^@(\d+)$/.exec(deprecated.trim())?.[1];
+      const sunset = headers.get("Sunset");
+      const link = /<([^>]+)>\s*;[^,]*rel="?deprecation"?/.exec(headers.get("Link") ?? "")?.[1];
+      found = {
+        deprecatedAt: seconds === undefined ? null : new Date(Number(seconds) * 1000).toISOString(),
+        sunsetAt: sunset === null || Number.isNaN(Date.parse(sunset)) ? null : new Date(sunset).toISOString(),
+        url: link ?? null,
+      };
+    }
+    const kept = found === null ? null : JSON.stringify(found);
+    if ((await this.store.get("deprecation")) !== kept) await this.store.set("deprecation", kept);
+  }
 
   /**
    * One API call: a refused token becomes `NotLoggedIn`, and a device the
@@ -862,8 +947,11 @@ export class SyncClient {
     await this.open();
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return await this.api.request<T>(method, path, options);
+        const answer = await this.api.request<T>(method, path, options);
+        await this.noteDeprecation(path, answer.headers);
+        return answer;
       } catch (error) {
+        if (error instanceof ApiError && error.headers) await this.noteDeprecation(path, error.headers);
         if (error instanceof ApiError && error.status === 401) throw new NotLoggedIn(error.detail);
         if (error instanceof ApiError && error.code === "device_forbidden" && reregister && attempt === 0) {
           await this.registerDevice();

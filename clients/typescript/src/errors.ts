@@ -106,6 +106,9 @@ export class UnexpectedResponse extends ClientError {
 /** No token, or the server refused it (401): the user must log in again. */
 export class NotLoggedIn extends ClientError {}
 
+/** `logout()` could not push every pending edit (offline, or refused): nothing was forgotten. */
+export class UnsentChanges extends ClientError {}
+
 /**
  * A local edit the server would reject; nothing was queued. `errors` maps
  * each field to messages, in the shape of a push's `rejected` result.

@@ -17,6 +17,7 @@ export {
   type ResolveChoice,
   type ResolveAnswer,
   type Status,
+  type Deprecation,
   type FollowOptions,
 } from "./client.js";
 export {
@@ -78,6 +79,7 @@ export {
   UpgradeRequired,
   UnexpectedResponse,
   NotLoggedIn,
+  UnsentChanges,
   ValidationError,
   NotFound,
   StaleResolution,

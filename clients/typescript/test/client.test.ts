@@ -8,6 +8,7 @@ import {
   type Progress,
   type PushResult,
   StaleResolution,
+  UnsentChanges,
   UpgradeRequired,
   ValidationError,
 } from "../src/index.js";
@@ -560,5 +561,65 @@ describe("SyncClient: follow()", () => {
     assert.deepEqual(reports, [1]);
     assert.equal(await client.store.cursor(), "c4");
     assert.deepEqual(server.unmatched, []);
+  });
+});
+
+describe("SyncClient: deprecation and logging out", () => {
+  it("keeps what a pull says of deprecation, and forgets it when an answer says nothing", async () => {
+    const { client, server } = await synced();
+    server.on("GET", PULL, () =>
+      page([], "c2", false, 0, {
+        Deprecation: "@1796083200",
+        Sunset: "Fri, 01 Jan 2027 00:00:00 GMT",
+        Link: '<https://example.com/app>; rel="deprecation"; type="text/html"',
+      }),
+    );
+    await client.pull();
+    assert.deepEqual(await client.deprecation(), {
+      deprecatedAt: "2026-12-01T00:00:00.000Z",
+      sunsetAt: "2027-01-01T00:00:00.000Z",
+      url: "https://example.com/app",
+    });
+    assert.deepEqual((await client.status()).deprecation?.url, "https://example.com/app");
+    server.on("GET", PULL, () => page([], "c3"));
+    await client.pull();
+    assert.equal(await client.deprecation(), null);
+  });
+
+  it("pushes the outbox, unregisters the device, revokes the token and forgets the account", async () => {
+    const { client, server } = await synced();
+    await client.update(CUSTOMER, ids.a, { phone: "9" });
+    server.on("POST", PUSH, (call) => {
+      const [m] = mutations(call);
+      assert.ok(m);
+      return json(200, { results: [result(m, "applied", 3, { name: "Na", phone: "9" })], cursor: "c2" });
+    });
+    server.on("GET", PULL, () => page([], "c2"));
+    const deviceId = (await client.status()).deviceId;
+    server.on("DELETE", `/api/v1/devices/${deviceId}/`, () => new Response(null, { status: 204 }));
+    server.on("POST", "/api/v1/auth/logout/", (call) => {
+      assert.deepEqual(call.body, { everywhere: true });
+      return json(200, { revoked: 2 });
+    });
+    assert.equal(await client.logout({ everywhere: true }), 2);
+    assert.deepEqual(server.unmatched, []);
+    const after = await client.status();
+    assert.equal(after.username, null);
+    assert.equal(after.deviceId, null);
+    assert.equal(after.objects, 0);
+    assert.deepEqual(after.pending, []);
+  });
+
+  it("refuses to log out while edits cannot be sent, unless told to drop them", async () => {
+    const { client, server } = await synced();
+    await client.update(CUSTOMER, ids.a, { phone: "9" });
+    server.always("POST", PUSH, () => json(400, { code: "invalid", detail: "Broken on purpose." }));
+    await assert.rejects(client.logout(), UnsentChanges);
+    assert.equal((await client.status()).pending.length, 1);
+    const deviceId = (await client.status()).deviceId;
+    server.on("DELETE", `/api/v1/devices/${deviceId}/`, () => json(404, { code: "not_found", detail: "Gone." }));
+    server.on("POST", "/api/v1/auth/logout/", () => json(401, { code: "authentication_failed", detail: "Revoked." }));
+    assert.equal(await client.logout({ discardUnsent: true }), 0);
+    assert.deepEqual((await client.status()).pending, []);
   });
 });

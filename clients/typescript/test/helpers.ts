@@ -162,8 +162,14 @@ export async function rig(options: Partial<SyncClientOptions> = {}): Promise<Rig
   return { server, storage, client, sleeps };
 }
 
-export function page(changes: unknown[], cursor: string, hasMore = false, remaining = 0): Response {
-  return json(200, { changes, cursor, has_more: hasMore, remaining });
+export function page(
+  changes: unknown[],
+  cursor: string,
+  hasMore = false,
+  remaining = 0,
+  headers: Record<string, string> = {},
+): Response {
+  return json(200, { changes, cursor, has_more: hasMore, remaining }, headers);
 }
 
 export function upsert(model: string, id: string, version: number, data: Record<string, unknown>): unknown {
