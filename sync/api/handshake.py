@@ -106,9 +106,15 @@ def reported(request: Request) -> Handshake | None:
 
 def app_verdict(request: Request, device: Device) -> Verdict:
     """The platform's policy on the calling app's version (the header's, or
-    the one the device registered with)."""
-    version = handshake(request).app_version or device.app_version
-    return verdict(device.platform, version)
+    the one the device registered with); worked out once per request (a pull
+    asks before reading and again for its answer's headers)."""
+    raw = request._request
+    found = getattr(raw, "sync_verdict", None)
+    if found is None:
+        version = handshake(request).app_version or device.app_version
+        found = verdict(device.platform, version)
+        raw.sync_verdict = found  # type: ignore[attr-defined]
+    return found
 
 
 def refuse_if_too_old(found: Verdict, device: Device) -> None:

@@ -38,8 +38,7 @@ class AppSchema:
 
     def absolute(self) -> dict[str, int]:
         """Every model's version, as a cursor keeps them (1, the usual, left out)."""
-        out = {t.label: self.version_of(t) for t in registry.all_types()}
-        return {label: v for label, v in out.items() if v != 1}
+        return {label: v for label, v in self.reported().items() if v != 1}
 
     def reported(self) -> dict[str, int]:
         """Every model's version as the app speaks it (for the device's record)."""
