@@ -353,7 +353,17 @@ CELERY_TASK_PUBLISH_RETRY = False
 # --- Push notifications (devices.push, sync.notify) ---
 # A service-account JSON file; setting it makes FCM the default backend.
 FCM_CREDENTIALS = env.str("FCM_CREDENTIALS", default="")
-PUSH_BACKEND = env.str("PUSH_BACKEND", default="fcm" if FCM_CREDENTIALS else "console")
+# Web Push for browsers (devices/webpush.py): the VAPID private key (a PEM
+# file, PEM text, or the raw key in URL-safe base64; `vapid --gen` makes one)
+# and the contact the push services see (mailto: or https:).
+WEBPUSH_VAPID_PRIVATE_KEY = env.str("WEBPUSH_VAPID_PRIVATE_KEY", default="")
+WEBPUSH_VAPID_SUBJECT = env.str("WEBPUSH_VAPID_SUBJECT", default="mailto:admin@localhost")
+if env.str("WEBPUSH_ENDPOINT_HOSTS", default=""):
+    WEBPUSH_ENDPOINT_HOSTS = env.list("WEBPUSH_ENDPOINT_HOSTS")
+PUSH_BACKEND = env.str(
+    "PUSH_BACKEND",
+    default="fcm" if FCM_CREDENTIALS else "webpush" if WEBPUSH_VAPID_PRIVATE_KEY else "console",
+)
 # Where firebase-admin sends (a local fake for staging and load tests).
 FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com")
 # A device's first wake-up after a quiet spell goes at once; the changes of the

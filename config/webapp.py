@@ -16,6 +16,8 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 
+from devices.webpush import public_key
+
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -44,7 +46,10 @@ def _serve(name: str) -> HttpResponse:
     content_type = CONTENT_TYPES.get(path.suffix)
     if content_type is None or not path.is_relative_to(root) or not path.is_file():
         raise Http404("No such file in the web app.")
-    response = HttpResponse(path.read_bytes(), content_type=content_type)
+    body = path.read_bytes()
+    if name == "index.html":
+        body = _with_push_key(body)
+    response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     if name == "sw.js":
@@ -58,6 +63,18 @@ def _serve(name: str) -> HttpResponse:
             "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
         )
     return response
+
+
+PUSH_KEY_META = b'<meta name="push-public-key" content="" />'
+
+
+def _with_push_key(html: bytes) -> bytes:
+    """The page learns the server's VAPID public key from its meta tag
+    (webapp/src/push.ts); empty when the server sends no Web Push."""
+    key = public_key()
+    if key is None:
+        return html
+    return html.replace(PUSH_KEY_META, f'<meta name="push-public-key" content="{key}" />'.encode())
 
 
 @require_safe

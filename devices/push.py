@@ -1,8 +1,10 @@
 """Sending wake-up messages to devices: one module, two backends.
 
 `fcm` sends FCM data messages through firebase-admin (`messaging.send_each`,
-up to 500 a call, responses matched by index); `console` only logs what would
-be sent (the embedded default, `make run`). A backend sends once and sorts
+up to 500 a call, responses matched by index), and Web Push messages to the
+browsers that registered a Web Push subscription instead of an FCM token
+(devices/webpush.py); `console` only logs what would be sent (the embedded
+default, `make run`). A backend sends once and sorts
 the outcome per device; retrying the temporary failures, recording the
 outcome and counting are the caller's (`sync.notify.tasks`).
 
@@ -188,7 +190,13 @@ def _about_the_token(error: Exception) -> bool:
 
 def _retry_after(error: Any) -> float | None:
     response = getattr(error, "http_response", None)
-    raw = response.headers.get("Retry-After") if response is not None else None
+    return retry_after_seconds(
+        response.headers.get("Retry-After") if response is not None else None
+    )
+
+
+def retry_after_seconds(raw: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds from now."""
     if not raw:
         return None
     try:
@@ -201,16 +209,59 @@ def _retry_after(error: Any) -> float | None:
         return None
 
 
+class NoFcm:
+    """PUSH_BACKEND=webpush: browsers only; an FCM token has nowhere to go."""
+
+    name = "webpush"
+
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
+        for target in targets:
+            logger.error(
+                "device %s has an FCM token but PUSH_BACKEND is webpush (no FCM_CREDENTIALS)",
+                target.device_id,
+            )
+        return SendReport(failed=[t.device_id for t in targets])
+
+
+class Router:
+    """Web Push subscriptions to the Web Push sender, every other token to
+    the configured backend (FCM, or the console)."""
+
+    def __init__(self, main: Backend, web: Backend) -> None:
+        self.main = main
+        self.web = web
+        self.name = main.name
+
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
+        from devices.webpush import is_subscription
+
+        web = [t for t in targets if is_subscription(t.token)]
+        report = SendReport()
+        if web:
+            report.merge(self.web.send(web, data))
+        if len(web) < len(targets):
+            report.merge(self.main.send([t for t in targets if not is_subscription(t.token)], data))
+        return report
+
+
 _lock = threading.Lock()
 
 
 @cache
 def _configured(name: str, credentials: str, endpoint: str) -> Backend:
+    main: Backend
     if name == "fcm":
-        return FcmBackend(credentials=credentials, endpoint=endpoint)
-    if name == "console":
+        main = FcmBackend(credentials=credentials, endpoint=endpoint)
+    elif name == "webpush":
+        main = NoFcm()
+    elif name == "console":
+        # Nothing leaves the machine: Web Push subscriptions are logged too.
         return ConsoleBackend()
-    raise ValueError(f"Unknown PUSH_BACKEND {name!r}; use fcm or console")
+    else:
+        raise ValueError(f"Unknown PUSH_BACKEND {name!r}; use fcm, webpush or console")
+    from devices.webpush import WebPushBackend
+
+    return Router(main, WebPushBackend())
 
 
 def backend() -> Backend:

@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from devices.models import Device
+from devices.webpush import normalized_token
 from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
@@ -19,6 +20,7 @@ def device_register(
 ) -> tuple[Device, bool]:
     """Idempotent upsert of the caller's device; returns (device, created)."""
     now = timezone.now()
+    data = _checked(data)
     values = {k: data[k] for k in _FIELDS if k in data and data[k] is not None}
     if "push_token" in values:
         values["push_active"] = bool(values["push_token"])
@@ -58,7 +60,17 @@ def _check_room_for_a_device(user: Any) -> None:
         )
 
 
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
+    """A Web Push subscription registered as push_token is checked and stored
+    in one form (devices/webpush.py); an FCM token is kept as given."""
+    token = data.get("push_token")
+    if not token:
+        return data
+    return {**data, "push_token": normalized_token(token)}
+
+
 def device_update(*, device: Device, data: dict[str, Any]) -> Device:
+    data = _checked(data)
     changed = []
     for key in _FIELDS:
         if key in data and data[key] is not None and getattr(device, key) != data[key]:

@@ -51,7 +51,26 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     problems += _middleware_order()
     problems += _sync_only_middleware()
     problems += _cache_and_tasks()
+    problems += _web_push_key()
     return problems
+
+
+def _web_push_key() -> list[Any]:
+    """A VAPID key that cannot be read would fail every browser's wake-up."""
+    from devices.webpush import public_key
+
+    try:
+        public_key()
+    except Exception as error:  # noqa: BLE001 - whatever the key parser raises
+        return [
+            Error(
+                f"WEBPUSH_VAPID_PRIVATE_KEY cannot be read as a P-256 key: {error!r}",
+                hint="Give the path of the PEM file `vapid --gen` wrote, its text, or the raw "
+                "key in URL-safe base64; or unset it (no Web Push).",
+                id="sync.E006",
+            )
+        ]
+    return []
 
 
 @register()

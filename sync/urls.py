@@ -36,6 +36,7 @@ sync_patterns = [
 device_patterns = [
     path("", devices.DeviceListView.as_view(), name="device-list"),
     path("<uuid:device_id>/", devices.DeviceDetailView.as_view(), name="device-detail"),
+    path("webpush-key/", devices.WebPushKeyView.as_view(), name="device-webpush-key"),
 ]
 
 urlpatterns = [

@@ -33,9 +33,23 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_TOKEN_TTL": dt.timedelta(days=90),  # a login token unused this long expires
     "AUTH_TOKENS_PER_USER": 20,
     # Wake-ups.
-    "PUSH_BACKEND": "console",  # or "fcm"
+    "PUSH_BACKEND": "console",  # or "fcm", "webpush" (browsers only)
     "FCM_CREDENTIALS": "",  # a Firebase service-account JSON file
     "FCM_ENDPOINT": "https://fcm.googleapis.com",
+    # Web Push to browsers (devices/webpush.py); no key: web devices register
+    # FCM tokens or none.
+    "WEBPUSH_VAPID_PRIVATE_KEY": "",
+    "WEBPUSH_VAPID_SUBJECT": "mailto:admin@localhost",
+    "WEBPUSH_TTL_SECONDS": 3600,  # how long a push service keeps a wake-up for an offline browser
+    # The push services a subscription may point at (a host or its parent
+    # domain): the server posts to the endpoint a device registers.
+    "WEBPUSH_ENDPOINT_HOSTS": [
+        "fcm.googleapis.com",  # Chrome, Edge on Android, Opera
+        "updates.push.services.mozilla.com",  # Firefox
+        "push.apple.com",  # Safari (web.push.apple.com)
+        "notify.windows.com",  # Edge on Windows (WNS)
+    ],
+    "WEBPUSH_ALLOW_HTTP": False,  # tests and staging only: an http:// push service
     "PUSH_COALESCE_SECONDS": 10,
     "PUSH_MAX_ATTEMPTS": 5,
     # Live pulls (sync/live/).

@@ -44,3 +44,9 @@ class DeviceUpdateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Device
         fields = ["platform", "name", "push_token", "app_version"]
+
+
+class WebPushKeySerializer(serializers.Serializer):
+    public_key = serializers.CharField(
+        help_text="URL-safe base64 of the uncompressed P-256 point (applicationServerKey)."
+    )

@@ -8,9 +8,15 @@ from rest_framework.response import Response
 
 from devices.selectors import devices_for_user
 from devices.services import device_delete, device_register, device_update
+from devices.webpush import public_key
 from sync.api.base import SyncAPIView
-from sync.api.device_serializers import DeviceSerializer, DeviceUpdateSerializer
+from sync.api.device_serializers import (
+    DeviceSerializer,
+    DeviceUpdateSerializer,
+    WebPushKeySerializer,
+)
 from sync.api.serializers import ErrorSerializer
+from syncbase.errors import SyncError
 
 
 class DeviceListView(SyncAPIView):
@@ -62,3 +68,23 @@ class DeviceDetailView(SyncAPIView):
     def delete(self, request: Request, device_id) -> Response:  # noqa: ANN001
         device_delete(device=self._device(request, device_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebPushKeyView(SyncAPIView):
+    @extend_schema(
+        responses={200: WebPushKeySerializer, 404: ErrorSerializer},
+        description=(
+            "The VAPID public key a browser subscribes to Web Push with "
+            "(`applicationServerKey`); 404 `webpush_not_configured` when the server "
+            "sends no Web Push."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        key = public_key()
+        if key is None:
+            raise SyncError(
+                "webpush_not_configured",
+                "This server sends no Web Push (no VAPID key is configured).",
+                status_code=404,
+            )
+        return Response({"public_key": key})
