@@ -120,7 +120,7 @@ export class App {
       this.loop = null;
     }
     await this.loop?.refresh();
-    if (!hasUnsavedInput(this.main)) await this.render();
+    await this.render(true);
   }
 
   /** `?poll=off` (or `localStorage["webapp.poll"] = "off"`): no periodic sync; `?poll=<seconds>`: another period. */
@@ -142,7 +142,7 @@ export class App {
       intervalMs: this.pollMs(),
       onData: () => {
         // Pulled or pushed something: redraw, unless the user is typing.
-        if (!hasUnsavedInput(this.main)) void this.render();
+        void this.render(true);
       },
       onLoggedOut: () => void this.logOut(),
     });
@@ -240,7 +240,15 @@ export class App {
     return box;
   }
 
-  async render(): Promise<void> {
+  /**
+   * Draw the page for the route. A `background` redraw (data came in) never
+   * replaces a page the user is typing in: neither when it starts nor when
+   * its view is ready, since building it awaits the store and the user may
+   * start typing meanwhile. The next redraw (their submit, a route change,
+   * the next sync) brings the page up to date.
+   */
+  async render(background = false): Promise<void> {
+    if (background && hasUnsavedInput(this.main)) return;
     await this.renderNav();
     if (!(await this.loggedIn())) {
       this.bar.hidden = true;
@@ -253,6 +261,7 @@ export class App {
     if (route.view === "order") view = await this.orderView(route.id);
     else if (route.view === "conflicts") view = await this.conflictsView();
     else view = await this.listView(route.view === "all");
+    if (background && hasUnsavedInput(this.main)) return;
     mount(this.main, this.flashBox(), view);
   }
 
