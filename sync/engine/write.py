@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from sync.choices import OnStale
 from sync.engine import feed
@@ -80,6 +80,8 @@ def mutations_apply(
 
     def attempt(batch_items: Sequence[Parsed]) -> BatchOutcome:
         with transaction.atomic():
+            if device_id is not None:
+                _one_device_at_a_time(device_id)
             batch = Batch(scope=scope, device_id=device_id, reason=reason, on_stale=on_stale)
             results = run(batch, batch_items)
         return BatchOutcome(
@@ -111,6 +113,24 @@ def mutations_apply(
     # Applied over several transactions, others' changes may sit between ours:
     # report no feed range, so the push cursor is not moved past them.
     return BatchOutcome(results, None)
+
+
+# The first key of the advisory locks this module takes (the second is the device's).
+_DEVICE_PUSH_LOCKS = 0x53594E43  # "SYNC"
+
+
+def _one_device_at_a_time(device_id: uuid.UUID) -> None:
+    """Pushes of one device are applied one after the other: two tabs of a
+    browser, or a retry racing the request it retries, replaying the same
+    outbox never interleave. A transaction-scoped advisory lock (released at
+    commit, so it works through PgBouncer in transaction mode); other
+    devices' pushes are not held up. SQLite writes one transaction at a time
+    anyway."""
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(device_id.bytes[:4], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_DEVICE_PUSH_LOCKS, key])
 
 
 def _integrity_message(exc: IntegrityError) -> str:

@@ -145,3 +145,34 @@ def test_concurrent_creates_of_one_id_create_it_once(alice, make_actor):
     statuses = sorted(w.outcome()["status"] for w in workers)
     assert statuses == ["applied", "rejected"]
     assert Customer.objects.filter(pk=c["id"]).count() == 1
+
+
+def test_pushes_of_one_device_are_applied_one_after_the_other(alice, make_actor):
+    """Two tabs of one browser (one device) replaying one outbox: the second
+    push waits for the first to commit, so they never interleave; another
+    device's push is not held up."""
+    other = make_actor(user=alice.user)
+    first_in, release = threading.Event(), threading.Event()
+
+    def first_tab() -> str:
+        with transaction.atomic():
+            outcome = mutations_apply(
+                user=alice.user, mutations=[customer("first tab")], device_id=alice.device_id
+            )
+            first_in.set()
+            assert release.wait(20)
+        return outcome.results[0].status
+
+    first = Worker(first_tab)
+    first.start()
+    assert first_in.wait(10)
+    second = Worker(lambda: alice.push_one(customer("second tab")))
+    elsewhere = Worker(lambda: other.push_one(customer("another device")))
+    second.start()
+    elsewhere.start()
+    assert elsewhere.outcome()["status"] == "applied"
+    second.join(1.0)
+    assert second.is_alive(), "the same device's second push ran beside the first"
+    release.set()
+    assert first.outcome() == "applied"
+    assert second.outcome()["status"] == "applied"
