@@ -7,6 +7,7 @@ read it top to bottom and rebuild it in Kotlin or Swift.
   mutations, conflicts, rejections, the cursor).
 - `sync.py`: `SyncClient`, the sync loop, live pulls and the local edit API.
 - `schema.py`: discovery's field metadata and offline validation.
+- `files.py`: files on synced objects: attach, resumable uploads, lazy fetches.
 - `http.py`: JSON over HTTP with gzip, retries, backoff and jitter.
 - `cli.py` (`python -m client`): a command line for people; `demo.py`: `make demo`.
 
@@ -27,6 +28,7 @@ from client.errors import (
     UpgradeRequired,
     ValidationError,
 )
+from client.files import FileCorrupt, FileNotReady
 from client.http import Deprecation, RetryPolicy
 from client.sync import Progress, SyncClient, SyncReport
 
@@ -35,6 +37,8 @@ __all__ = [
     "ClientError",
     "ConflictSettled",
     "Deprecation",
+    "FileCorrupt",
+    "FileNotReady",
     "NetworkError",
     "NotFound",
     "NotLoggedIn",

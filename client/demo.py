@@ -20,8 +20,10 @@ translates both ways, and they converge, each in its own shape.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import tempfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,7 @@ def run(server: str, tmp: Path) -> None:
     print(_converged(devices))
 
     _older_app(server, tmp, devices)
+    _photo(phone, tablet, order_id)
 
     # One left open, so that the admin's queue has something to show.
     phone.update(ORDER, order_id, {"title": f"{base}: parts ordered"})
@@ -141,6 +144,49 @@ def run(server: str, tmp: Path) -> None:
         "\nOne more, left open for staff: the phone and the tablet retitled it at once.\n"
         f"  Resolve it in the admin (admin / admin-pass-1234): "
         f"{server}/admin/sync/conflict/{left[0]}/change/"
+    )
+
+
+def _photo(phone: SyncClient, tablet: SyncClient, order_id: str) -> None:
+    """A photo attached on the phone, shown on the tablet (client/files.py)."""
+    print("\nA photo: the phone attaches one to the work order, the tablet shows it.")
+    image = _png(160, 120)
+    ref = phone.files.attach(image, content_type="image/png", name="boiler-after.png")
+    phone.update(ORDER, order_id, {"photo": ref})
+    report = phone.sync()  # the edit first, then the bytes
+    if report.uploaded != [ref["sha256"]]:
+        raise ClientError(f"the photo was not uploaded: {report.uploaded}")
+    print(f"  demo-phone   attached {ref['name']} ({ref['size']} bytes), uploaded in parts")
+    tablet.sync()
+    shown = (tablet.get(ORDER, order_id) or {}).get("photo")
+    if shown != ref:
+        raise ClientError("the tablet did not get the photo's reference")
+    path = tablet.files.fetch(shown)  # downloaded now, when it is needed
+    if path.read_bytes() != image:
+        raise ClientError("the tablet's copy of the photo differs")
+    print(
+        f"  demo-tablet  fetched it when shown: {path.stat().st_size} bytes, "
+        f"sha256 {ref['sha256'][:12]}… checked"
+    )
+
+
+def _png(width: int, height: int) -> bytes:
+    """A small gradient image, written by hand so the client needs no imaging library."""
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 160))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
     )
 
 

@@ -136,8 +136,12 @@ class Api:
         app_version: str | None = None,
         schema: Mapping[str, int] | None = None,
         outbox: Callable[[], tuple[int, int]] | None = None,
+        link_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.token = token
+        # For links elsewhere than the server (presigned S3 URLs): the network
+        # by default; a test's own transport otherwise.
+        self.link_transport = link_transport
         self.device_id = device_id
         # The handshake: the app's version, the schema it was built against
         # (None: the current one, no header), and `outbox()` → (pending edits,
@@ -170,6 +174,9 @@ class Api:
 
     def close(self) -> None:
         self._http.close()
+        links = getattr(self, "_links_http", None)
+        if links is not None:
+            links.close()
 
     def request(
         self,
@@ -256,6 +263,53 @@ class Api:
             self._wait(delay)
             attempt += 1
 
+    def transfer(
+        self, method: str, url: str, *, content: bytes | None = None, timeout: float = 120.0
+    ) -> httpx.Response:
+        """Bytes to or from a link the server gave (a presigned S3 URL, or the
+        server's own signed part or file URL): no token is sent (the link is
+        the credential, and S3 refuses a second one). Network errors and 5xx
+        are retried like API calls; any other refusal is `ApiError`."""
+        same_server = url.startswith(str(self._http.base_url).rstrip("/") + "/")
+        http = self._http if same_server else self._links()
+        attempt = 0
+        while True:
+            self.stats.requests += 1
+            try:
+                raw = http.request(
+                    method,
+                    url,
+                    content=content,
+                    headers={"User-Agent": USER_AGENT},
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:
+                if attempt + 1 >= self.retry.attempts:
+                    raise NetworkError(f"{method} {_no_query(url)}: {exc!r}") from exc
+                self._wait(self.retry.backoff(attempt, self._rng))
+                attempt += 1
+                continue
+            if raw.status_code < 300:
+                return raw
+            if raw.status_code >= 500 and attempt + 1 < self.retry.attempts:
+                self._wait(self.retry.backoff(attempt, self._rng))
+                attempt += 1
+                continue
+            body = (
+                _error_body(raw)
+                if same_server
+                else {"code": "storage_refused", "detail": raw.text[:300]}
+            )
+            raise ApiError(raw.status_code, body, method=method, url=_no_query(url))
+
+    def _links(self) -> httpx.Client:
+        links = getattr(self, "_links_http", None)
+        if links is None:
+            links = self._links_http = httpx.Client(
+                transport=self.link_transport, follow_redirects=False
+            )
+        return links
+
     def handshake(self) -> dict[str, str]:
         """The headers that say which app, which schema, and how its outbox
         stands (docs/protocol.md, "The handshake"). The outbox ones go out
@@ -298,6 +352,11 @@ class Api:
         self.stats.bytes_decoded += len(raw.content)
         if raw.headers.get("Content-Encoding", "identity") != "identity":
             self.stats.compressed_responses += 1
+
+
+def _no_query(url: str) -> str:
+    """A link without its query: the signature stays out of messages and logs."""
+    return url.split("?", 1)[0]
 
 
 def _json(raw: httpx.Response) -> Any:

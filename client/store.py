@@ -91,6 +91,13 @@ CREATE TABLE IF NOT EXISTS rejections (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS models (model TEXT PRIMARY KEY, description TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (    -- files attached here, to send (client/files.py)
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    upload_id TEXT,                     -- the server's upload, once asked for
+    created_at TEXT NOT NULL
+);
 """
 
 
@@ -400,7 +407,7 @@ class Store:
         """Another user signs in on this device: nothing of the previous one's
         may leak into their session, nor be pushed under their name."""
         with self.transaction() as db:
-            for table in ("objects", "outbox", "conflicts", "rejections"):
+            for table in ("objects", "outbox", "conflicts", "rejections", "uploads"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
             db.execute("DELETE FROM meta WHERE key NOT IN ('base_url', 'live_url', 'platform')")
 
@@ -706,6 +713,28 @@ class Store:
         with self.transaction() as db:
             rows = db.execute("SELECT description FROM models ORDER BY model").fetchall()
         return [_loads(r["description"]) for r in rows]
+
+    # --- files to upload (client/files.py) --------------------------------------
+
+    def queue_upload(self, sha256: str, size: int, content_type: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO uploads (sha256, size, content_type, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (sha256, size, content_type, datetime.now(UTC).isoformat()),
+            )
+
+    def pending_uploads(self) -> list[sqlite3.Row]:
+        with self.transaction() as db:
+            return list(db.execute("SELECT * FROM uploads ORDER BY created_at, sha256"))
+
+    def set_upload_id(self, sha256: str, upload_id: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE uploads SET upload_id = ? WHERE sha256 = ?", (upload_id, sha256))
+
+    def upload_done(self, sha256: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE sha256 = ?", (sha256,))
 
 
 def _overlay(data: Data | None, entry: Mutation) -> Data | None:

@@ -40,6 +40,7 @@ from client.errors import (
     UpgradeRequired,
     ValidationError,
 )
+from client.files import Files
 from client.http import (
     SCHEMA_VERSION,
     Api,
@@ -94,6 +95,7 @@ class SyncReport:
     refetched: list[str] = field(default_factory=list)  # models fetched again (410 naming them)
     conflicts: list[str] = field(default_factory=list)  # conflict ids opened
     rejected: list[str] = field(default_factory=list)  # mutation ids rejected
+    uploaded: list[str] = field(default_factory=list)  # sha256 of files sent (client/files.py)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class SyncClient:
         on_result: ResultHook | None = None,
         app_version: str | None = None,
         schema: Mapping[str, int] | None = None,
+        link_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -167,8 +170,10 @@ class SyncClient:
             app_version=app_version,
             schema=self.schema,
             outbox=self.store.outbox_state,
+            link_transport=link_transport,
         )
         self._specs: dict[str, ModelSpec] | None = None
+        self.files = Files(self)
         # One sync, push or pull at a time (a push timer, a push notification
         # and follow() may each start one, on threads of their own); local
         # edits need no lock of their own (store.py).
@@ -233,6 +238,7 @@ class SyncClient:
             # (docs/protocol.md, "Cursors"): another user starts afresh, on a
             # device id of their own.
             self.store.forget_account()
+            self.files.forget()
             self.api.device_id = None
         self.store.set("username", username)
         self.store.set("token", token)
@@ -248,13 +254,17 @@ class SyncClient:
         Raises `UnsentChanges` when edits could not be pushed (offline, or
         refused for a reason a retry would not fix) unless `discard_unsent`.
         """
-        if self.store.pending() and not discard_unsent:
-            self.sync()
+        if (self.store.pending() or self.store.pending_uploads()) and not discard_unsent:
+            try:
+                self.sync()
+            except (NetworkError, ApiError):
+                pass  # what could not be sent is counted just below
             left = len(self.store.pending())
-            if left:
+            files = len(self.store.pending_uploads())
+            if left or files:
                 raise UnsentChanges(
-                    f"{left} edit(s) could not be sent; sync again, or log out with "
-                    "discard_unsent=True to drop them."
+                    f"{left} edit(s) and {files} file(s) could not be sent; sync again, or "
+                    "log out with discard_unsent=True to drop them."
                 )
         revoked = 0
         try:
@@ -265,6 +275,7 @@ class SyncClient:
         except NotLoggedIn:
             pass  # the token was revoked or expired already: signed out anyway
         self.store.forget_account()
+        self.files.forget()
         self.api.token = None
         self.api.device_id = None
         return int(revoked)
@@ -454,6 +465,10 @@ class SyncClient:
             raise
         if self.store.conflicts("open"):
             self.refresh_conflicts()
+        # The bytes of files attached here, after the data: an edit never
+        # waits for its photo (client/files.py).
+        if self.store.pending_uploads():
+            report.uploaded = self.files.upload_pending()
         self.store.prune_tombstones()
         self.store.set("last_sync", _now())
         return report

@@ -233,6 +233,34 @@ STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Files on synced objects (sync.BlobField): the local file system by
+    # default, any S3-compatible service (AWS S3, MinIO, R2, ...) with
+    # BLOB_S3_BUCKET. Devices upload and download straight to and from it
+    # through presigned URLs, so BLOB_S3_ENDPOINT_URL must be one they reach.
+    "sync_blobs": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": env.str("BLOB_S3_BUCKET"),
+                "endpoint_url": env.str("BLOB_S3_ENDPOINT_URL", default="") or None,
+                "region_name": env.str("BLOB_S3_REGION", default="us-east-1"),
+                "access_key": env.str("BLOB_S3_ACCESS_KEY", default="") or None,
+                "secret_key": env.str("BLOB_S3_SECRET_KEY", default="") or None,
+                "addressing_style": env.str("BLOB_S3_ADDRESSING_STYLE", default="path"),
+                "signature_version": "s3v4",
+                "default_acl": None,
+                "file_overwrite": True,
+                "querystring_auth": True,
+            },
+        }
+        if env.str("BLOB_S3_BUCKET", default="")
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {
+                "location": env.str("BLOB_ROOT", default=str(BASE_DIR / "media" / "blobs"))
+            },
+        }
+    ),
 }
 
 # --- Security (production values when DEBUG is off; `manage.py check --deploy`) ---
@@ -332,6 +360,10 @@ CELERY_BEAT_SCHEDULE = {
     "accounts-purge-expired-tokens": {
         "task": "accounts.tasks.purge_expired_tokens",
         "schedule": timedelta(days=1),
+    },
+    "sync-blobs-collect": {
+        "task": "sync.tasks.blobs_collect",
+        "schedule": timedelta(hours=env.int("BLOB_COLLECT_EVERY_HOURS", default=1)),
     },
     "push-outbox-sweep": {
         "task": "devices.tasks.push_outbox_sweep",

@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+import sync
 from sync.models import SyncedModel
 
 
@@ -80,6 +81,8 @@ class WorkOrder(SyncedModel):
     follow_up_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="follow_ups"
     )
+    # A photo of the work done (docs/protocol.md, "Files"): the bytes are in blob storage.
+    photo = sync.BlobField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.title

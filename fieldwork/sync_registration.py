@@ -47,6 +47,7 @@ sync.register(
         "estimated_hours",
         "follow_up_of",
         "team",
+        "photo",
     ],
     scope=SCOPE,
     resolver=resolve_work_order,

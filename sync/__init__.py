@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from sync.fields import BlobField
 from sync.schema import Added, Changed, Removed, Renamed, Retyped, Split
 
 __all__ = [
     "Added",
+    "BlobField",
     "Changed",
     "Removed",
     "Renamed",

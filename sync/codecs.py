@@ -22,9 +22,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from sync.fields import BlobField
 from syncbase.conf import sync_settings
 
 _TYPES: list[tuple[type[models.Field], str]] = [
+    (BlobField, "blob"),  # before JSONField, which it is
     (models.ForeignKey, "reference"),
     (models.UUIDField, "uuid"),
     (models.BooleanField, "boolean"),
@@ -61,6 +63,7 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
     "number": (int, float),
+    "blob": (dict,),
 }
 
 
@@ -104,6 +107,10 @@ class FieldCodec:
             out["max_length"] = self.max_length
         if self.max_bytes is not None:
             out["max_bytes"] = self.max_bytes
+        if self.type == "blob":
+            # What the server takes (docs/protocol.md, "Files"): check before uploading.
+            out["max_size"] = sync_settings.SYNC_BLOB_MAX_BYTES
+            out["content_types"] = list(sync_settings.SYNC_BLOB_CONTENT_TYPES)
         fmt = next((name for cls, name in _FORMATS if isinstance(self.field, cls)), None)
         if fmt is not None:
             out["format"] = fmt

@@ -459,3 +459,82 @@ class ServiceAccount(models.Model):
 
     def __str__(self) -> str:
         return self.user.get_username()
+
+
+class Blob(models.Model):
+    """The bytes of a file, stored once per content (docs/protocol.md, "Files").
+
+    Synced objects refer to it by `sha256` (sync.BlobField); a row exists from
+    the first upload's start (`pending`) and is `complete` once the bytes
+    were checked against the sha256 and the size. Stored in the blob storage
+    (sync.engine.blobstore) under `blobs/<first two digits>/<sha256>`.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Uploading"
+        COMPLETE = "complete", "Complete"
+
+    sha256 = models.CharField(primary_key=True, max_length=64)
+    size = models.BigIntegerField()
+    content_type = models.CharField(max_length=255)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    # Who first uploaded it: the bytes count against their quota.
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # An image's thumbnail (made by a task): a blob of its own.
+    thumbnail = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="thumbnail_of"
+    )
+    is_thumbnail = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "file"
+        indexes = [models.Index(fields=["uploaded_by", "state"], name="sync_blob_owner_state")]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]}… ({self.content_type}, {self.size} bytes)"
+
+    @property
+    def key(self) -> str:
+        return f"blobs/{self.sha256[:2]}/{self.sha256}"
+
+
+class BlobUpload(models.Model):
+    """One user's upload of a blob, in parts, resumable until it expires."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="uploads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    part_size = models.PositiveIntegerField()
+    # The storage's own id for it (S3's multipart UploadId; empty on the file system).
+    storage_id = models.CharField(max_length=1024, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "file upload"
+
+    def __str__(self) -> str:
+        return f"upload {self.id} of {self.blob_id[:12]}…"
+
+    @property
+    def key(self) -> str:
+        """Where its parts are put together, apart from the blob until checked."""
+        return f"uploads/{self.id}"
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self.blob.size // self.part_size))
+
+    def part_length(self, number: int) -> int:
+        """The bytes part `number` (from 1) must hold."""
+        if number < self.parts:
+            return self.part_size
+        return self.blob.size - self.part_size * (self.parts - 1)

@@ -15,6 +15,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from sync.accounts.services import tokens_purge
+from sync.engine import blobs
 from sync.engine.compaction import feed_compact as _feed_compact
 from sync.notify import wakeups
 
@@ -54,6 +55,18 @@ def push_retry(device_ids: list[str], data: dict[str, str], attempt: int) -> int
 def push_outbox_sweep() -> int:
     """Periodic: send what a down broker or a dead worker left in the outbox."""
     return wakeups.outbox_sweep()
+
+
+@shared_task(name="sync.tasks.blob_thumbnail", acks_late=True, ignore_result=True)
+def blob_thumbnail(sha256: str) -> str | None:
+    """A thumbnail of an image just uploaded (a blob of its own)."""
+    return blobs.thumbnail_make(sha256)
+
+
+@shared_task(name="sync.tasks.blobs_collect", acks_late=True)
+def blobs_collect() -> dict[str, int]:
+    """Periodic: delete files nothing refers to any more, abort stale uploads."""
+    return vars(blobs.blobs_collect())
 
 
 @worker_ready.connect

@@ -15,7 +15,7 @@ from __future__ import annotations
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sync.api import data, devices, live, views
+from sync.api import blobs, data, devices, live, views
 from sync.api.openapi import SCHEMA_SETTINGS
 
 sync_patterns = [
@@ -33,6 +33,24 @@ sync_patterns = [
     ),
 ]
 
+blob_patterns = [
+    path("", blobs.BlobLimitsView.as_view(), name="blob-limits"),
+    path("uploads/", blobs.UploadsView.as_view(), name="blob-uploads"),
+    path("uploads/<uuid:upload_id>/", blobs.UploadView.as_view(), name="blob-upload"),
+    path(
+        "uploads/<uuid:upload_id>/complete/",
+        blobs.UploadCompleteView.as_view(),
+        name="blob-upload-complete",
+    ),
+    path(
+        "uploads/<uuid:upload_id>/parts/<int:number>/",
+        blobs.PartView.as_view(),
+        name="blob-part",
+    ),
+    path("<str:sha256>/", blobs.BlobView.as_view(), name="blob"),
+    path("<str:sha256>/content/", blobs.ContentView.as_view(), name="blob-content"),
+]
+
 device_patterns = [
     path("", devices.DeviceListView.as_view(), name="device-list"),
     path("<uuid:device_id>/", devices.DeviceDetailView.as_view(), name="device-detail"),
@@ -43,6 +61,7 @@ urlpatterns = [
     path("auth/token/", views.TokenView.as_view(), name="auth-token"),
     path("auth/logout/", views.LogoutView.as_view(), name="auth-logout"),
     path("devices/", include(device_patterns)),
+    path("blobs/", include(blob_patterns)),
     path("sync/", include(sync_patterns)),
     path("data/", include(data.urls())),
     # Not described in the document themselves (schema=None), whatever the

@@ -52,6 +52,16 @@ DEFAULTS: dict[str, Any] = {
     "WEBPUSH_ALLOW_HTTP": False,  # tests and staging only: an http:// push service
     "PUSH_COALESCE_SECONDS": 10,
     "PUSH_MAX_ATTEMPTS": 5,
+    # Files (sync.BlobField, docs/protocol.md "Files").
+    "SYNC_BLOB_STORAGE": "sync_blobs",  # the STORAGES alias; absent: files under MEDIA_ROOT/blobs
+    "SYNC_BLOB_MAX_BYTES": 50 * 1024 * 1024,  # one file
+    "SYNC_BLOB_QUOTA_BYTES": 2 * 1024**3,  # what one user's uploads may hold in all
+    "SYNC_BLOB_PART_BYTES": 8 * 1024 * 1024,  # upload part size (S3 needs 5 MiB or more)
+    "SYNC_BLOB_CONTENT_TYPES": ["image/*", "application/pdf", "text/plain", "audio/*", "video/*"],
+    "SYNC_BLOB_LINK_SECONDS": 300,  # how long a download or upload link works
+    "SYNC_BLOB_UPLOAD_HOURS": 24,  # an unfinished upload is aborted after this
+    "SYNC_BLOB_GRACE_HOURS": 24,  # an unreferenced file is kept this long before collection
+    "SYNC_BLOB_THUMBNAIL_PIXELS": 320,  # the longer side of an image's thumbnail
     # Live pulls (sync/live/).
     "LIVE_PULL_MAX_WAIT": 50,  # seconds; keep under the proxy's read timeout
     "LIVE_PULLS_PER_USER": 10,  # waiting at once, per server process

@@ -32,9 +32,13 @@ class FaultyNetwork(httpx.BaseTransport):
         self.on_pull_page: Callable[[dict[str, Any]], None] | None = None
         self.pushed: list[str] = []  # mutation ids of every push the server received
         self.requests: list[httpx.Request] = []
+        # A request it says yes to is lost on the way (the connection drops).
+        self.drop: Callable[[httpx.Request], bool] | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        if self.drop is not None and self.drop(request):
+            raise httpx.WriteError("connection dropped while sending", request=request)
         if self.canned:
             canned = self.canned.pop(0)
             if isinstance(canned, Exception):

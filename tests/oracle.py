@@ -37,6 +37,7 @@ WIRE_FIELDS = {
         "estimated_hours",
         "follow_up_of",
         "team",
+        "photo",
         *SYSTEM_FIELDS,
     ],
     NOTE: ["work_order", "body", "pinned", "team", *SYSTEM_FIELDS],

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 
 from sync import registry
 from sync.admin import accounts as admin_accounts  # noqa: F401 - tokens, service accounts, users
+from sync.admin import blobs as admin_blobs  # noqa: F401 - files
 from sync.admin import conflicts as admin_conflicts  # noqa: F401 - registers the conflict queue
 from sync.admin import devices as admin_devices  # noqa: F401 - devices and the wake-up outbox
 from sync.admin.guards import GuardedAdmin

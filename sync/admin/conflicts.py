@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from devices.models import Device
+from sync.admin.blobs import blob_html
 from sync.admin.guards import GuardedAdmin, pk_or_404
 from sync.admin.resolve import (
     PICK,
@@ -68,6 +69,8 @@ def object_admin_url(label: str, object_id: Any, view: str = "change") -> str | 
 def reference_html(row: FieldRow, value: Any) -> str:
     """A row's value on the resolve page: a reference by its object's name, linked
     to the object, with the id as the link's title."""
+    if row.type == "blob":
+        return blob_html(value)
     pk = row.referred_id(value)
     if pk is None or row.refers_to is None:
         return shown(value)

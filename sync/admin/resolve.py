@@ -299,7 +299,7 @@ def wire_value(wire_type: str, text: str) -> Any:
         if lowered in ("false", "no", "0"):
             return False
         raise ValueError("Enter true or false.")
-    if wire_type == "json":
+    if wire_type in ("json", "blob"):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

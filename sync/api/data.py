@@ -127,6 +127,7 @@ def _drf_field(codec: FieldCodec) -> serializers.Field:
         "datetime": serializers.DateTimeField,
         "uuid": serializers.UUIDField,
         "json": serializers.JSONField,
+        "blob": serializers.JSONField,  # {"sha256", "size", "content_type", "name"}
     }
     return simple[kind](**common)
 

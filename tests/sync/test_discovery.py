@@ -36,6 +36,7 @@ WIRE_TYPES = {
     "uuid",
     "json",
     "reference",
+    "blob",
 }
 POLICIES = {"merge", "manual", "server_wins", "client_wins", "custom"}
 
@@ -84,8 +85,12 @@ def test_every_field_description_has_the_contract_shape(described):
                 "max_bytes",
                 "format",
                 "default",
+                "max_size",
+                "content_types",
             }
             assert ("model" in desc) == (desc["type"] == "reference"), where
+            assert ("max_size" in desc) == (desc["type"] == "blob"), where
+            assert ("content_types" in desc) == (desc["type"] == "blob"), where
             if "choices" in desc:
                 assert isinstance(desc["choices"], list) and desc["choices"], where
             # A field the server writes is never something the client must send.
