@@ -83,6 +83,7 @@ def test_the_typescript_client_syncs_against_a_live_server(built, live_gunicorn,
         "SYNC_URL": live_gunicorn,
         "SYNC_USER": "ts-client",
         "SYNC_PASSWORD": PASSWORD,
+        "SYNC_FILES": "1",  # the server stores files (its local file system here)
     }
     done = subprocess.run(  # noqa: S603 - node, fixed arguments
         [built, "--test", "--test-reporter=spec", *tests],
@@ -97,4 +98,5 @@ def test_the_typescript_client_syncs_against_a_live_server(built, live_gunicorn,
     assert done.returncode == 0, f"node --test exited {done.returncode}\n{output}"
     # The integration test ran (it skips itself without SYNC_URL) and passed.
     assert "two devices merge, conflict, get rejected, resolve and converge" in done.stdout, output
+    assert "the other fetches it" in done.stdout, output  # the file round trip ran too
     assert "# skipped 0" in done.stdout or "ℹ skipped 0" in done.stdout, output

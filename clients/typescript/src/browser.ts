@@ -13,7 +13,7 @@
  * unsynced outbox is worth keeping.
  */
 
-import type { SyncClient, SyncReport, Progress } from "./client.js";
+import type { SyncClient, SyncOptions, SyncReport } from "./client.js";
 
 /** The part of `navigator.locks` used here (a fake is enough in tests). */
 export interface LockManagerLike {
@@ -48,7 +48,13 @@ function nav(): Nav | undefined {
 }
 
 function changed(report: SyncReport): boolean {
-  return Object.keys(report.pushed).length > 0 || report.pulled > 0 || report.resynced || report.refetched.length > 0;
+  return (
+    Object.keys(report.pushed).length > 0 ||
+    report.pulled > 0 ||
+    report.resynced ||
+    report.refetched.length > 0 ||
+    report.uploaded.length > 0
+  );
 }
 
 export class TabCoordinator {
@@ -88,7 +94,7 @@ export class TabCoordinator {
    * tab did the work. Announces the change to the other tabs when the sync
    * pushed or pulled anything.
    */
-  async sync(options: { onProgress?: (progress: Progress) => void } = {}): Promise<SyncReport> {
+  async sync(options: SyncOptions = {}): Promise<SyncReport> {
     if (this.locks === null) return this.run(options);
     return this.locks.request(this.lockName, { mode: "exclusive" }, () => this.run(options));
   }
@@ -98,7 +104,7 @@ export class TabCoordinator {
    * will announce what it changed). For timers and `online` / `focus`
    * handlers running in every tab.
    */
-  async trySync(options: { onProgress?: (progress: Progress) => void } = {}): Promise<SyncReport | null> {
+  async trySync(options: SyncOptions = {}): Promise<SyncReport | null> {
     if (this.locks === null) return this.run(options);
     return this.locks.request(this.lockName, { mode: "exclusive", ifAvailable: true }, (lock) =>
       lock === null ? null : this.run(options),
@@ -141,7 +147,7 @@ export class TabCoordinator {
     }
   }
 
-  private async run(options: { onProgress?: (progress: Progress) => void }): Promise<SyncReport> {
+  private async run(options: SyncOptions): Promise<SyncReport> {
     // Another tab may have logged in again or registered a new device id
     // since this client loaded them: take the shared store's.
     const store = this.client.store;

@@ -9,6 +9,8 @@
  *     const id = await client.create("fieldwork.customer", { name: "Acme" });
  *     await client.update("fieldwork.customer", id, { phone: "555" }); // offline is fine
  *     const report = await client.sync({ onProgress: (p) => bar(p.pulled, p.total) });
+ *     const photo = await client.files.attach(blob, { name: "after.jpg" }); // files: files.ts
+ *     await client.update("fieldwork.workorder", orderId, { photo });        // the bytes go with the next sync
  */
 
 import {
@@ -32,8 +34,9 @@ import {
   backoff,
   schemaHeader,
 } from "./http.js";
+import { Files, type UploadProgress } from "./files.js";
 import { type Errors, type ModelDescription, ModelSpec } from "./schema.js";
-import type { Data, LocalConflict, Mutation, Rejection, StorageAdapter } from "./storage.js";
+import type { Data, LocalConflict, Mutation, PendingUpload, Rejection, StorageAdapter } from "./storage.js";
 import {
   type ConflictDescription,
   type LocalObject,
@@ -89,10 +92,28 @@ export interface SyncReport {
   conflicts: string[];
   /** Mutation ids rejected. */
   rejected: string[];
+  /** The sha256 of the files this sync uploaded (files.ts). */
+  uploaded: string[];
 }
 
 export function emptyReport(): SyncReport {
-  return { pushed: {}, pulled: 0, initial: false, resynced: false, refetched: [], conflicts: [], rejected: [] };
+  return {
+    pushed: {},
+    pulled: 0,
+    initial: false,
+    resynced: false,
+    refetched: [],
+    conflicts: [],
+    rejected: [],
+    uploaded: [],
+  };
+}
+
+export interface SyncOptions {
+  /** After each pulled page. */
+  onProgress?: (progress: Progress) => void;
+  /** After each part of a file uploaded. */
+  onUpload?: (progress: UploadProgress) => void;
 }
 
 export interface Page {
@@ -127,6 +148,8 @@ export interface SyncClientOptions {
   sleep?: (ms: number) => Promise<void>;
   random?: () => number;
   timeoutMs?: number;
+  /** Per try of a file's (or file part's) upload or download; 120 s by default. */
+  transferTimeoutMs?: number;
   /** Gzip request bodies above this many bytes (when `CompressionStream` exists). */
   compressAbove?: number;
   /** Called with each push result once it is settled. */
@@ -141,6 +164,8 @@ export interface Status {
   initialSyncDone: boolean;
   objects: number;
   pending: Mutation[];
+  /** Files attached here whose bytes the server does not have yet. */
+  pendingUploads: PendingUpload[];
   openConflicts: LocalConflict[];
   rejections: Rejection[];
   /** What the last pull or push answer said of this app version's deprecation (RFC 9745, RFC 8594). */
@@ -213,12 +238,20 @@ function count(report: SyncReport, status: PushStatus): void {
 }
 
 function anything(report: SyncReport): boolean {
-  return Object.keys(report.pushed).length > 0 || report.pulled > 0 || report.resynced || report.refetched.length > 0;
+  return (
+    Object.keys(report.pushed).length > 0 ||
+    report.pulled > 0 ||
+    report.resynced ||
+    report.refetched.length > 0 ||
+    report.uploaded.length > 0
+  );
 }
 
 export class SyncClient {
   readonly store: LocalStore;
   readonly api: Transport;
+  /** Files in `blob` fields: `attach`, `fetch`, `uploadPending` (files.ts). */
+  readonly files: Files;
   readonly baseUrl: string;
   readonly appVersion: string | null;
   /** The pinned schema, lowercased labels; `null`: the current one. */
@@ -258,8 +291,10 @@ export class SyncClient {
     if (options.fetch) transport.fetch = options.fetch;
     if (options.retry) transport.retry = options.retry;
     if (options.timeoutMs !== undefined) transport.timeoutMs = options.timeoutMs;
+    if (options.transferTimeoutMs !== undefined) transport.transferTimeoutMs = options.transferTimeoutMs;
     if (options.compressAbove !== undefined) transport.compressAbove = options.compressAbove;
     this.api = new Transport(transport);
+    this.files = new Files(this.store, this.api, (method, path, options) => this.call(method, path, options));
   }
 
   /** Loads the token and device id from the store (done by every call; idempotent). */
@@ -456,18 +491,22 @@ export class SyncClient {
   // --- the sync loop -------------------------------------------------------------
 
   /**
-   * Push the outbox, then pull until up to date. Safe to interrupt at any
-   * point and to call again: nothing is lost or applied twice. Two calls do
+   * Push the outbox, then pull until up to date, then upload the files
+   * attached here (data first: an edit never waits for its photo). Safe to
+   * interrupt at any point and to call again: nothing is lost or applied
+   * twice, and an upload goes on from the parts the server has. Two calls do
    * not interleave (the second waits for the first).
    *
    * Throws `UpgradeRequired` when this app version may no longer pull: the
-   * outbox was pushed first (its `report` says how).
+   * outbox was pushed first (its `report` says how). An upload that fails
+   * (`NetworkError`, or `ApiError` for a file refused for good) throws after
+   * the data was synced; the file stays queued.
    */
-  sync(options: { onProgress?: (progress: Progress) => void } = {}): Promise<SyncReport> {
-    return this.syncing.run(() => this.runSync(options.onProgress));
+  sync(options: SyncOptions = {}): Promise<SyncReport> {
+    return this.syncing.run(() => this.runSync(options));
   }
 
-  private async runSync(onProgress?: (progress: Progress) => void): Promise<SyncReport> {
+  private async runSync({ onProgress, onUpload }: SyncOptions): Promise<SyncReport> {
     await this.open();
     if (!this.api.token) throw new NotLoggedIn("Log in first.");
     if (!this.api.deviceId) await this.registerDevice();
@@ -482,6 +521,10 @@ export class SyncClient {
       throw error;
     }
     if ((await this.store.conflicts("open")).length > 0) await this.refreshConflicts();
+    // The bytes of files attached here, after the data (files.ts).
+    if ((await this.store.pendingUploads()).length > 0) {
+      report.uploaded = await this.files.uploadPending(onUpload ? { onProgress: onUpload } : {});
+    }
     await this.store.pruneTombstones();
     await this.store.set("last_sync", now());
     return report;
@@ -696,6 +739,9 @@ export class SyncClient {
           tell(await this.sync());
         } else {
           if ((await this.store.pending()).length > 0) tell(await this.push());
+          if ((await this.store.pendingUploads()).length > 0) {
+            tell({ ...emptyReport(), uploaded: await this.files.uploadPending() });
+          }
           const cursor = await this.store.cursor();
           let page: Page;
           try {
@@ -859,6 +905,7 @@ export class SyncClient {
       initialSyncDone: cursor !== null && (await this.store.get("initial_sync")) === null,
       objects: (await this.store.serverCopies()).length,
       pending: await this.store.pending(),
+      pendingUploads: await this.store.pendingUploads(),
       openConflicts: await this.store.conflicts("open"),
       rejections: await this.store.rejections(),
       deprecation: await this.deprecation(),
@@ -873,25 +920,32 @@ export class SyncClient {
   }
 
   /**
-   * Sign out (docs/protocol.md, "Logging out"): push the outbox first, so
-   * that nothing edited offline is lost because its author signed out;
-   * unregister this device; revoke the token (every token of the user with
-   * `everywhere`); forget the account's local data. Returns how many tokens
-   * were revoked. Throws `UnsentChanges` when edits could not be pushed,
-   * unless `discardUnsent`.
+   * Sign out (docs/protocol.md, "Logging out"): push the outbox and upload
+   * the files attached here first, so that nothing edited offline is lost
+   * because its author signed out; unregister this device; revoke the token
+   * (every token of the user with `everywhere`); forget the account's local
+   * data, its files included. Returns how many tokens were revoked. Throws
+   * `UnsentChanges` when edits or files could not be sent, unless
+   * `discardUnsent`.
    */
   async logout(options: { everywhere?: boolean; discardUnsent?: boolean } = {}): Promise<number> {
     await this.open();
-    if ((await this.store.pending()).length > 0 && !options.discardUnsent) {
+    const unsent = async (): Promise<[number, number]> => [
+      (await this.store.pending()).length,
+      (await this.store.pendingUploads()).length,
+    ];
+    let [edits, uploads] = await unsent();
+    if (edits + uploads > 0 && !options.discardUnsent) {
       try {
         await this.sync();
       } catch (error) {
         if (!(error instanceof NetworkError || error instanceof ApiError)) throw error;
       }
-      const left = (await this.store.pending()).length;
-      if (left > 0) {
+      [edits, uploads] = await unsent();
+      if (edits + uploads > 0) {
+        const what = [edits > 0 ? `${edits} edit(s)` : "", uploads > 0 ? `${uploads} file(s)` : ""].filter(Boolean);
         throw new UnsentChanges(
-          `${left} edit(s) could not be sent; sync again, or log out with discardUnsent to drop them.`,
+          `${what.join(" and ")} could not be sent; sync again, or log out with discardUnsent to drop them.`,
         );
       }
     }

@@ -106,7 +106,7 @@ export class UnexpectedResponse extends ClientError {
 /** No token, or the server refused it (401): the user must log in again. */
 export class NotLoggedIn extends ClientError {}
 
-/** `logout()` could not push every pending edit (offline, or refused): nothing was forgotten. */
+/** `logout()` could not push every pending edit or upload every file attached (offline, or refused): nothing was forgotten. */
 export class UnsentChanges extends ClientError {}
 
 /**
@@ -140,5 +140,26 @@ export class StaleResolution extends ClientError {
 export class ConflictSettled extends ClientError {
   constructor(readonly status: string) {
     super(`The conflict is already ${status}.`);
+  }
+}
+
+/**
+ * The file a reference names is not on the server yet (`state` `pending`:
+ * uploading; `missing`: its device has not uploaded it). Try again after a
+ * sync.
+ */
+export class FileNotReady extends ClientError {
+  constructor(
+    readonly sha256: string,
+    readonly state: string,
+  ) {
+    super(`File ${sha256.slice(0, 12)}… is ${state} on the server; try again after a sync.`);
+  }
+}
+
+/** What was downloaded is not the file its reference names (its SHA-256 differs); nothing was kept. */
+export class FileCorrupt extends ClientError {
+  constructor(readonly sha256: string) {
+    super(`The download of file ${sha256.slice(0, 12)}… does not match its sha256; nothing was kept.`);
   }
 }

@@ -75,6 +75,8 @@ export interface TransportOptions {
   random?: () => number;
   /** Per request; a live pull gets its own. */
   timeoutMs?: number;
+  /** Per try of a `transfer` (a file, or one part of one, to or from a link); 120 s by default. */
+  transferTimeoutMs?: number;
   /** Request bodies larger than this many bytes go gzipped when `CompressionStream` exists; `Infinity`: never. */
   compressAbove?: number;
   appVersion?: string | null;
@@ -121,6 +123,11 @@ async function gzip(bytes: Uint8Array): Promise<Uint8Array | null> {
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
+/** A link without its query: the signature stays out of messages and logs. */
+function withoutQuery(url: string): string {
+  return url.split("?", 1)[0] as string;
+}
+
 async function readBody(response: Response): Promise<unknown> {
   const text = await response.text();
   if (!text) return null;
@@ -144,6 +151,7 @@ export class Transport {
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly random: () => number;
   private readonly timeoutMs: number;
+  private readonly transferTimeoutMs: number;
   private readonly compressAbove: number;
   private readonly outbox: (() => Promise<[number, number]>) | null;
 
@@ -154,6 +162,7 @@ export class Transport {
     this.sleep = options.sleep ?? defaultSleep;
     this.random = options.random ?? Math.random;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.transferTimeoutMs = options.transferTimeoutMs ?? 120_000;
     this.compressAbove = options.compressAbove ?? 4096;
     this.appVersion = options.appVersion ?? null;
     this.schema = options.schema ?? null;
@@ -278,6 +287,77 @@ export class Transport {
         if (asked > policy.maxRetryAfterMs) throw error;
         // Never earlier than asked; a little jitter on top so the devices told the same second spread out.
         delay = asked + this.random() * policy.baseDelayMs;
+      }
+      await this.wait(delay);
+    }
+  }
+
+  /**
+   * Bytes to or from a link the server gave (docs/protocol.md, "Files"): an
+   * upload part's `url` (`PUT`, `body` the part's bytes) or a file's download
+   * `url` (`GET`); resolves with the answer's bytes. No token, device or
+   * handshake header goes with it: the link is the credential (a presigned
+   * S3 URL refuses a second one, and a browser would have to ask S3 for CORS
+   * permission to send custom headers). Network errors, 5xx and 429 are
+   * retried like `request()`; any other status is `ApiError` (its `url`
+   * without the query, which holds the signature). A link on another host
+   * answers in its own words: its error becomes code `storage_refused`.
+   */
+  async transfer(
+    method: "GET" | "PUT",
+    url: string,
+    options: { body?: Uint8Array; timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<Uint8Array> {
+    const shown = withoutQuery(url);
+    const ours = url.startsWith(`${this.baseUrl}/`);
+    for (let attempt = 0; ; attempt += 1) {
+      this.stats.requests += 1;
+      const controller = new AbortController();
+      const abort = (): void => controller.abort(options.signal?.reason);
+      options.signal?.addEventListener("abort", abort);
+      const timer = setTimeout(() => controller.abort(new Error("timeout")), options.timeoutMs ?? this.transferTimeoutMs);
+      let response: Response;
+      let bytes: Uint8Array;
+      try {
+        if (options.signal?.aborted) throw options.signal.reason ?? new Error("aborted");
+        const init: RequestInit = { method, signal: controller.signal };
+        if (options.body !== undefined) init.body = options.body as BodyInit;
+        response = await this.fetchImpl(url, init);
+        bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        if (options.signal?.aborted) throw error; // cancelled by the caller: not retried
+        if (attempt + 1 >= this.retry.attempts) {
+          throw new NetworkError(`${method} ${shown}: ${error instanceof Error ? error.message : String(error)}`, error);
+        }
+        await this.wait(backoff(this.retry, attempt, this.random));
+        continue;
+      } finally {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", abort);
+      }
+      if (response.status >= 200 && response.status < 300) return bytes;
+      if (response.status < 400) {
+        throw new UnexpectedResponse(method, shown, response.status, null, response.headers.get("Location"));
+      }
+      const text = new TextDecoder().decode(bytes);
+      let body: ErrorBody = { code: "storage_refused", detail: text.slice(0, 300) || `HTTP ${response.status}` };
+      if (ours) {
+        try {
+          const parsed = JSON.parse(text) as unknown;
+          if (parsed !== null && typeof parsed === "object" && "code" in parsed) body = parsed as ErrorBody;
+        } catch {
+          // Not the server's JSON error: keep the text.
+        }
+      }
+      const error = new ApiError(response.status, body, method, shown);
+      error.headers = response.headers;
+      error.retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+      if (!RETRY_STATUSES.has(response.status) || attempt + 1 >= this.retry.attempts) throw error;
+      let delay = backoff(this.retry, attempt, this.random);
+      if (error.retryAfter !== null) {
+        const asked = error.retryAfter * 1000;
+        if (asked > this.retry.maxRetryAfterMs) throw error;
+        delay = asked + this.random() * this.retry.baseDelayMs;
       }
       await this.wait(delay);
     }

@@ -10,9 +10,12 @@
  *   (the end of an initial sync drops the rows of older generations);
  * - `outbox`: edits keyed by an auto-incremented `seq` (IndexedDB's key
  *   generator never hands out a number twice, even after deletes or a clear);
- * - `conflicts` keyed by `conflictId`, `rejections` keyed by `mutationId`.
+ * - `conflicts` keyed by `conflictId`, `rejections` keyed by `mutationId`;
+ * - `files`: `{sha256, bytes}` keyed by `sha256` (bytes as a `Uint8Array`,
+ *   see storage.ts), `uploads`: the upload queue keyed by `sha256` (both
+ *   added by version 2 of the database).
  *
- * `transaction(mode, fn)` is ONE IndexedDB transaction over all five stores:
+ * `transaction(mode, fn)` is ONE IndexedDB transaction over all seven stores:
  * everything `fn` writes commits together, or (it throws, or IndexedDB aborts)
  * nothing does. IndexedDB commits a transaction as soon as no request of its
  * own is pending, which is why `fn` must await only its tx's operations (the
@@ -26,10 +29,23 @@
 import { type DBSchema, type IDBPDatabase, type IDBPTransaction, deleteDB, openDB, unwrap } from "idb";
 
 import { ClientError } from "./errors.js";
-import type { LocalConflict, Mutation, Rejection, StorageAdapter, StorageTx, StoredObject } from "./storage.js";
+import {
+  type LocalConflict,
+  type Mutation,
+  type PendingUpload,
+  type Rejection,
+  type StorageAdapter,
+  type StorageTx,
+  type StoredObject,
+  byUploadOrder,
+} from "./storage.js";
 
-/** The schema version of the database; the upgrade function creates each version's stores. */
-export const IDB_VERSION = 1;
+/**
+ * The schema version of the database; the upgrade function creates each
+ * version's stores (1: meta, objects, outbox, conflicts, rejections; 2:
+ * files, uploads).
+ */
+export const IDB_VERSION = 2;
 
 interface SyncDatabase extends DBSchema {
   meta: { key: string; value: { key: string; value: string } };
@@ -37,9 +53,11 @@ interface SyncDatabase extends DBSchema {
   outbox: { key: number; value: Mutation };
   conflicts: { key: string; value: LocalConflict };
   rejections: { key: string; value: Rejection };
+  files: { key: string; value: { sha256: string; bytes: Uint8Array } };
+  uploads: { key: string; value: PendingUpload };
 }
 
-const STORES = ["meta", "objects", "outbox", "conflicts", "rejections"] as const;
+const STORES = ["meta", "objects", "outbox", "conflicts", "rejections", "files", "uploads"] as const;
 type Stores = (typeof STORES)[number][];
 /** Typed as read-write; a readonly one is refused writes by `makeTx` (and by IndexedDB). */
 type Tx = IDBPTransaction<SyncDatabase, Stores, "readwrite">;
@@ -103,6 +121,14 @@ function translate(error: unknown, aborted: unknown = null): unknown {
   return new StorageError(`IndexedDB failed (${name}${typeof message === "string" && message ? `: ${message}` : ""}).`, error);
 }
 
+/**
+ * The bytes as their own buffer: IndexedDB clones a view's whole
+ * `ArrayBuffer`, which may be far larger than the view (a `subarray`).
+ */
+function ownBuffer(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
+
 function byCreatedAt(a: { createdAt: string }, b: { createdAt: string }): number {
   return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0;
 }
@@ -152,12 +178,18 @@ export class IndexedDbStorage implements StorageAdapter {
             db.createObjectStore("conflicts", { keyPath: "conflictId" });
             db.createObjectStore("rejections", { keyPath: "mutationId" });
           }
-          // A later version: `if (oldVersion < 2) { … }`, never changing what version 1 made.
+          if (oldVersion < 2) {
+            // Files (docs/protocol.md, "Files"): added next to version 1's
+            // stores, whose rows stay as they are.
+            db.createObjectStore("files", { keyPath: "sha256" });
+            db.createObjectStore("uploads", { keyPath: "sha256" });
+          }
+          // A later version: `if (oldVersion < 3) { … }`, never changing what the earlier ones made.
         },
         // A newer version of the app (another tab) wants to upgrade: close, so
         // it is not blocked. The next transaction here opens the database
-        // again; as version 1 of a newer database it gets a StorageError
-        // saying to reload.
+        // again; as an older version than the database's it gets a
+        // StorageError saying to reload.
         blocking: () => {
           if (this.db === opening) this.db = null;
           void opening.then((db) => db.close());
@@ -237,12 +269,16 @@ export class IndexedDbStorage implements StorageAdapter {
       outbox: tx.objectStore("outbox"),
       conflicts: tx.objectStore("conflicts"),
       rejections: tx.objectStore("rejections"),
+      files: tx.objectStore("files"),
+      uploads: tx.objectStore("uploads"),
     };
     const meta = () => stores.meta;
     const objects = () => stores.objects;
     const outbox = () => stores.outbox;
     const conflicts = () => stores.conflicts;
     const rejections = () => stores.rejections;
+    const files = () => stores.files;
+    const uploads = () => stores.uploads;
     return {
       getMeta: async (key) => (await meta().get(key))?.value ?? null,
       setMeta: async (key, value) => {
@@ -328,6 +364,32 @@ export class IndexedDbStorage implements StorageAdapter {
       clearRejections: async () => {
         writable();
         await rejections().clear();
+      },
+
+      getFile: async (sha256) => (await files().get(sha256))?.bytes ?? null,
+      hasFile: async (sha256) => (await files().getKey(sha256)) !== undefined,
+      putFile: async (sha256, bytes) => {
+        writable();
+        await files().put({ sha256, bytes: ownBuffer(bytes) });
+      },
+      clearFiles: async () => {
+        writable();
+        await files().clear();
+      },
+
+      getUpload: async (sha256) => (await uploads().get(sha256)) ?? null,
+      putUpload: async (upload) => {
+        writable();
+        await uploads().put(upload);
+      },
+      listUploads: async () => (await uploads().getAll()).sort(byUploadOrder),
+      deleteUpload: async (sha256) => {
+        writable();
+        await uploads().delete(sha256);
+      },
+      clearUploads: async () => {
+        writable();
+        await uploads().clear();
       },
     };
   }

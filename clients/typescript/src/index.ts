@@ -10,6 +10,7 @@ export {
   LIVE_PATH,
   emptyReport,
   type SyncClientOptions,
+  type SyncOptions,
   type SyncReport,
   type Progress,
   type Page,
@@ -30,6 +31,7 @@ export {
   type LocalConflict,
   type ConflictStatus,
   type Rejection,
+  type PendingUpload,
   type ObjectFilter,
   type Data,
 } from "./storage.js";
@@ -71,7 +73,27 @@ export {
   type ApiResponse,
   type TransferStats,
 } from "./http.js";
-export { FieldSpec, ModelSpec, FORMAT_MESSAGES, type Errors, type FieldDescription, type ModelDescription } from "./schema.js";
+export {
+  Files,
+  BLOBS_PATH,
+  UPLOADS_PATH,
+  sha256Hex,
+  type FileReference,
+  type AttachOptions,
+  type UploadProgress,
+  type UploadPart,
+  type UploadAnswer,
+  type FileInfo,
+} from "./files.js";
+export {
+  FieldSpec,
+  ModelSpec,
+  FORMAT_MESSAGES,
+  contentTypeAllowed,
+  type Errors,
+  type FieldDescription,
+  type ModelDescription,
+} from "./schema.js";
 export {
   ClientError,
   NetworkError,
@@ -84,5 +106,7 @@ export {
   NotFound,
   StaleResolution,
   ConflictSettled,
+  FileNotReady,
+  FileCorrupt,
   type ErrorBody,
 } from "./errors.js";

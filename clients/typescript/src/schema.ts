@@ -23,6 +23,10 @@ export interface FieldDescription {
   max_bytes?: number;
   format?: string;
   default?: unknown;
+  /** `blob`: the largest file the server takes, in bytes. */
+  max_size?: number;
+  /** `blob`: the media types the server takes (`image/*` takes every image). */
+  content_types?: string[];
   [key: string]: unknown;
 }
 
@@ -53,6 +57,60 @@ export const FORMAT_MESSAGES: Record<string, string> = {
   slug: "Enter a valid slug (letters, numbers, underscores or hyphens).",
   ip: "Enter a valid IPv4 or IPv6 address.",
 };
+
+// A file reference (`blob`), as the server's sync/fields.py checks it.
+const SHA256 = /^[0-9a-f]{64}$/;
+const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/;
+const REFERENCE_KEYS = ["content_type", "name", "sha256", "size"];
+const NAME_CHARS = 255;
+
+/** Whether `patterns` (discovery's `content_types`: `image/*`, `application/pdf`, …) take a media type. */
+export function contentTypeAllowed(contentType: string, patterns: readonly string[]): boolean {
+  const [kind, sub] = splitType(contentType);
+  return patterns.some((pattern) => {
+    const [takes, takesSub] = splitType(pattern);
+    return (takes === "*" || takes === kind) && (takesSub === "*" || takesSub === sub);
+  });
+}
+
+function splitType(value: string): [string, string] {
+  const at = value.indexOf("/");
+  return at < 0 ? [value, ""] : [value.slice(0, at), value.slice(at + 1)];
+}
+
+/** The first thing wrong with a file reference (the server says one at a time), or null. */
+function referenceProblem(value: Record<string, unknown>, maxSize: number | null, contentTypes: readonly string[] | null): string | null {
+  const keys = Object.keys(value);
+  const missing = REFERENCE_KEYS.filter((key) => !keys.includes(key));
+  const extra = keys.filter((key) => !REFERENCE_KEYS.includes(key)).sort();
+  if (missing.length > 0 || extra.length > 0) {
+    const parts = [
+      ...(missing.length > 0 ? [`missing ${missing.join(", ")}`] : []),
+      ...(extra.length > 0 ? [`unknown ${extra.join(", ")}`] : []),
+    ];
+    return `A file reference has sha256, size, content_type and name (${parts.join("; ")}).`;
+  }
+  const { sha256, size, content_type: contentType, name } = value;
+  if (typeof sha256 !== "string" || !SHA256.test(sha256)) {
+    return "sha256 must be 64 lower-case hex digits (the SHA-256 of the bytes).";
+  }
+  if (typeof size !== "number" || !Number.isInteger(size) || size < 0) {
+    return "size must be the number of bytes (a non-negative integer).";
+  }
+  if (maxSize !== null && size > maxSize) {
+    return `size is over the largest file this server takes (${maxSize} bytes).`;
+  }
+  if (typeof contentType !== "string" || !MEDIA_TYPE.test(contentType)) {
+    return "content_type must be a media type such as image/jpeg.";
+  }
+  if (contentTypes !== null && !contentTypeAllowed(contentType, contentTypes)) {
+    return `${contentType} files are not taken here (SYNC_BLOB_CONTENT_TYPES: ${contentTypes.join(", ")}).`;
+  }
+  if (typeof name !== "string" || [...name].length > NAME_CHARS || /[\u0000\/\\]/.test(name)) {
+    return `name must be a file name of at most ${NAME_CHARS} characters, without / or \\.`;
+  }
+  return null;
+}
 
 function validDate(y: string, m: string, d: string): boolean {
   const year = Number(y);
@@ -110,6 +168,10 @@ export class FieldSpec {
   readonly maxLength: number | null;
   readonly maxBytes: number | null;
   readonly format: string | null;
+  /** `blob`: the largest file the server takes (`null`: not said). */
+  readonly maxSize: number | null;
+  /** `blob`: the media types the server takes (`null`: not said). */
+  readonly contentTypes: readonly string[] | null;
   readonly hasDefault: boolean;
   readonly default: unknown;
   readonly type: string;
@@ -127,6 +189,8 @@ export class FieldSpec {
     this.maxLength = typeof spec.max_length === "number" ? spec.max_length : null;
     this.maxBytes = typeof spec.max_bytes === "number" ? spec.max_bytes : null;
     this.format = spec.format ?? null;
+    this.maxSize = typeof spec.max_size === "number" ? spec.max_size : null;
+    this.contentTypes = Array.isArray(spec.content_types) ? spec.content_types.map(String) : null;
     this.hasDefault = "default" in spec;
     this.default = spec.default;
   }
@@ -157,6 +221,10 @@ export class FieldSpec {
     if (this.type === "json" && this.maxBytes !== null) {
       const size = new TextEncoder().encode(JSON.stringify(value)).length;
       if (size > this.maxBytes) problems.push(`Ensure this value has at most ${this.maxBytes} bytes.`);
+    }
+    if (this.type === "blob") {
+      const problem = referenceProblem(value as Record<string, unknown>, this.maxSize, this.contentTypes);
+      if (problem !== null) problems.push(problem);
     }
     return problems;
   }
@@ -191,6 +259,12 @@ export class FieldSpec {
       }
       case "uuid":
         return typeof value === "string" && UUID.test(value);
+      case "blob": {
+        // A file reference: a JSON object (its keys are checked in `check`), not the bytes themselves.
+        if (typeof value !== "object" || value === null) return false;
+        const proto = Object.getPrototypeOf(value) as unknown;
+        return proto === Object.prototype || proto === null;
+      }
       case "reference":
         // A user reference is the user's integer id; synced models use UUIDs.
         if (this.model === "auth.user") return typeof value === "number" && Number.isInteger(value);

@@ -6,14 +6,24 @@
  * freezing sent entries) live once in `LocalStore` (store.ts), on top of any
  * adapter, so a SQLite or IndexedDB adapter cannot get them wrong.
  *
- * Five kinds of rows (the same shape as the Python reference client's
- * SQLite tables, client/store.py):
+ * Seven kinds of rows (the same shape as the Python reference client's
+ * SQLite tables, client/store.py, and its files directory, client/files.py):
  *
  * - meta: string key/values (the cursor, the token, the device id, …);
  * - objects: the *server copy* of each object, `(model, id) → {version,
  *   data | null, generation}`; `data: null` is a tombstone;
  * - outbox: the pending local edits, oldest first (`seq` ascending);
- * - conflicts and rejections: what the server did not apply, for the user.
+ * - conflicts and rejections: what the server did not apply, for the user;
+ * - files: the bytes of files attached here or downloaded, by their sha256;
+ * - uploads: the files attached here whose bytes the server does not have
+ *   yet, oldest first.
+ *
+ * File bytes are a `Uint8Array`, not a `Blob`: every adapter can store one
+ * (IndexedDB clones it, SQLite takes it as a BLOB, a Map holds it), the
+ * SHA-256 check and the slicing into upload parts need the bytes anyway,
+ * and some browsers' IndexedDB (Safari, for years) failed to store `Blob`s.
+ * The cost is that a file is held in memory while it is read or written: the
+ * server's `max_size` (50 MB by default) bounds it.
  *
  * Everything goes through `transaction(mode, fn)`: `fn` gets a `StorageTx`
  * and every write it makes must be applied all together or not at all (a
@@ -90,6 +100,23 @@ export interface Rejection {
   createdAt: string;
 }
 
+/**
+ * A file attached on this device whose bytes are still to be sent (the
+ * `uploads` queue; the bytes themselves are the `files` row of the same
+ * sha256).
+ */
+export interface PendingUpload {
+  /** 64 lower-case hex digits: the SHA-256 of the bytes, and the key. */
+  sha256: string;
+  /** Bytes. */
+  size: number;
+  contentType: string;
+  /** The server's upload, once one was started (kept to resume it); `null`: ask for one. */
+  uploadId: string | null;
+  /** ISO-8601 UTC. */
+  createdAt: string;
+}
+
 /** Which objects `dropObjects` removes: every condition given must hold. */
 export interface ObjectFilter {
   /** Only these models. */
@@ -135,6 +162,22 @@ export interface StorageTx {
   listRejections(): Promise<Rejection[]>;
   deleteRejection(mutationId: string): Promise<void>;
   clearRejections(): Promise<void>;
+
+  /** The bytes kept under this sha256, or `null`. */
+  getFile(sha256: string): Promise<Uint8Array | null>;
+  /** Whether bytes are kept under this sha256 (without reading them). */
+  hasFile(sha256: string): Promise<boolean>;
+  /** Insert or replace. */
+  putFile(sha256: string, bytes: Uint8Array): Promise<void>;
+  clearFiles(): Promise<void>;
+
+  getUpload(sha256: string): Promise<PendingUpload | null>;
+  /** Insert or replace by `sha256`. */
+  putUpload(upload: PendingUpload): Promise<void>;
+  /** Oldest first (`createdAt`, then `sha256`). */
+  listUploads(): Promise<PendingUpload[]>;
+  deleteUpload(sha256: string): Promise<void>;
+  clearUploads(): Promise<void>;
 }
 
 export interface StorageAdapter {
@@ -151,7 +194,18 @@ function copy<T>(value: T): T {
   return value === null || value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
 }
 
+/** Bytes are copied too (a copy of their own buffer, however large the one they are a view of). */
+function copyBytes(bytes: Uint8Array): Uint8Array {
+  return bytes.slice();
+}
+
 const objectKey = (model: string, id: string): string => `${model}\u0000${id}`;
+
+/** The order of the `uploads` queue: oldest first, then by sha256. */
+export function byUploadOrder(a: PendingUpload, b: PendingUpload): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? -1 : 1;
+  return a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0;
+}
 
 interface MemoryState {
   meta: Map<string, string>;
@@ -159,6 +213,8 @@ interface MemoryState {
   outbox: Map<number, Mutation>;
   conflicts: Map<string, LocalConflict>;
   rejections: Map<string, Rejection>;
+  files: Map<string, Uint8Array>;
+  uploads: Map<string, PendingUpload>;
   nextSeq: number;
 }
 
@@ -175,6 +231,8 @@ export class MemoryStorage implements StorageAdapter {
     outbox: new Map(),
     conflicts: new Map(),
     rejections: new Map(),
+    files: new Map(),
+    uploads: new Map(),
     nextSeq: 1,
   };
   private queue: Promise<unknown> = Promise.resolve();
@@ -305,6 +363,36 @@ export class MemoryStorage implements StorageAdapter {
       clearRejections: async () => {
         writable();
         dropWhere(s.rejections, () => true);
+      },
+      getFile: async (sha256) => {
+        const bytes = s.files.get(sha256);
+        return bytes === undefined ? null : copyBytes(bytes);
+      },
+      hasFile: async (sha256) => s.files.has(sha256),
+      putFile: async (sha256, bytes) => {
+        writable();
+        saving(s.files, sha256);
+        s.files.set(sha256, copyBytes(bytes));
+      },
+      clearFiles: async () => {
+        writable();
+        dropWhere(s.files, () => true);
+      },
+      getUpload: async (sha256) => copy(s.uploads.get(sha256) ?? null),
+      putUpload: async (upload) => {
+        writable();
+        saving(s.uploads, upload.sha256);
+        s.uploads.set(upload.sha256, copy(upload));
+      },
+      listUploads: async () => [...s.uploads.values()].sort(byUploadOrder).map(copy),
+      deleteUpload: async (sha256) => {
+        writable();
+        saving(s.uploads, sha256);
+        s.uploads.delete(sha256);
+      },
+      clearUploads: async () => {
+        writable();
+        dropWhere(s.uploads, () => true);
       },
     };
   }

@@ -19,6 +19,7 @@ import type {
   LocalConflict,
   Mutation,
   Op,
+  PendingUpload,
   Rejection,
   StorageAdapter,
   StorageTx,
@@ -290,13 +291,19 @@ export class LocalStore {
     });
   }
 
-  /** Another user signs in: nothing of the previous one's may leak into their session. */
+  /**
+   * Another user signs in (or this one logs out): nothing of the previous
+   * one's may leak into their session, nor be sent under their name; their
+   * files and uploads go too.
+   */
   forgetAccount(): Promise<void> {
     return this.write(async (tx) => {
       await tx.dropObjects({});
       await tx.clearOutbox();
       await tx.clearConflicts();
       await tx.clearRejections();
+      await tx.clearFiles();
+      await tx.clearUploads();
       await tx.clearMeta(KEEP_ON_FORGET);
     });
   }
@@ -607,6 +614,49 @@ export class LocalStore {
 
   dismissRejection(mutationId: string): Promise<void> {
     return this.write((tx) => tx.deleteRejection(mutationId));
+  }
+
+  // --- files (files.ts) ---------------------------------------------------------
+
+  /**
+   * Keep a file's bytes under their sha256 and, for a file attached here
+   * (`upload` given), queue its upload: both in one transaction, so a file
+   * is never queued without its bytes. Queuing a file already queued keeps
+   * the first entry (and its upload id).
+   */
+  keepFile(sha256: string, bytes: Uint8Array, upload: { size: number; contentType: string } | null = null): Promise<void> {
+    return this.write(async (tx) => {
+      if (!(await tx.hasFile(sha256))) await tx.putFile(sha256, bytes);
+      if (upload !== null && (await tx.getUpload(sha256)) === null) {
+        await tx.putUpload({ sha256, size: upload.size, contentType: upload.contentType, uploadId: null, createdAt: now() });
+      }
+    });
+  }
+
+  file(sha256: string): Promise<Uint8Array | null> {
+    return this.read((tx) => tx.getFile(sha256));
+  }
+
+  hasFile(sha256: string): Promise<boolean> {
+    return this.read((tx) => tx.hasFile(sha256));
+  }
+
+  /** The files attached here and not on the server yet, oldest first. */
+  pendingUploads(): Promise<PendingUpload[]> {
+    return this.read((tx) => tx.listUploads());
+  }
+
+  /** Remember the server's upload of a queued file (`null`: start a new one next time). */
+  setUploadId(sha256: string, uploadId: string | null): Promise<void> {
+    return this.write(async (tx) => {
+      const held = await tx.getUpload(sha256);
+      if (held !== null && held.uploadId !== uploadId) await tx.putUpload({ ...held, uploadId });
+    });
+  }
+
+  /** The server has the file: out of the queue (its bytes stay kept). */
+  uploadDone(sha256: string): Promise<void> {
+    return this.write((tx) => tx.deleteUpload(sha256));
   }
 }
 

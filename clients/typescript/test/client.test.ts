@@ -403,6 +403,7 @@ describe("SyncClient: validation from discovery", () => {
       estimated_hours: null,
       visits: 0,
       urgent: true,
+      photo: null,
     });
     assert.equal((await client.store.pending()).length, 2);
   });

@@ -11,13 +11,16 @@ export interface Call {
   headers: Record<string, string>;
   /** The JSON body, decompressed when it was gzipped. */
   body: unknown;
+  /** Any other body (a file part): its bytes. */
+  bytes: Uint8Array | null;
 }
 
 export type Handler = (call: Call) => Response | Promise<Response>;
 
 interface Route {
   method: string;
-  path: string;
+  /** The exact path, or a pattern of paths (for ids made up as the test runs). */
+  path: string | RegExp;
   handler: Handler;
   times: number;
 }
@@ -42,12 +45,12 @@ export class FakeServer {
   inFlight = 0;
   maxInFlight = 0;
 
-  on(method: string, path: string, handler: Handler, times = 1): this {
+  on(method: string, path: string | RegExp, handler: Handler, times = 1): this {
     this.routes.push({ method, path, handler, times });
     return this;
   }
 
-  always(method: string, path: string, handler: Handler): this {
+  always(method: string, path: string | RegExp, handler: Handler): this {
     return this.on(method, path, handler, Number.POSITIVE_INFINITY);
   }
 
@@ -62,14 +65,21 @@ export class FakeServer {
       headers[key] = value;
     });
     let body: unknown;
+    let raw: Uint8Array | null = null;
     if (init.body !== undefined && init.body !== null) {
       let bytes = Buffer.from(init.body as Uint8Array);
       if (headers["content-encoding"] === "gzip") bytes = gunzipSync(bytes);
-      body = JSON.parse(bytes.toString("utf8"));
+      if (headers["content-type"] === "application/json") body = JSON.parse(bytes.toString("utf8"));
+      else raw = new Uint8Array(bytes);
     }
-    const call: Call = { method: init.method ?? "GET", url, path: url.pathname, headers, body };
+    const call: Call = { method: init.method ?? "GET", url, path: url.pathname, headers, body, bytes: raw };
     this.calls.push(call);
-    const route = this.routes.find((r) => r.times > 0 && r.method === call.method && r.path === call.path);
+    const route = this.routes.find(
+      (r) =>
+        r.times > 0 &&
+        r.method === call.method &&
+        (typeof r.path === "string" ? r.path === call.path : r.path.test(call.path)),
+    );
     if (route === undefined) {
       this.unmatched.push(`${call.method} ${url.pathname}${url.search}`);
       throw new TypeError(`fetch failed: nothing scripted for ${call.method} ${call.path}`);
@@ -85,6 +95,9 @@ export class FakeServer {
     }
   };
 }
+
+/** The largest file the fixture's `photo` field takes. */
+export const MAX_SIZE = 1000;
 
 export const CUSTOMER = "fieldwork.customer";
 export const WORKORDER = "fieldwork.workorder";
@@ -125,6 +138,15 @@ export const MODELS: ModelDescription[] = [
       estimated_hours: { type: "number", required: false, read_only: false, nullable: true, default: null },
       visits: { type: "integer", required: false, read_only: false, nullable: false, default: 0 },
       urgent: { type: "boolean", required: false, read_only: false, nullable: false, default: false },
+      photo: {
+        type: "blob",
+        required: false,
+        read_only: false,
+        nullable: true,
+        default: null,
+        max_size: MAX_SIZE,
+        content_types: ["image/*", "application/pdf", "text/plain"],
+      },
     },
     conflict_policy: "custom",
     conflict_resolution: "owner",

@@ -185,4 +185,44 @@ describe("Transport", () => {
     const seconds = parseRetryAfter(inAMinute);
     assert.ok(seconds !== null && seconds > 55 && seconds <= 60, String(seconds));
   });
+
+  it("transfers bytes to and from a link without the token or any header of ours, retrying 5xx", async () => {
+    const server = new FakeServer()
+      .on("PUT", "/bucket/u1/1", () => new Response("<Error>SlowDown</Error>", { status: 503 }))
+      .on("PUT", "/bucket/u1/1", () => new Response(null, { status: 200, headers: { ETag: '"e1"' } }))
+      .on("GET", "/content/f", () => new Response(new Uint8Array([7, 8, 9]), { status: 200 }));
+    const sleeps: number[] = [];
+    const api = transport(server, sleeps, { appVersion: "1.0", schema: "x.y=1", outbox: async () => [2, 5] });
+    api.token = "t0ken";
+    api.deviceId = "d";
+    const answer = await api.transfer("PUT", "https://s3.test/bucket/u1/1?X-Amz-Signature=s", { body: new Uint8Array([1, 2, 3]) });
+    assert.deepEqual(answer, new Uint8Array());
+    assert.deepEqual(await api.transfer("GET", "https://s3.test/content/f?sig=s"), new Uint8Array([7, 8, 9]));
+    assert.equal(server.calls.length, 3);
+    for (const call of server.calls) {
+      assert.equal(call.url.host, "s3.test");
+      assert.deepEqual(Object.keys(call.headers), [], `${call.method} ${call.path} sent ${JSON.stringify(call.headers)}`);
+    }
+    assert.deepEqual(server.calls[1]?.bytes, new Uint8Array([1, 2, 3]));
+    assert.equal(sleeps.length, 1);
+  });
+
+  it("a link refused is an ApiError without the link's signature; the server's own links say the server's error", async () => {
+    const server = new FakeServer()
+      .on("PUT", "/bucket/u1/1", () => new Response("<Error>AccessDenied</Error>", { status: 403 }))
+      .on("PUT", "/api/v1/blobs/uploads/u1/parts/1/", () => json(400, { code: "bad_blob", detail: "Wrong size." }));
+    const api = transport(server, []);
+    const refused = await api.transfer("PUT", "https://s3.test/bucket/u1/1?X-Amz-Signature=secret").catch((e: unknown) => e);
+    assert.ok(refused instanceof ApiError, String(refused));
+    assert.equal(refused.status, 403);
+    assert.equal(refused.code, "storage_refused");
+    assert.match(refused.detail, /AccessDenied/);
+    assert.doesNotMatch(refused.message, /secret/);
+    const ours = await api
+      .transfer("PUT", "https://sync.test/api/v1/blobs/uploads/u1/parts/1/?signature=secret", { body: new Uint8Array(1) })
+      .catch((e: unknown) => e);
+    assert.ok(ours instanceof ApiError);
+    assert.equal(ours.code, "bad_blob");
+    assert.doesNotMatch(ours.message, /secret/);
+  });
 });

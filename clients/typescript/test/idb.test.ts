@@ -9,11 +9,15 @@ import "fake-indexeddb/auto";
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 
+import { openDB } from "idb";
+
 import {
+  IDB_VERSION,
   IndexedDbStorage,
   LocalStore,
   MemoryStorage,
   type Mutation,
+  type PendingUpload,
   type PushResult,
   type StorageAdapter,
   StorageError,
@@ -77,6 +81,14 @@ function failingPuts(name: string): () => void {
   return () => {
     proto.put = original;
   };
+}
+
+const SHA_A = "a".repeat(64);
+const SHA_B = "b".repeat(64);
+const SHA_C = "c".repeat(64);
+
+function upload(sha256: string, createdAt: string, uploadId: string | null = null): PendingUpload {
+  return { sha256, size: 3, contentType: "image/png", uploadId, createdAt };
 }
 
 /** Rejects if `promise` has not settled within `ms`: a hang is a failure. */
@@ -245,13 +257,33 @@ for (const [label, make] of adapters) {
       const store = await storeWith(1, { name: "A" });
       await store.setMany({ base_url: "https://s", platform: "web", token: "t", device_id: DEVICE });
       await store.queueUpdate(CUSTOMER, ids.a, { name: "B" }, null);
+      await store.keepFile(SHA_A, new Uint8Array([1]), { size: 1, contentType: "image/png" });
+      await store.keepFile(SHA_B, new Uint8Array([2]));
       await store.forgetAccount();
+      assert.deepEqual([await store.hasFile(SHA_A), await store.hasFile(SHA_B)], [false, false]);
+      assert.deepEqual(await store.pendingUploads(), []);
       assert.deepEqual(
         [await store.get("base_url"), await store.get("platform"), await store.get("token"), await store.cursor()],
         ["https://s", "web", null, null],
       );
       assert.deepEqual(await store.pending(), []);
       assert.deepEqual(await store.serverCopies(), []);
+    });
+
+    it("keeps a file with its upload queued, once; an upload id until it is done", async () => {
+      const store = new LocalStore(make());
+      await store.keepFile(SHA_A, new Uint8Array([1, 2, 3]), { size: 3, contentType: "image/png" });
+      await store.setUploadId(SHA_A, "u1");
+      await store.keepFile(SHA_A, new Uint8Array([1, 2, 3]), { size: 3, contentType: "text/plain" }); // attached again
+      await store.keepFile(SHA_B, new Uint8Array([4])); // downloaded: kept, nothing to send
+      assert.deepEqual(
+        (await store.pendingUploads()).map((u) => [u.sha256, u.contentType, u.uploadId]),
+        [[SHA_A, "image/png", "u1"]],
+      );
+      assert.deepEqual(await store.file(SHA_B), new Uint8Array([4]));
+      await store.uploadDone(SHA_A);
+      assert.deepEqual(await store.pendingUploads(), []);
+      assert.deepEqual(await store.file(SHA_A), new Uint8Array([1, 2, 3])); // the bytes stay
     });
 
     it("keeps conflicts, oldest first, and updates their status", async () => {
@@ -440,6 +472,92 @@ for (const [label, make] of adapters) {
       assert.deepEqual(await storage.transaction("readonly", (tx) => tx.listRejections()), []);
     });
 
+    it("keeps files by sha256, as copies of their own, and clears them", async () => {
+      const storage = make();
+      const buffer = new Uint8Array([9, 9, 1, 2, 3, 9]);
+      const view = buffer.subarray(2, 5); // a view of a larger buffer: only its bytes are kept
+      await storage.transaction("readwrite", async (tx) => {
+        await tx.putFile(SHA_A, view);
+        await tx.putFile(SHA_B, new Uint8Array([7]));
+        await tx.putFile(SHA_B, new Uint8Array([8])); // replaced
+      });
+      view[0] = 0; // changing the caller's bytes changes nothing stored
+      const held = await storage.transaction("readonly", async (tx) => ({
+        a: await tx.getFile(SHA_A),
+        b: await tx.getFile(SHA_B),
+        c: await tx.getFile(SHA_C),
+        has: [await tx.hasFile(SHA_A), await tx.hasFile(SHA_C)],
+      }));
+      assert.ok(held.a instanceof Uint8Array);
+      assert.deepEqual([...held.a], [1, 2, 3]);
+      assert.equal(held.a.byteLength, 3);
+      assert.deepEqual([...(held.b ?? [])], [8]);
+      assert.equal(held.c, null);
+      assert.deepEqual(held.has, [true, false]);
+      held.a[0] = 0; // nor changing the bytes handed out
+      assert.deepEqual([...((await storage.transaction("readonly", (tx) => tx.getFile(SHA_A))) ?? [])], [1, 2, 3]);
+      await storage.transaction("readwrite", (tx) => tx.clearFiles());
+      assert.equal(await storage.transaction("readonly", (tx) => tx.hasFile(SHA_B)), false);
+    });
+
+    it("keeps the upload queue oldest first (then by sha256); replaces, deletes and clears", async () => {
+      const storage = make();
+      await storage.transaction("readwrite", async (tx) => {
+        await tx.putUpload(upload(SHA_C, "2024-01-02T00:00:00.000Z"));
+        await tx.putUpload(upload(SHA_B, "2024-01-01T00:00:00.000Z"));
+        await tx.putUpload(upload(SHA_A, "2024-01-02T00:00:00.000Z"));
+        await tx.putUpload(upload(SHA_B, "2024-01-01T00:00:00.000Z", "u1")); // replaced
+      });
+      const listed = await storage.transaction("readonly", (tx) => tx.listUploads());
+      assert.deepEqual(
+        listed.map((u) => [u.sha256, u.uploadId]),
+        [
+          [SHA_B, "u1"],
+          [SHA_A, null],
+          [SHA_C, null],
+        ],
+      );
+      assert.deepEqual(await storage.transaction("readonly", (tx) => tx.getUpload(SHA_B)), upload(SHA_B, "2024-01-01T00:00:00.000Z", "u1"));
+      (listed[0] as PendingUpload).uploadId = "changed by the caller";
+      await storage.transaction("readwrite", (tx) => tx.deleteUpload(SHA_A));
+      assert.deepEqual(
+        (await storage.transaction("readonly", (tx) => tx.listUploads())).map((u) => [u.sha256, u.uploadId]),
+        [
+          [SHA_B, "u1"],
+          [SHA_C, null],
+        ],
+      );
+      assert.equal(await storage.transaction("readonly", (tx) => tx.getUpload(SHA_A)), null);
+      await storage.transaction("readwrite", (tx) => tx.clearUploads());
+      assert.deepEqual(await storage.transaction("readonly", (tx) => tx.listUploads()), []);
+    });
+
+    it("rolls back file and upload writes of a transaction that throws; refuses them readonly", async () => {
+      const storage = make();
+      await storage.transaction("readwrite", async (tx) => {
+        await tx.putFile(SHA_A, new Uint8Array([1]));
+        await tx.putUpload(upload(SHA_A, "2024-01-01T00:00:00.000Z"));
+      });
+      await assert.rejects(
+        storage.transaction("readwrite", async (tx) => {
+          await tx.putFile(SHA_B, new Uint8Array([2]));
+          await tx.putUpload(upload(SHA_B, "2024-01-02T00:00:00.000Z"));
+          await tx.putUpload(upload(SHA_A, "2024-01-01T00:00:00.000Z", "u9"));
+          await tx.clearFiles();
+          await tx.deleteUpload(SHA_A);
+          throw new Error("crash");
+        }),
+        /crash/,
+      );
+      const state = await storage.transaction("readonly", async (tx) => ({
+        files: [await tx.hasFile(SHA_A), await tx.hasFile(SHA_B)],
+        uploads: (await tx.listUploads()).map((u) => [u.sha256, u.uploadId]),
+      }));
+      assert.deepEqual(state, { files: [true, false], uploads: [[SHA_A, null]] });
+      await assert.rejects(storage.transaction("readonly", (tx) => tx.putFile(SHA_C, new Uint8Array())), /readonly/);
+      await assert.rejects(storage.transaction("readonly", (tx) => tx.putUpload(upload(SHA_C, "x"))), /readonly/);
+    });
+
     it("does not interleave transactions: concurrent read-modify-writes lose nothing", async () => {
       const storage = make();
       const bump = (): Promise<void> =>
@@ -476,6 +594,61 @@ describe("IndexedDbStorage", () => {
     assert.deepEqual(await again.local(CUSTOMER, ids.a), { name: "A2" });
     // Another database name is another device.
     assert.equal(await new LocalStore(freshDb()).get("device_id"), null);
+  });
+
+  it("upgrades a version-1 database to version 2: files and uploads added, every row of version 1 kept", async () => {
+    const name = `syncserver-v1-${process.pid}`;
+    // The database as version 1 of this package made it, with a device's state in it.
+    const v1 = await openDB(name, 1, {
+      upgrade(db) {
+        db.createObjectStore("meta", { keyPath: "key" });
+        db.createObjectStore("objects", { keyPath: ["model", "id"] }).createIndex("generation", "generation");
+        db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+        db.createObjectStore("conflicts", { keyPath: "conflictId" });
+        db.createObjectStore("rejections", { keyPath: "mutationId" });
+      },
+    });
+    await v1.put("meta", { key: "cursor", value: "c7" });
+    await v1.put("meta", { key: "device_id", value: DEVICE });
+    await v1.put("objects", { model: CUSTOMER, id: ids.a, version: 3, data: { name: "A" }, generation: 1 });
+    const first = await v1.add("outbox", entry("m0"));
+    const seq = (await v1.add("outbox", { ...entry("m1"), data: { name: "A2" }, baseVersion: 3 })) as number;
+    await v1.delete("outbox", first);
+    await v1.put("conflicts", {
+      conflictId: ids.conflict, mutationId: "m", model: CUSTOMER, objectId: ids.a, op: "update", clientData: null,
+      serverVersion: 3, serverData: null, status: "open", resolvedVersion: null, createdAt: "2024-01-01T00:00:00.000Z",
+    });
+    await v1.put("rejections", {
+      mutationId: "r1", model: CUSTOMER, objectId: ids.a, op: "update", data: null, errors: {}, reason: null,
+      createdAt: "2024-01-01T00:00:00.000Z",
+    });
+    v1.close();
+
+    const storage = new IndexedDbStorage(name);
+    opened.push(storage);
+    const store = new LocalStore(storage);
+    assert.equal(await store.cursor(), "c7");
+    assert.equal(await store.get("device_id"), DEVICE);
+    assert.deepEqual(await store.local(CUSTOMER, ids.a), { name: "A2" });
+    assert.deepEqual(
+      (await store.pending()).map((m) => [m.seq, m.mutationId]),
+      [[seq, "m1"]],
+    );
+    assert.equal((await store.conflicts())[0]?.conflictId, ids.conflict);
+    assert.equal((await store.rejections())[0]?.mutationId, "r1");
+    // The new stores work, in the same transactions as the old ones.
+    await store.keepFile(SHA_A, new Uint8Array([1, 2]), { size: 2, contentType: "image/png" });
+    assert.deepEqual(await store.file(SHA_A), new Uint8Array([1, 2]));
+    assert.equal((await store.pendingUploads())[0]?.sha256, SHA_A);
+    // The outbox's key generator went on from where version 1 left it.
+    const next = await storage.transaction("readwrite", (tx) => tx.addOutbox(entry("m2", ids.b)));
+    assert.ok(next.seq > seq, `${next.seq} after ${seq}`);
+    await storage.close();
+
+    const raw = await openDB(name);
+    assert.equal(raw.version, IDB_VERSION);
+    assert.deepEqual([...raw.objectStoreNames].sort(), ["conflicts", "files", "meta", "objects", "outbox", "rejections", "uploads"]);
+    raw.close();
   });
 
   it("a failure of IndexedDB itself aborts the whole transaction, as a StorageError", async () => {

@@ -7,16 +7,19 @@
  * customer and a work order, edit them concurrently to get every push
  * status (applied, merged, conflict, rejected), resolve the conflict from the
  * app, and converge: each device's server copies equal a fresh initial sync
- * of the user's scope.
+ * of the user's scope. With SYNC_FILES=1 as well, a file attached on one
+ * device is uploaded after its edit and fetched by the other.
  */
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isDeepStrictEqual } from "node:util";
 
-import { MemoryStorage, SyncClient, type SyncReport } from "../src/index.js";
+import { type FileReference, MemoryStorage, SyncClient, type SyncReport } from "../src/index.js";
 
 const URL_ = process.env["SYNC_URL"];
+/** The file round trip also needs the server's blob storage: run it with SYNC_FILES=1. */
+const FILES = URL_ !== undefined && process.env["SYNC_FILES"] === "1";
 const USER = process.env["SYNC_USER"] ?? "ts-client";
 const PASSWORD = process.env["SYNC_PASSWORD"] ?? "";
 const CUSTOMER = "fieldwork.customer";
@@ -126,5 +129,34 @@ describe("against a live server", { skip: URL_ ? false : "SYNC_URL is not set" }
     assert.equal((await phone.get(WORKORDER, order))?.["title"], "Fix boiler (both)");
     assert.deepEqual(await phone.store.pending(), []);
     assert.deepEqual(await tablet.store.pending(), []);
+  });
+});
+
+describe("files against a live server", { skip: FILES ? false : "SYNC_URL and SYNC_FILES=1 are not set" }, () => {
+  it("one device attaches a file to a work order and uploads it after the edit; the other fetches it", async () => {
+    const phone = device();
+    const tablet = device();
+    await phone.login(USER, PASSWORD);
+    await tablet.login(USER, PASSWORD);
+    await phone.sync();
+    await tablet.sync();
+
+    // Bytes of their own each run: the server keeps a file once per content.
+    const bytes = new TextEncoder().encode(`notes of ${crypto.randomUUID()}\n`.repeat(50));
+    const photo = await phone.files.attach(bytes, { contentType: "text/plain", name: "notes.txt" });
+    const customer = await phone.create(CUSTOMER, { name: "Files Ltd" });
+    const order = await phone.create(WORKORDER, { customer, title: "With notes", priority: "normal", photo });
+    const sent: number[] = [];
+    const report = await phone.sync({ onUpload: (p) => sent.push(p.sent) });
+    assert.deepEqual(report.pushed, { applied: 2 });
+    assert.deepEqual(report.uploaded, [photo.sha256]);
+    assert.equal(sent[sent.length - 1], bytes.length);
+    assert.deepEqual(await phone.files.pending(), []);
+
+    await tablet.sync();
+    const reference = (await tablet.get(WORKORDER, order))?.["photo"] as FileReference;
+    assert.deepEqual(reference, photo);
+    assert.deepEqual(await tablet.files.fetch(reference), bytes);
+    assert.equal(await tablet.files.has(reference), true);
   });
 });
