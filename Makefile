@@ -59,7 +59,8 @@ lint: install
 # and the raw floor), bench/run.py (in process), fan-out, compression, and
 # bench/live.py (wake-up and live pull latency, a thousand waiting devices),
 # bench/standby.py (pulls from a streaming standby beside the primary),
-# bench/versions.py (what serving an older app costs: downgraded pulls, upgraded pushes).
+# bench/versions.py (what serving an older app costs: downgraded pulls, upgraded pushes),
+# bench/files.py (uploads, downloads and skips of files, on the file system and on S3).
 # QUICK=1 runs small versions of each in a few minutes.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/syncserver_bench
 bench: install
@@ -71,6 +72,7 @@ bench: install
 	$(PY) bench/compression.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/live.py
 	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/versions.py
+	DATABASE_URL=$(BENCH_DATABASE_URL) QUICK=$(QUICK) $(PY) bench/files.py
 	QUICK=$(QUICK) $(PY) bench/standby.py
 
 format: install

@@ -291,8 +291,12 @@ class Api:
                 continue
             if raw.status_code < 300:
                 return raw
-            if raw.status_code >= 500 and attempt + 1 < self.retry.attempts:
-                self._wait(self.retry.backoff(attempt, self._rng))
+            if raw.status_code in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
+                delay = self.retry.backoff(attempt, self._rng)
+                asked = _retry_after(raw.headers.get("Retry-After"))
+                if asked is not None and asked <= self.retry.max_retry_after:
+                    delay = max(delay, asked)
+                self._wait(delay)
                 attempt += 1
                 continue
             body = (

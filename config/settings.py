@@ -330,6 +330,7 @@ REST_FRAMEWORK = {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="1200/min"),
         "token": env.str("THROTTLE_TOKEN", default="2400/min"),
+        "link": env.str("THROTTLE_LINK", default="1200/min"),
     },
     "NUM_PROXIES": NUM_PROXIES,
 }

@@ -82,7 +82,12 @@ DEFAULTS: dict[str, Any] = {
     "COMPRESSION_GZIP_LEVEL": 3,
     # The API's throttles (per account, per address without credentials, per
     # back-office token); a project's REST_FRAMEWORK rates win where given.
-    "THROTTLE_RATES": {"user": "1200/min", "anon": "60/min", "token": "2400/min"},
+    "THROTTLE_RATES": {
+        "user": "1200/min",
+        "anon": "60/min",
+        "token": "2400/min",
+        "link": "1200/min",  # file and part links, per address
+    },
 }
 
 

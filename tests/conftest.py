@@ -155,3 +155,14 @@ def alice(make_actor: Callable[..., Actor]) -> Actor:
 @pytest.fixture
 def bob(make_actor: Callable[..., Actor]) -> Actor:
     return make_actor()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3 API server on this machine (moto's, over HTTP), for the
+    file tests: one for the session (tests/sync/blob_helpers.py)."""
+    from tests.sync.blob_helpers import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()

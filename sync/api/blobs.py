@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from sync.api.base import SyncAPIView
 from sync.api.serializers import ErrorSerializer
-from sync.api.throttling import AnonRateThrottle
+from sync.api.throttling import LinkRateThrottle
 from sync.engine import blobs
 from sync.engine.blobstore import disposition, store, unsign
 from sync.models import Blob
@@ -162,7 +162,7 @@ class PartView(SyncAPIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [AnonRateThrottle]
+    throttle_classes = [LinkRateThrottle]
 
     @extend_schema(
         request={"application/octet-stream": bytes},
@@ -214,7 +214,7 @@ class ContentView(SyncAPIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [AnonRateThrottle]
+    throttle_classes = [LinkRateThrottle]
 
     @extend_schema(
         responses={(200, "application/octet-stream"): bytes, 403: ErrorSerializer},

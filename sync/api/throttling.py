@@ -97,3 +97,14 @@ class TokenRateThrottle(CountedThrottle):
                 return None  # the anonymous throttle covers these
             ident = f"user-{request.user.pk}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class LinkRateThrottle(CountedThrottle, throttling.AnonRateThrottle):
+    """THROTTLE_LINK per client address, for the file and part links
+    (sync/api/blobs.py): their signature is the credential, and one upload
+    of a large file is many parts, so they are not held to THROTTLE_ANON."""
+
+    scope = "link"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

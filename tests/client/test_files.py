@@ -15,7 +15,7 @@ from fieldwork.models import WorkOrder
 from sync.engine import blobstore
 from sync.models import Blob
 from tests.client_harness import FaultyNetwork
-from tests.sync.blob_helpers import PART, s3_server, sha, use_storage  # noqa: F401  (fixture)
+from tests.sync.blob_helpers import PART, sha, use_storage
 
 pytestmark = pytest.mark.django_db
 

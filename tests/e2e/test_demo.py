@@ -14,7 +14,7 @@ from django.core.management import call_command
 from client import demo
 from sync.models import Blob, Conflict
 from tests.live import gunicorn
-from tests.sync.blob_helpers import S3Server, s3_server  # noqa: F401  (fixture)
+from tests.sync.blob_helpers import S3Server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -25,7 +25,7 @@ def bucket() -> str:
 
 
 @pytest.fixture(scope="module")
-def live_gunicorn(django_db_setup: None, s3_server: S3Server, bucket: str) -> Iterator[str]:  # noqa: F811
+def live_gunicorn(django_db_setup: None, s3_server: S3Server, bucket: str) -> Iterator[str]:
     s3_server.storage(bucket)  # makes the bucket
     with gunicorn(
         LOG_LEVEL="WARNING",
@@ -44,7 +44,7 @@ def test_the_demo_merges_resolves_and_converges(
     bucket,
     tmp_path,
     settings,
-    capsys,  # noqa: F811
+    capsys,
 ):
     # The server checks passwords with the real hashers, not the tests' fast one.
     settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS

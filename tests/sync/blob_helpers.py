@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 from sync.engine import blobstore
@@ -62,13 +60,6 @@ class S3Server:
 
     def stop(self) -> None:
         self.server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    server = S3Server()
-    yield server
-    server.stop()
 
 
 def use_storage(settings: Any, storage: dict[str, Any]) -> None:

@@ -20,14 +20,13 @@ from fieldwork.models import WorkOrder
 from sync.engine import blobs, blobstore
 from sync.models import Blob, BlobUpload, Conflict
 from tests.factories import customer, team_of, update, work_order
-from tests.sync.blob_helpers import (  # noqa: F401  (fixture)
+from tests.sync.blob_helpers import (
     BUCKET,
     PART,
     get,
     png,
     put,
     reference,
-    s3_server,
     send_parts,
     sha,
     start,
@@ -417,3 +416,25 @@ def test_part_links_are_signed_per_part(local, make_actor):
         ).status_code
         == 403
     )
+
+
+def test_links_have_their_own_rate_per_address(local, make_actor, settings, monkeypatch):
+    """Many parts of one upload are not held to the anonymous rate; the
+    links are still limited."""
+    from django.core.cache import cache
+
+    from sync.api.throttling import LinkRateThrottle
+
+    cache.clear()
+    monkeypatch.setitem(LinkRateThrottle.THROTTLE_RATES, "anon", "1/min")
+    monkeypatch.setitem(LinkRateThrottle.THROTTLE_RATES, "link", "3/min")
+    settings.SYNC_BLOB_PART_BYTES = 100
+    phone = make_actor()
+    data = big(450)  # five parts
+    body = start(phone, data).json()
+    answers = [
+        put(phone.client, p["url"], data[(p["number"] - 1) * 100 : p["number"] * 100])
+        for p in body["parts"]
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert answers[3].json()["code"] == "throttled" and answers[3]["Retry-After"]
