@@ -165,26 +165,32 @@ class Files:
             raise
         self.client.store.upload_done(sha)
 
-    def fetch(self, reference: dict[str, Any]) -> Path:
-        """The file a reference names, downloaded the first time (then kept)."""
+    def fetch(self, reference: dict[str, Any], *, thumbnail: bool = False) -> Path:
+        """The file a reference names, downloaded the first time (then kept).
+        `thumbnail`: its thumbnail instead (images; small, for lists), or
+        `FileNotReady` (state `no_thumbnail`) while the server has none."""
         sha = reference["sha256"]
-        if self.has(sha):
-            return self.path(sha)
+        thumbs = self.root / "thumbnails"
+        kept = thumbs / sha if thumbnail else self.path(sha)
+        if kept.is_file():
+            return kept
         info = self.client._call(
             "GET", f"/api/v1/blobs/{sha}/", params={"name": reference.get("name") or sha}
         ).body
         if info["state"] != "complete":
             raise FileNotReady(sha, info["state"])
-        raw = self.client.api.transfer("GET", info["url"])
-        content = raw.content
-        if hashlib.sha256(content).hexdigest() != sha:
-            raise FileCorrupt(f"the download of {sha[:12]}… does not match its sha256")
+        if thumbnail:
+            if not info.get("thumbnail"):
+                raise FileNotReady(sha, "no_thumbnail")
+            info = info["thumbnail"]
+        content = self.client.api.transfer("GET", info["url"]).content
+        if hashlib.sha256(content).hexdigest() != info["sha256"]:
+            raise FileCorrupt(f"the download of {info['sha256'][:12]}… does not match its sha256")
+        kept.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.root, delete=False) as tmp:
             tmp.write(content)
-        target = self.path(sha)
-        target.parent.mkdir(exist_ok=True)
-        Path(tmp.name).replace(target)
-        return target
+        Path(tmp.name).replace(kept)
+        return kept
 
     def forget(self) -> None:
         """Drop every kept file (the account signed out, or another signed in)."""

@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 
 from devices.webpush import public_key
+from sync.engine.blobstore import store
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -57,9 +58,11 @@ def _serve(name: str) -> HttpResponse:
         response["Service-Worker-Allowed"] = "/app/"
     if name == "index.html":
         # The app talks to this origin only; no inline script or style.
+        # Files go to and come from the blob storage's links: on S3, its origin.
+        storage = " ".join(["'self'", *store().origins()])
         response["Content-Security-Policy"] = (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            "connect-src 'self'; worker-src 'self'; manifest-src 'self'; "
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            f"connect-src {storage}; worker-src 'self'; manifest-src 'self'; "
             "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
         )
     return response

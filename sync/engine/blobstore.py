@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -77,6 +77,15 @@ class S3Store:
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def origins(self) -> list[str]:
+        """Where its links point (for a web page's Content-Security-Policy):
+        the endpoint, and the bucket's own host for virtual-hosted addressing."""
+        endpoint = urlsplit(str(self.client.meta.endpoint_url))
+        return [
+            f"{endpoint.scheme}://{endpoint.netloc}",
+            f"{endpoint.scheme}://{self.bucket}.{endpoint.netloc}",
+        ]
 
     def start(self, upload: Any) -> str:
         answer = self.client.create_multipart_upload(
@@ -192,6 +201,9 @@ class LocalStore:
 
     def start(self, upload: Any) -> str:
         return ""
+
+    def origins(self) -> list[str]:
+        return []  # its links are the server's own
 
     def part_url(self, upload: Any, number: int, request: Any) -> str:
         path = reverse("blob-part", kwargs={"upload_id": upload.id, "number": number})

@@ -166,3 +166,30 @@ def test_a_file_not_sent_keeps_the_account_signed_in_and_another_user_never_send
     phone.client.use_token(other.username, token_issue(user=other, name="other")[1])
     assert not phone.client.store.pending_uploads()
     assert not phone.client.files.has(ref["sha256"])
+
+
+def test_an_image_s_thumbnail_can_be_fetched_for_a_list(make_device, settings, tmp_path):
+    from tests.sync.blob_helpers import png
+
+    use_storage(
+        settings,
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "blobs")},
+        },
+    )
+    phone = make_device()
+    tablet = make_device(user=phone.user)
+    image = png(9, side=900)
+    ref = phone.client.files.attach(image, content_type="image/png", name="big.png")
+    new_order(phone, ref)
+    phone.client.sync()
+    with pytest.raises(FileNotReady) as none_yet:  # no worker has made it yet
+        tablet.client.files.fetch(ref, thumbnail=True)
+    assert none_yet.value.state == "no_thumbnail"
+    from sync.tasks import blob_thumbnail
+
+    blob_thumbnail(ref["sha256"])  # the task, as a worker runs it
+    small = tablet.client.files.fetch(ref, thumbnail=True)
+    assert 0 < small.stat().st_size < len(image)
+    assert not tablet.client.files.has(ref["sha256"])  # the image itself is not fetched

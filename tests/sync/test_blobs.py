@@ -438,3 +438,20 @@ def test_links_have_their_own_rate_per_address(local, make_actor, settings, monk
     ]
     assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
     assert answers[3].json()["code"] == "throttled" and answers[3]["Retry-After"]
+
+
+def test_the_web_app_may_reach_the_bucket_its_links_point_to(store, client, settings, tmp_path):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "index.html").write_text("<head></head>")
+    settings.WEBAPP_DIST = str(dist)
+    policy = client.get("/app/", secure=True)["Content-Security-Policy"]
+    connect = next(p for p in policy.split("; ") if p.startswith("connect-src"))
+    if store["kind"] == "s3":
+        endpoint = settings.STORAGES["sync_blobs"]["OPTIONS"]["endpoint_url"]
+        assert connect == f"connect-src 'self' {endpoint} " + endpoint.replace(
+            "//", f"//{settings.STORAGES['sync_blobs']['OPTIONS']['bucket_name']}.", 1
+        )
+    else:
+        assert connect == "connect-src 'self'"
+    assert "img-src 'self' data: blob:" in policy  # a photo shown from its bytes

@@ -7,6 +7,8 @@ import {
   ApiError,
   ConflictSettled,
   type Data,
+  FileNotReady,
+  type FileReference,
   type LocalConflict,
   NetworkError,
   type PersistenceState,
@@ -240,6 +242,24 @@ export class App {
     return box;
   }
 
+  private photoUrl: string | null = null;
+
+  /** A work order's photo: from this device, or fetched once from the server, then kept. */
+  private async showPhoto(box: HTMLElement, ref: FileReference): Promise<void> {
+    try {
+      const bytes = await this.client.files.fetch(ref);
+      if (this.photoUrl) URL.revokeObjectURL(this.photoUrl);
+      this.photoUrl = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: ref.content_type }));
+      mount(box, h("img", { id: "photo-img", src: this.photoUrl, alt: ref.name }), h("p", { class: "muted" }, ref.name));
+    } catch (error) {
+      const text =
+        error instanceof FileNotReady
+          ? "The photo is not on the server yet: it shows here once the device that took it has sent it."
+          : errorText(error);
+      mount(box, h("p", { id: "photo-state", class: "muted" }, text));
+    }
+  }
+
   /**
    * Draw the page for the route. A `background` redraw (data came in) never
    * replaces a page the user is typing in: neither when it starts nor when
@@ -392,6 +412,24 @@ export class App {
     };
 
     const description = h("textarea", { id: "description", rows: 4, "aria-label": "Description", value: order["description"] ?? "" });
+    const photo = (order["photo"] ?? null) as FileReference | null;
+    const photoView = h("div", { id: "photo-view" }, h("p", { class: "muted" }, photo ? `${photo.name}…` : "No photo yet."));
+    if (photo) void this.showPhoto(photoView, photo);
+    const picker = h("input", { type: "file", id: "photo-input", accept: "image/*", capture: "environment", class: "visually-hidden" });
+    picker.addEventListener("change", () => {
+      const file = picker.files?.[0];
+      if (!file) return;
+      void (async () => {
+        try {
+          // Kept on this device and queued: the edit syncs now, the bytes after it.
+          const ref = await this.client.files.attach(file, { name: file.name });
+          await edit({ photo: ref }, "Photo attached.");
+        } catch (error) {
+          this.say(errorText(error), "error");
+          await this.render();
+        }
+      })();
+    });
     const noteBody = h("textarea", { id: "new-note", rows: 3, "aria-label": "New note", placeholder: "What did you find, what did you do?" });
 
     return h(
@@ -447,6 +485,14 @@ export class App {
         h("h3", {}, "Description"),
         description,
         h("button", { type: "submit" }, "Save description"),
+      ),
+      h(
+        "section",
+        { class: "card", id: "photo" },
+        h("h3", {}, "Photo"),
+        photoView,
+        h("label", { for: "photo-input", class: "button" }, photo ? "Replace the photo" : "Attach a photo"),
+        picker,
       ),
       h(
         "section",

@@ -8,3 +8,4 @@ export * from "../../clients/typescript/src/errors.ts";
 export * from "../../clients/typescript/src/storage.ts";
 export * from "../../clients/typescript/src/idb.ts";
 export * from "../../clients/typescript/src/browser.ts";
+export type { FileReference } from "../../clients/typescript/src/files.ts";
