@@ -162,7 +162,19 @@ class Files:
         except ApiError as exc:
             if exc.code == "blob_mismatch":  # the parts went wrong on the way: all again
                 self.client.store.set_upload_id(sha, None)
-            raise
+            if exc.status != 404:
+                raise
+            # Gone: completed by an earlier try whose answer was lost (or
+            # expired). Asking again says which.
+            self.client.store.set_upload_id(sha, None)
+            again = self.client._call(
+                "POST",
+                "/api/v1/blobs/uploads/",
+                json_body={"sha256": sha, "size": row["size"], "content_type": row["content_type"]},
+                expect=(200, 201),
+            ).body
+            if again["state"] != "complete":
+                raise
         self.client.store.upload_done(sha)
 
     def fetch(self, reference: dict[str, Any], *, thumbnail: bool = False) -> Path:

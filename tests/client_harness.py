@@ -34,6 +34,8 @@ class FaultyNetwork(httpx.BaseTransport):
         self.requests: list[httpx.Request] = []
         # A request it says yes to is lost on the way (the connection drops).
         self.drop: Callable[[httpx.Request], bool] | None = None
+        # Processed by the server, its answer lost; once per request it says yes to.
+        self.lose_answer: Callable[[httpx.Request], bool] | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -45,6 +47,10 @@ class FaultyNetwork(httpx.BaseTransport):
                 raise canned
             return canned
         response = self.inner.handle_request(request)
+        if self.lose_answer is not None and self.lose_answer(request):
+            self.lose_answer = None
+            response.close()
+            raise httpx.ReadError("connection reset before the answer arrived", request=request)
         path = request.url.path
         if path.endswith("/sync/push/"):
             self.pushed += [m["mutation_id"] for m in json.loads(request.content)["mutations"]]

@@ -179,49 +179,59 @@ def upload_of(*, user: Any, upload_id: Any) -> UploadState:
 
 def upload_complete(*, user: Any, upload_id: Any) -> Blob:
     """Put the parts together, check them, and make the blob complete."""
-    state = upload_of(user=user, upload_id=upload_id)
-    upload, blob = state.upload, state.blob
-    if upload is None:
-        return blob  # completed already (by this request's earlier try, or another upload)
-    missing = [n for n in range(1, upload.parts + 1) if n not in state.done]
-    wrong = [
-        n for n, p in state.done.items() if n > upload.parts or p.size != upload.part_length(n)
-    ]
-    if missing or wrong:
-        raise SyncError(
-            "upload_incomplete",
-            "Some parts are missing or of the wrong size: upload them, then complete again.",
-            status_code=409,
-            extra={"missing": missing, "wrong_size": sorted(wrong)},
-        )
-    bytes_store = store()
-    sha, size = bytes_store.finish(upload, state.done)
-    if sha != blob.sha256 or size != blob.size:
+    with transaction.atomic():
+        # One completion of an upload at a time: a retry racing the request
+        # it retries waits here, then finds the upload gone (404: ask again,
+        # the answer is `complete`) rather than completing it twice.
+        BlobUpload.objects.select_for_update().filter(pk=upload_id, user=user).exists()
+        state = upload_of(user=user, upload_id=upload_id)
+        upload, blob = state.upload, state.blob
+        if upload is None:
+            return blob  # completed already, by another upload of the same bytes
+        missing = [n for n in range(1, upload.parts + 1) if n not in state.done]
+        wrong = [
+            n for n, p in state.done.items() if n > upload.parts or p.size != upload.part_length(n)
+        ]
+        if missing or wrong:
+            raise SyncError(
+                "upload_incomplete",
+                "Some parts are missing or of the wrong size: upload them, then complete again.",
+                status_code=409,
+                extra={"missing": missing, "wrong_size": sorted(wrong)},
+            )
+        bytes_store = store()
+        sha, size = bytes_store.finish(upload, state.done)
+        if sha == blob.sha256 and size == blob.size:
+            return _publish(blob, upload)
         bytes_store.discard(upload)
         upload.delete()
-        raise SyncError(
-            "blob_mismatch",
-            f"The bytes uploaded are {size} bytes with sha256 {sha}, not the {blob.size} "
-            f"bytes with sha256 {blob.sha256} that were announced: nothing was kept; "
-            "upload the file again.",
-            status_code=422,
-        )
-    with transaction.atomic():
-        locked = Blob.objects.select_for_update().get(pk=blob.pk)
-        if locked.state != Blob.State.COMPLETE:
-            bytes_store.publish(upload, locked)
-            locked.state = Blob.State.COMPLETE
-            locked.completed_at = timezone.now()
-            locked.save(update_fields=["state", "completed_at"])
-            bump_references(locked.sha256)
-            transaction.on_commit(lambda: _thumbnail_later(locked))
-        else:
-            bytes_store.discard(upload)
-        # Others' uploads of the same bytes are not needed any more.
-        for other in BlobUpload.objects.filter(blob=locked).exclude(pk=upload.pk):
-            bytes_store.discard(other)
-            other.delete()
-        upload.delete()
+    raise SyncError(
+        "blob_mismatch",
+        f"The bytes uploaded are {size} bytes with sha256 {sha}, not the {blob.size} "
+        f"bytes with sha256 {blob.sha256} that were announced: nothing was kept; "
+        "upload the file again.",
+        status_code=422,
+    )
+
+
+def _publish(blob: Blob, upload: BlobUpload) -> Blob:
+    """The checked bytes become the blob (unless another upload made it first)."""
+    bytes_store = store()
+    locked = Blob.objects.select_for_update().get(pk=blob.pk)
+    if locked.state != Blob.State.COMPLETE:
+        bytes_store.publish(upload, locked)
+        locked.state = Blob.State.COMPLETE
+        locked.completed_at = timezone.now()
+        locked.save(update_fields=["state", "completed_at"])
+        bump_references(locked.sha256)
+        transaction.on_commit(lambda: _thumbnail_later(locked))
+    else:
+        bytes_store.discard(upload)
+    # Others' uploads of the same bytes are not needed any more.
+    for other in BlobUpload.objects.filter(blob=locked).exclude(pk=upload.pk):
+        bytes_store.discard(other)
+        other.delete()
+    upload.delete()
     return locked
 
 

@@ -193,3 +193,21 @@ def test_an_image_s_thumbnail_can_be_fetched_for_a_list(make_device, settings, t
     small = tablet.client.files.fetch(ref, thumbnail=True)
     assert 0 < small.stat().st_size < len(image)
     assert not tablet.client.files.has(ref["sha256"])  # the image itself is not fetched
+
+
+def test_a_lost_answer_to_complete_is_not_an_error(make_device, settings, tmp_path):
+    use_storage(
+        settings,
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "blobs")},
+        },
+    )
+    phone = make_device()
+    ref = phone.client.files.attach(b"complete me", content_type="text/plain", name="c.txt")
+    new_order(phone, ref)
+    phone.network.lose_answer = lambda request: request.url.path.endswith("/complete/")
+    report = phone.client.sync()  # the retried complete finds the upload gone, asks: complete
+    assert report.uploaded == [ref["sha256"]]
+    assert Blob.objects.get(pk=ref["sha256"]).state == "complete"
+    assert not phone.client.store.pending_uploads()
