@@ -156,7 +156,7 @@ def _photo(phone: SyncClient, tablet: SyncClient, order_id: str) -> None:
     report = phone.sync()  # the edit first, then the bytes
     if report.uploaded != [ref["sha256"]]:
         raise ClientError(f"the photo was not uploaded: {report.uploaded}")
-    print(f"  demo-phone   attached {ref['name']} ({ref['size']} bytes), uploaded in parts")
+    print(f"  demo-phone   attached {ref['name']} ({ref['size']} bytes), uploaded after the edit")
     tablet.sync()
     shown = (tablet.get(ORDER, order_id) or {}).get("photo")
     if shown != ref:

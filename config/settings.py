@@ -257,7 +257,7 @@ STORAGES = {
         else {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {
-                "location": env.str("BLOB_ROOT", default=str(BASE_DIR / "media" / "blobs"))
+                "location": env.str("BLOB_ROOT", default=str(BASE_DIR / "media" / "sync"))
             },
         }
     ),
