@@ -256,9 +256,7 @@ STORAGES = {
         if env.str("BLOB_S3_BUCKET", default="")
         else {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": env.str("BLOB_ROOT", default=str(BASE_DIR / "media" / "sync"))
-            },
+            "OPTIONS": {"location": env.str("BLOB_ROOT", default=str(BASE_DIR / "media" / "sync"))},
         }
     ),
 }
