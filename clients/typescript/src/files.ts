@@ -32,6 +32,8 @@ const MAX_ROUNDS = 3;
 /** Links this close to `links_expire_at` are renewed before a part is sent on one. */
 const LINK_MARGIN_MS = 10_000;
 const SHA256 = /^[0-9a-f]{64}$/;
+/** Where an image's thumbnail is kept: its image's sha256 behind this mark. */
+const THUMBNAIL_KEY = "thumbnail:";
 
 /** What a `blob` field holds (docs/protocol.md, "Files"): the bytes travel apart. */
 export interface FileReference {
@@ -180,19 +182,26 @@ export class Files {
    * `FileCorrupt` when the download is not the file, `ApiError` `404
    * not_found` when no object this user can see refers to it.
    */
-  async fetch(reference: FileReference): Promise<Uint8Array> {
+  async fetch(reference: FileReference, options: { thumbnail?: boolean } = {}): Promise<Uint8Array> {
     const sha256 = reference.sha256;
     if (typeof sha256 !== "string" || !SHA256.test(sha256)) {
       throw new NotFound(`${JSON.stringify(sha256)} is not a file's sha256.`);
     }
-    const kept = await this.store.file(sha256);
+    // A thumbnail is kept under its image's sha256, marked: it is looked up by the image's reference.
+    const key = options.thumbnail ? `${THUMBNAIL_KEY}${sha256}` : sha256;
+    const kept = await this.store.file(key);
     if (kept !== null) return kept;
-    const info = (await this.call<FileInfo>("GET", `${BLOBS_PATH}${sha256}/`, { params: { name: reference.name || sha256 } }))
+    let info = (await this.call<FileInfo>("GET", `${BLOBS_PATH}${sha256}/`, { params: { name: reference.name || sha256 } }))
       .body;
     if (info.state !== "complete" || typeof info.url !== "string") throw new FileNotReady(sha256, String(info.state));
-    const bytes = await this.api.transfer("GET", info.url);
-    if ((await sha256Hex(bytes)) !== sha256) throw new FileCorrupt(sha256);
-    await this.store.keepFile(sha256, bytes);
+    if (options.thumbnail) {
+      // Made by the server after the upload; none yet (or not an image): said so.
+      if (!info.thumbnail) throw new FileNotReady(sha256, "no_thumbnail");
+      info = info.thumbnail;
+    }
+    const bytes = await this.api.transfer("GET", info.url as string);
+    if ((await sha256Hex(bytes)) !== info.sha256) throw new FileCorrupt(info.sha256);
+    await this.store.keepFile(key, bytes);
     return bytes;
   }
 

@@ -78,6 +78,8 @@ class FakeBlobs {
   state: "missing" | "pending" = "missing";
   /** Downloads answer other bytes. */
   corrupt = false;
+  /** Images' thumbnails the server made: the image's sha256 → the thumbnail's bytes. */
+  readonly thumbnails = new Map<string, Uint8Array>();
 
   constructor(server: FakeServer) {
     server.always("POST", UPLOADS, (call) => this.start(call));
@@ -176,8 +178,16 @@ class FakeBlobs {
       state: "complete",
       url: `${STORE}/content/${sha256}?name=${call.url.searchParams.get("name")}&sig=s`,
       expires_at: "2099-01-01T00:00:00Z",
-      thumbnail: null,
+      thumbnail: this.thumbnailOf(sha256),
     });
+  }
+
+  private thumbnailOf(sha256: string): Record<string, unknown> | null {
+    const bytes = this.thumbnails.get(sha256);
+    if (!bytes) return null;
+    const own = hex(bytes);
+    this.kept.set(own, bytes); // a file of its own on the server
+    return { sha256: own, size: bytes.length, content_type: "image/jpeg", state: "complete", url: `${STORE}/content/${own}?sig=t` };
   }
 
   private content(call: Call): Response {
@@ -497,6 +507,27 @@ for (const [label, make] of adapters) {
       assert.equal(await client.files.has(reference), false);
       blobs.corrupt = false;
       assert.deepEqual(await client.files.fetch(reference), bytes);
+    });
+
+    it("fetch with thumbnail gets the image's thumbnail once, not the image; FileNotReady while there is none", async () => {
+      const { client, server, blobs } = await setup(make);
+      const image = new TextEncoder().encode("a large image, really");
+      const small = new TextEncoder().encode("small");
+      const reference: FileReference = { sha256: hex(image), size: image.length, content_type: "image/jpeg", name: "i.jpg" };
+      blobs.kept.set(reference.sha256, image);
+      const none = await client.files.fetch(reference, { thumbnail: true }).catch((e: unknown) => e);
+      assert.ok(none instanceof FileNotReady && none.state === "no_thumbnail", String(none));
+      blobs.thumbnails.set(reference.sha256, small);
+      assert.deepEqual(await client.files.fetch(reference, { thumbnail: true }), small);
+      assert.equal(await client.files.has(reference), false); // the image itself was not fetched
+      server.calls.length = 0;
+      assert.deepEqual(await client.files.fetch(reference, { thumbnail: true }), small);
+      assert.deepEqual(server.calls, []); // kept
+      blobs.corrupt = true;
+      const other: FileReference = { ...reference, sha256: hex(new TextEncoder().encode("x")) };
+      blobs.kept.set(other.sha256, new TextEncoder().encode("x"));
+      blobs.thumbnails.set(other.sha256, small);
+      await assert.rejects(client.files.fetch(other, { thumbnail: true }), FileCorrupt);
     });
 
     it("logout uploads the files attached first, then forgets them; one that cannot go keeps the account", async () => {
