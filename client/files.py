@@ -15,15 +15,14 @@ import hashlib
 import mimetypes
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from client.errors import ApiError, ClientError
-
-if TYPE_CHECKING:
-    from client.sync import SyncClient
+from client.http import Api, Response
+from client.store import Store
 
 CHUNK = 1024 * 1024
 
@@ -56,10 +55,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class FileHost(Protocol):
+    """What files need of the client (`SyncClient`): its folder, store and calls."""
+
+    state_dir: Path
+    store: Store
+    api: Api
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        expect: int | Collection[int] = 200,
+    ) -> Response: ...
+
+
 class Files:
     """The files of one device (`SyncClient.files`)."""
 
-    def __init__(self, client: SyncClient) -> None:
+    def __init__(self, client: FileHost) -> None:
         self.client = client
         self.root = client.state_dir / "files"
         self.root.mkdir(exist_ok=True)

@@ -22,51 +22,19 @@ import threading
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from functools import cache
 from typing import Any, Protocol
 
-from django.utils import timezone
-
+from devices.sending import COLLAPSE_KEY, SendReport, Target, retry_after_seconds
 from syncbase.conf import sync_settings
+
+# Re-exported: what a backend sends to and reports, used by sync.notify.
+__all__ = ["COLLAPSE_KEY", "Backend", "SendReport", "Target", "backend"]
 
 logger = logging.getLogger(__name__)
 
 # FCM accepts at most this many messages per send_each call.
 CHUNK = 500
-COLLAPSE_KEY = "sync"
-
-
-@dataclass(frozen=True)
-class Target:
-    device_id: uuid.UUID
-    token: str
-    platform: str
-
-
-@dataclass
-class SendReport:
-    """What happened to each device of one send."""
-
-    sent: list[uuid.UUID] = field(default_factory=list)
-    # The token is gone for good (app uninstalled, token rotated, another
-    # sender's token): stop using it.
-    unregistered: list[uuid.UUID] = field(default_factory=list)
-    # Worth trying again later (quota, FCM unavailable or failing inside).
-    temporary: list[uuid.UUID] = field(default_factory=list)
-    # Refused for another reason (our credentials, a malformed message): logged.
-    failed: list[uuid.UUID] = field(default_factory=list)
-    # The longest Retry-After FCM asked for, in seconds.
-    retry_after: float | None = None
-
-    def merge(self, other: SendReport) -> None:
-        self.sent += other.sent
-        self.unregistered += other.unregistered
-        self.temporary += other.temporary
-        self.failed += other.failed
-        if other.retry_after is not None:
-            self.retry_after = max(self.retry_after or 0, other.retry_after)
 
 
 class Backend(Protocol):
@@ -193,20 +161,6 @@ def _retry_after(error: Any) -> float | None:
     return retry_after_seconds(
         response.headers.get("Retry-After") if response is not None else None
     )
-
-
-def retry_after_seconds(raw: str | None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) in seconds from now."""
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:  # an HTTP date
-        return max(0.0, (parsedate_to_datetime(raw) - timezone.now()).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 class NoFcm:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from devices.sending import COLLAPSE_KEY, SendReport, Target, retry_after_seconds
 from syncbase.conf import sync_settings
 from syncbase.errors import SyncError
 
@@ -201,9 +202,7 @@ class WebPushBackend:
             session = self._local.session = requests.Session()
         return session
 
-    def send(self, targets: Sequence[Any], data: Mapping[str, str]) -> Any:
-        from devices.push import SendReport
-
+    def send(self, targets: Sequence[Target], data: Mapping[str, str]) -> SendReport:
         report = SendReport()
         try:
             key = vapid()
@@ -229,11 +228,9 @@ class WebPushBackend:
                 report.merge(outcome)
         return report
 
-    def _one(self, key: Any, target: Any, payload: str) -> Any:
+    def _one(self, key: Any, target: Target, payload: str) -> SendReport:
         import requests
         from pywebpush import WebPusher, WebPushException
-
-        from devices.push import COLLAPSE_KEY, SendReport, retry_after_seconds
 
         try:
             subscription = parse_subscription(target.token)
