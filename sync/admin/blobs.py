@@ -23,17 +23,15 @@ def content_url(sha256: str) -> str:
     return reverse("admin:sync_blob_content", args=[sha256])
 
 
-def blob_html(value: Any) -> str:
+def blob_html(value: Any, blob: Blob | None = None) -> str:
     """A file reference on an admin page: the image (its thumbnail when there
-    is one) when it is an uploaded image, else its name; name, size and state under it."""
+    is one) when it is an uploaded image, else its name; name, size and state
+    under it. `blob`: the file's row when the caller has it (a list page)."""
     if not isinstance(value, dict) or not isinstance(value.get("sha256"), str):
         return format_html("{}", "(empty)" if value is None else str(value))
     sha = value["sha256"]
-    blob = (
-        Blob.objects.filter(pk=sha).select_related("thumbnail").first()
-        if SHA256.fullmatch(sha)
-        else None
-    )
+    if blob is None and SHA256.fullmatch(sha):
+        blob = Blob.objects.filter(pk=sha).select_related("thumbnail").first()
     name = str(value.get("name") or sha[:12])
     size = value.get("size")
     caption = f"{name} · {filesizeformat(size) if isinstance(size, int) else '?'}"
@@ -76,6 +74,7 @@ class BlobAdmin(GuardedAdmin):
         "created_at",
     )
     list_filter = ("state", "is_thumbnail", "content_type")
+    list_select_related = ("thumbnail", "uploaded_by")
     search_fields = ("sha256", "uploaded_by__username")
     readonly_fields = (
         "sha256",
@@ -114,7 +113,8 @@ class BlobAdmin(GuardedAdmin):
                 "size": blob.size,
                 "content_type": blob.content_type,
                 "name": "",
-            }
+            },
+            blob,
         )
 
     def get_urls(self) -> list[Any]:

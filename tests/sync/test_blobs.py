@@ -455,3 +455,21 @@ def test_the_web_app_may_reach_the_bucket_its_links_point_to(store, client, sett
     else:
         assert connect == "connect-src 'self'"
     assert "img-src 'self' data: blob:" in policy  # a photo shown from its bytes
+
+
+def test_the_admin_lists_files_in_a_fixed_number_of_queries(local, make_actor, admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    alice = make_actor()
+
+    def listed(count: int) -> int:
+        while Blob.objects.count() < count:
+            upload(alice, png(30 + Blob.objects.count()))
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get("/admin/sync/blob/", secure=True)
+        assert page.status_code == 200
+        assert page.content.decode().count('class="blob"') == count
+        return len(queries.captured_queries)
+
+    assert listed(3) == listed(12)  # not one query per file
