@@ -154,12 +154,7 @@ class Files:
                     raise
                 self.client.store.set_upload_id(sha, None)  # expired: start again
         if body is None:
-            body = self.client._call(
-                "POST",
-                "/api/v1/blobs/uploads/",
-                json_body={"sha256": sha, "size": row["size"], "content_type": row["content_type"]},
-                expect=(200, 201),
-            ).body
+            body = self._ask(row)
         if body["state"] == "complete":
             self.client.store.upload_done(sha)
             return
@@ -184,15 +179,24 @@ class Files:
             # Gone: completed by an earlier try whose answer was lost (or
             # expired). Asking again says which.
             self.client.store.set_upload_id(sha, None)
-            again = self.client._call(
-                "POST",
-                "/api/v1/blobs/uploads/",
-                json_body={"sha256": sha, "size": row["size"], "content_type": row["content_type"]},
-                expect=(200, 201),
-            ).body
+            again = self._ask(row)
             if again["state"] != "complete":
                 raise
         self.client.store.upload_done(sha)
+
+    def _ask(self, row: Any) -> dict[str, Any]:
+        """Step 1 of an upload: the server has the file (`complete`), or the upload to send."""
+        body: dict[str, Any] = self.client._call(
+            "POST",
+            "/api/v1/blobs/uploads/",
+            json_body={
+                "sha256": row["sha256"],
+                "size": row["size"],
+                "content_type": row["content_type"],
+            },
+            expect=(200, 201),
+        ).body
+        return body
 
     def fetch(self, reference: dict[str, Any], *, thumbnail: bool = False) -> Path:
         """The file a reference names, downloaded the first time (then kept).

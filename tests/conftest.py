@@ -166,3 +166,13 @@ def s3_server() -> Iterator[Any]:
     server = S3Server()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def local_blobs(settings: Any, tmp_path: Any) -> Iterator[Any]:
+    """Files on the file system, in a folder of the test's own (its path)."""
+    from sync.engine import blobstore
+    from tests.sync.blob_helpers import use_local_storage
+
+    yield use_local_storage(settings, tmp_path / "blobs")
+    blobstore._store.cache_clear()

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from fieldwork.models import WorkOrder
-from sync.engine import blobstore
 from sync.models import Conflict
 from tests.browser.test_conflict_admin import log_in, page_url, staff_user
 from tests.factories import customer, update, work_order
-from tests.sync.blob_helpers import reference, upload, use_storage
+from tests.sync.blob_helpers import reference, upload
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -47,21 +46,8 @@ def photo(label: str, sky: tuple[int, int, int], pipe: tuple[int, int, int]) -> 
     return out.getvalue()
 
 
-@pytest.fixture
-def files(settings: Any, tmp_path: Path) -> Any:
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
-    yield
-    blobstore._store.cache_clear()
-
-
 def test_staff_see_two_clashing_photos_side_by_side_and_keep_one(
-    new_page: Any, make_actor: Any, files: Any
+    new_page: Any, make_actor: Any, local_blobs: Path
 ) -> None:
     phone = make_actor()
     tablet = make_actor(user=phone.user)

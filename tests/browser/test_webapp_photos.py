@@ -6,7 +6,7 @@ the server through a short-lived link."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from fieldwork.models import WorkOrder
-from sync.engine import blobstore
 from sync.models import Blob
 from tests.browser.test_webapp import PASSWORD, seed
 from tests.browser.test_webapp_tabs_push import (  # noqa: F401  (fixtures)
@@ -22,7 +21,7 @@ from tests.browser.test_webapp_tabs_push import (  # noqa: F401  (fixtures)
     log_in,
     new_context,
 )
-from tests.sync.blob_helpers import sha, use_storage
+from tests.sync.blob_helpers import sha
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -41,19 +40,6 @@ def jpeg() -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def files(settings: Any, tmp_path: Path) -> Iterator[None]:
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
-    yield
-    blobstore._store.cache_clear()
-
-
 def shown(page: Any) -> bool:
     return bool(
         page.evaluate(
@@ -65,7 +51,7 @@ def shown(page: Any) -> bool:
 
 def test_a_photo_taken_offline_syncs_and_shows_on_another_browser(
     new_context: Callable[[], Any],  # noqa: F811
-    files: None,
+    local_blobs: Path,
 ) -> None:
     user = get_user_model().objects.create_user("photog", password=PASSWORD)
     ids = seed(user)

@@ -15,7 +15,7 @@ from fieldwork.models import WorkOrder
 from sync.engine import blobstore
 from sync.models import Blob
 from tests.client_harness import FaultyNetwork
-from tests.sync.blob_helpers import PART, sha, use_storage
+from tests.sync.blob_helpers import PART, sha, use_local_storage, use_storage
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +26,7 @@ CUSTOMER = "fieldwork.customer"
 @pytest.fixture(params=["local", "s3"])
 def store(request, settings, tmp_path) -> Any:
     if request.param == "local":
-        use_storage(
-            settings,
-            {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(tmp_path / "blobs")},
-            },
-        )
+        use_local_storage(settings, tmp_path / "blobs")
     else:
         server = request.getfixturevalue("s3_server")
         use_storage(settings, server.storage(f"client-{os.urandom(4).hex()}"))
@@ -115,14 +109,7 @@ def test_an_upload_survives_a_dropped_connection_and_a_restart(store, make_devic
     assert not phone.client.store.pending_uploads()
 
 
-def test_a_file_not_uploaded_yet_is_said_so(make_device, settings, tmp_path):
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
+def test_a_file_not_uploaded_yet_is_said_so(make_device, local_blobs):
     phone = make_device()
     tablet = make_device(user=phone.user)
     ref = phone.client.files.attach(b"not yet", content_type="text/plain", name="n.txt")
@@ -137,18 +124,11 @@ def test_a_file_not_uploaded_yet_is_said_so(make_device, settings, tmp_path):
 
 
 def test_a_file_not_sent_keeps_the_account_signed_in_and_another_user_never_sends_it(
-    make_device, settings, tmp_path
+    make_device, local_blobs
 ):
     from client import UnsentChanges
     from tests.factories import UserFactory
 
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
     phone = make_device()
     ref = phone.client.files.attach(b"unsent", content_type="text/plain", name="u.txt")
     new_order(phone, ref)
@@ -168,16 +148,9 @@ def test_a_file_not_sent_keeps_the_account_signed_in_and_another_user_never_send
     assert not phone.client.files.has(ref["sha256"])
 
 
-def test_an_image_s_thumbnail_can_be_fetched_for_a_list(make_device, settings, tmp_path):
+def test_an_image_s_thumbnail_can_be_fetched_for_a_list(make_device, local_blobs):
     from tests.sync.blob_helpers import png
 
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
     phone = make_device()
     tablet = make_device(user=phone.user)
     image = png(9, side=900)
@@ -195,14 +168,7 @@ def test_an_image_s_thumbnail_can_be_fetched_for_a_list(make_device, settings, t
     assert not tablet.client.files.has(ref["sha256"])  # the image itself is not fetched
 
 
-def test_a_lost_answer_to_complete_is_not_an_error(make_device, settings, tmp_path):
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "blobs")},
-        },
-    )
+def test_a_lost_answer_to_complete_is_not_an_error(make_device, local_blobs):
     phone = make_device()
     ref = phone.client.files.attach(b"complete me", content_type="text/plain", name="c.txt")
     new_order(phone, ref)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,6 +67,19 @@ def use_storage(settings: Any, storage: dict[str, Any]) -> None:
     settings.STORAGES = {**settings.STORAGES, "sync_blobs": storage}
     settings.SYNC_BLOB_PART_BYTES = PART
     blobstore._store.cache_clear()
+
+
+def use_local_storage(settings: Any, root: Path) -> Path:
+    """Files on the file system, under `root` (made here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    use_storage(
+        settings,
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    )
+    return root
 
 
 def stored_keys(kind: str, root: Any, s3: S3Server | None, bucket: str) -> list[str]:

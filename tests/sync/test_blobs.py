@@ -32,6 +32,7 @@ from tests.sync.blob_helpers import (
     start,
     stored_keys,
     upload,
+    use_local_storage,
     use_storage,
 )
 
@@ -44,36 +45,13 @@ ORDER = "fieldwork.workorder"
 def store(request, settings, tmp_path) -> dict[str, Any]:
     """The blob store the test runs on; {"kind", "keys": () -> list[str]}."""
     if request.param == "local":
-        root = tmp_path / "blobs"
-        use_storage(
-            settings,
-            {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(root)},
-            },
-        )
-        root.mkdir()
+        root = use_local_storage(settings, tmp_path / "blobs")
         yield {"kind": "local", "keys": lambda: stored_keys("local", root, None, "")}
     else:
         server = request.getfixturevalue("s3_server")
         bucket = f"{BUCKET}-{os.urandom(4).hex()}"
         use_storage(settings, server.storage(bucket))
         yield {"kind": "s3", "keys": lambda: stored_keys("s3", None, server, bucket)}
-    blobstore._store.cache_clear()
-
-
-@pytest.fixture
-def local(settings, tmp_path):
-    root = tmp_path / "blobs"
-    root.mkdir()
-    use_storage(
-        settings,
-        {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(root)},
-        },
-    )
-    yield root
     blobstore._store.cache_clear()
 
 
@@ -196,7 +174,9 @@ def test_completing_with_parts_missing_says_which(store, make_actor):
 # --- pushing references -----------------------------------------------------------------------
 
 
-def test_a_push_may_name_a_file_not_uploaded_yet_and_its_reference_is_checked(local, make_actor):
+def test_a_push_may_name_a_file_not_uploaded_yet_and_its_reference_is_checked(
+    local_blobs, make_actor
+):
     phone = make_actor()
     wo = order_with_photo(phone, b"later")
     assert WorkOrder.objects.get(pk=wo["id"]).photo == reference(b"later")
@@ -214,7 +194,7 @@ def test_a_push_may_name_a_file_not_uploaded_yet_and_its_reference_is_checked(lo
     assert "not taken here" in " ".join(refused["results"][0]["errors"]["photo"])
 
 
-def test_discovery_says_what_a_file_field_takes(local, make_actor):
+def test_discovery_says_what_a_file_field_takes(local_blobs, make_actor):
     models = make_actor().client.get("/api/v1/sync/models/").json()
     [orders] = [m for m in models if m["model"] == ORDER]
     photo = orders["fields"]["photo"]
@@ -223,7 +203,9 @@ def test_discovery_says_what_a_file_field_takes(local, make_actor):
     assert "image/*" in photo["content_types"]
 
 
-def test_two_devices_attaching_different_photos_to_one_field_make_a_conflict(local, make_actor):
+def test_two_devices_attaching_different_photos_to_one_field_make_a_conflict(
+    local_blobs, make_actor
+):
     phone = make_actor()
     tablet = make_actor(user=phone.user)
     wo = order_with_photo(phone, None)
@@ -241,7 +223,7 @@ def test_two_devices_attaching_different_photos_to_one_field_make_a_conflict(loc
 # --- limits ----------------------------------------------------------------------------------
 
 
-def test_limits_and_quota_are_told_and_enforced(local, make_actor, settings):
+def test_limits_and_quota_are_told_and_enforced(local_blobs, make_actor, settings):
     phone = make_actor()
     settings.SYNC_BLOB_QUOTA_BYTES = 5000
     settings.SYNC_BLOB_MAX_BYTES = 4000
@@ -273,7 +255,7 @@ def test_limits_and_quota_are_told_and_enforced(local, make_actor, settings):
 # --- who may fetch -----------------------------------------------------------------------------
 
 
-def test_only_users_who_see_a_referring_object_get_a_link(local, make_actor):
+def test_only_users_who_see_a_referring_object_get_a_link(local_blobs, make_actor):
     alice, bob, carol = make_actor(), make_actor(), make_actor()
     team = team_of(alice.user, bob.user)
     secret = png(7)
@@ -298,7 +280,7 @@ def test_only_users_who_see_a_referring_object_get_a_link(local, make_actor):
     assert get(carol.client, link.replace("signature=", "signature=x"))[0] == 403
 
 
-def test_a_download_link_expires(local, make_actor, settings):
+def test_a_download_link_expires(local_blobs, make_actor, settings):
     alice = make_actor()
     data = png(3)
     order_with_photo(alice, data)
@@ -310,7 +292,7 @@ def test_a_download_link_expires(local, make_actor, settings):
     assert status == 403 and b"link_expired" in body
 
 
-def test_a_file_is_served_as_a_download_never_as_a_page(local, make_actor):
+def test_a_file_is_served_as_a_download_never_as_a_page(local_blobs, make_actor):
     alice = make_actor()
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     c = customer("X")
@@ -387,7 +369,7 @@ def test_the_collector_deletes_only_what_nothing_refers_to(store, make_actor, se
     assert remaining == {sha(live), thumbnail}  # the others' thumbnails went with them
 
 
-def test_nothing_referenced_is_ever_collected_whatever_its_age(local, make_actor):
+def test_nothing_referenced_is_ever_collected_whatever_its_age(local_blobs, make_actor):
     alice = make_actor()
     data = png(20)
     wo = order_with_photo(alice, data)
@@ -399,7 +381,7 @@ def test_nothing_referenced_is_ever_collected_whatever_its_age(local, make_actor
     assert Blob.objects.filter(pk=sha(data)).exists()
 
 
-def test_part_links_are_signed_per_part(local, make_actor):
+def test_part_links_are_signed_per_part(local_blobs, make_actor):
     phone = make_actor()
     data = big(PART + 1)
     body = start(phone, data).json()
@@ -418,7 +400,7 @@ def test_part_links_are_signed_per_part(local, make_actor):
     )
 
 
-def test_links_have_their_own_rate_per_address(local, make_actor, settings, monkeypatch):
+def test_links_have_their_own_rate_per_address(local_blobs, make_actor, settings, monkeypatch):
     """Many parts of one upload are not held to the anonymous rate; the
     links are still limited."""
     from django.core.cache import cache
@@ -457,7 +439,7 @@ def test_the_web_app_may_reach_the_bucket_its_links_point_to(store, client, sett
     assert "img-src 'self' data: blob:" in policy  # a photo shown from its bytes
 
 
-def test_the_admin_lists_files_in_a_fixed_number_of_queries(local, make_actor, admin_client):
+def test_the_admin_lists_files_in_a_fixed_number_of_queries(local_blobs, make_actor, admin_client):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 

@@ -13,7 +13,7 @@
  * unsynced outbox is worth keeping.
  */
 
-import type { SyncClient, SyncOptions, SyncReport } from "./client.js";
+import { changedAnything, type SyncClient, type SyncOptions, type SyncReport } from "./client.js";
 
 /** The part of `navigator.locks` used here (a fake is enough in tests). */
 export interface LockManagerLike {
@@ -45,16 +45,6 @@ type Nav = { locks?: LockManagerLike; storage?: Partial<StorageManager>; permiss
 
 function nav(): Nav | undefined {
   return (globalThis as { navigator?: Nav }).navigator;
-}
-
-function changed(report: SyncReport): boolean {
-  return (
-    Object.keys(report.pushed).length > 0 ||
-    report.pulled > 0 ||
-    report.resynced ||
-    report.refetched.length > 0 ||
-    report.uploaded.length > 0
-  );
 }
 
 export class TabCoordinator {
@@ -154,7 +144,7 @@ export class TabCoordinator {
     this.client.api.token = await store.get("token");
     this.client.api.deviceId = await store.get("device_id");
     const report = await this.client.sync(options);
-    if (changed(report)) this.announce(report);
+    if (changedAnything(report)) this.announce(report);
     return report;
   }
 

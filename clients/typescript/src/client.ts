@@ -237,7 +237,8 @@ function count(report: SyncReport, status: PushStatus): void {
   report.pushed[status] = (report.pushed[status] ?? 0) + 1;
 }
 
-function anything(report: SyncReport): boolean {
+/** Whether a sync changed anything here or on the server (for `onSync`, and to tell other tabs). */
+export function changedAnything(report: SyncReport): boolean {
   return (
     Object.keys(report.pushed).length > 0 ||
     report.pulled > 0 ||
@@ -708,7 +709,7 @@ export class SyncClient {
     const pollEvery = options.pollEveryMs ?? 60_000;
     if (wait < 1) throw new Error("wait must be at least a second");
     const tell = (report: SyncReport): void => {
-      if (onSync && anything(report)) onSync(report);
+      if (onSync && changedAnything(report)) onSync(report);
     };
     const pause = (ms: number): Promise<boolean> =>
       new Promise((resolve) => {
